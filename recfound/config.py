@@ -1,0 +1,174 @@
+"""The typed view of params.yaml: read once, validated, passed down as one object.
+
+Unknown keys are errors, so a typo in params.yaml fails loudly instead of being ignored.
+Each stage reads only its own section (plus `paths` and `seed`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    data: Path = Path("data")
+    base_model: Path = Path("artifacts/base_model")
+    unified: Path = Path("artifacts/unified")
+    validation: Path = Path("reports/validation")
+    checkpoints: Path = Path("artifacts/checkpoints")
+    adapter: Path = Path("artifacts/adapter")
+    train_metrics: Path = Path("reports/train")
+    merged: Path = Path("artifacts/merged")
+    reports: Path = Path("reports")
+
+
+class SampleConfig(_Section):
+    seed: int = 1234
+    n_users: int = 240
+    n_items: int = 360
+    n_queries: int = 300
+    n_questions: int = 300
+    n_match_pairs: int = 200
+
+
+class BuildConfig(_Section):
+    seed: int = 1234
+    train_per_task: int = 48
+    validation_per_task: int = 8
+    test_per_task: int = 16
+    sr_candidates: int = 20
+    eval_negatives: int = 19
+    hard_negatives: int = 3
+    max_history: int = 10
+
+
+class ValidateConfig(_Section):
+    min_text_chars: int = 1
+    max_text_chars: int = 4000
+
+
+class TMoLEConfig(_Section):
+    experts_embedding: int = 2
+    experts_shared: int = 2
+    experts_generative: int = 2
+    rank: int = 8
+    alpha: float = 16.0
+    task_embedding_dim: int = 512
+
+
+class LoRAConfig(_Section):
+    rank: int = 8
+    alpha: float = 16.0
+
+
+class ModelConfig(_Section):
+    base: str = "smollm2-135m-instruct"
+    adapter: Literal["tmole", "lora"] = "tmole"
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    tmole: TMoLEConfig = TMoLEConfig()
+    lora: LoRAConfig = LoRAConfig()
+    temperature: float = 0.02
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class TrainConfig(_Section):
+    steps: int = 48
+    embedding_per_batch: int = 2
+    generative_per_batch: int = 4
+    group_size: int = 2
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 4
+    loss_gen_factor: float = 1.0
+    max_len_query: int = 96
+    max_len_passage: int = 64
+    max_len_prompt: int = 192
+    max_len_response: int = 64
+    save_every: int = 16
+    log_every: int = 1
+
+
+class S2SchedConfig(_Section):
+    enabled: bool = True
+    warmup_steps: int = 8
+    update_interval: int = 8
+    window: int = 3
+    val_batch_size: int = 2
+    df_temperature: float = 1.0
+    floor_divisor: int = 5
+
+
+class MergeConfig(_Section):
+    method: Literal["ties", "dare_ties", "dare_linear", "linear", "slerp"] = "ties"
+    density: float = 0.8
+    checkpoints: Literal["all", "best_per_task"] | list[int] = "all"
+    slerp_t: float = 0.5
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = 8
+    max_new_tokens: int = 48
+    baselines: tuple[str, ...] = ("base", "minilm", "popularity", "random")
+
+
+class OrchestrationConfig(_Section):
+    retries: int = 2
+    retry_delay_s: float = 10.0
+    retrain_interval_s: int = 3600
+
+
+class TrackingConfig(_Section):
+    uri: str = "sqlite:///mlflow.db"
+    artifact_root: str = "./mlartifacts"
+    experiment: str = "recfound"
+    registered_model: str = "recfound"
+
+
+class Config(_Section):
+    seed: int = 1234
+    paths: Paths = Paths()
+    sample: SampleConfig = SampleConfig()
+    build: BuildConfig = BuildConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    s2sched: S2SchedConfig = S2SchedConfig()
+    merge: MergeConfig = MergeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate params.yaml; the error names the file and the offending keys."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: not found") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return Config.model_validate(raw)
+    except Exception as err:  # pydantic.ValidationError lists every bad key
+        raise ConfigError(f"{path}: {err}") from err

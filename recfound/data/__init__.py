@@ -1,0 +1,1 @@
+"""Raw sources -> unified 13-task dataset: readers, seeded sample, builder, validation gate."""

@@ -1,0 +1,1 @@
+"""The unified generate + embed model, its adapters (TMoLE, LoRA) and the base-model stage."""

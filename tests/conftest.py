@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny random Llama (built once per session) and the default config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recfound.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Llama + tokenizer saved as a HF model directory."""
+    from recfound.model.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def default_config() -> Config:
+    """The project's params.yaml, as the pipeline reads it."""
+    return load_config(ROOT / "params.yaml")
