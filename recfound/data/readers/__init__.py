@@ -1,0 +1,37 @@
+"""Streaming readers for the five public raw sources; each yields recfound.data.records types.
+
+Formats, required fields and coercions: docs/data-formats.md. Every reader streams its file
+and raises recfound.errors.DataError naming the file, the line or row, and the reason.
+"""
+
+from recfound.data.readers.amazon_google import read_match_pairs, read_match_products
+from recfound.data.readers.amazon_reviews import read_item_meta, read_reviews
+from recfound.data.readers.amazonqa import read_amazonqa
+from recfound.data.readers.discover import (
+    AmazonGoogleFiles,
+    EsciFiles,
+    MovieLensFiles,
+    RawSources,
+    ReviewCategory,
+    discover_sources,
+)
+from recfound.data.readers.esci import read_esci
+from recfound.data.readers.movielens import read_movie_users, read_movies, read_ratings
+
+__all__ = [
+    "AmazonGoogleFiles",
+    "EsciFiles",
+    "MovieLensFiles",
+    "RawSources",
+    "ReviewCategory",
+    "discover_sources",
+    "read_amazonqa",
+    "read_esci",
+    "read_item_meta",
+    "read_match_pairs",
+    "read_match_products",
+    "read_movie_users",
+    "read_movies",
+    "read_ratings",
+    "read_reviews",
+]
