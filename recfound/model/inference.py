@@ -1,0 +1,280 @@
+"""Batched inference with a RecFound model: load, generate, embed; the CLI's library half.
+
+Evaluation and `recfound generate` / `recfound embed` share these functions, so a model answers
+the same way whether it is scored or asked by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from recfound.atomic import atomic_file
+from recfound.config import Config
+from recfound.errors import DataError, RecFoundError
+from recfound.model import prompts as fmt
+from recfound.model.unified import RecFoundModel, resolve_dtype
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """One request: the task input (or text to embed) and an optional instruction."""
+
+    input: str
+    instruction: str = ""
+
+
+def default_device() -> torch.device:
+    """The first CUDA device when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_recfound(
+    model_dir: str | Path,
+    adapter_dir: str | Path | None = None,
+    cfg: Config | None = None,
+    device: torch.device | str | None = None,
+):
+    """Load base model + tokenizer from `model_dir` and, if given, the adapter in `adapter_dir`.
+
+    Returns `(RecFoundModel, tokenizer)` in eval mode, on `device` (default: CUDA if present),
+    in the dtype `cfg.model.dtype` resolves to there.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = cfg or Config()
+    device = torch.device(device) if device is not None else default_device()
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise RecFoundError(
+            f"{model_dir}: no model here (no config.json); run `recfound stage base_model` "
+            "or pass --model DIR"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(cfg.model, device))
+    adapter = None
+    if adapter_dir is not None:
+        from recfound.model.adapters import load_adapter
+
+        adapter_dir = Path(adapter_dir)
+        if not adapter_dir.is_dir():
+            raise RecFoundError(f"{adapter_dir}: adapter directory not found")
+        adapter = load_adapter(lm, adapter_dir)
+    model = RecFoundModel(lm, adapter).to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices ordering items longest first: batches of similar length waste little padding."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def generate_batch(
+    model: RecFoundModel,
+    tokenizer,
+    prompts: Sequence[str],
+    task_id: int,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy responses, in order, to complete prompt strings (`prompts.generation_prompt`).
+
+    Prompts are left-padded in batches of `batch_size`; every sample is routed to `task_id`.
+    """
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = _longest_first(lengths)
+    device = _device_of(model)
+    answers: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = fmt.collate_prompts(tokenizer, [prompts[i] for i in chunk], tokenizer.pad_token_id)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        new_tokens = model.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            task_ids=torch.full((len(chunk),), task_id, device=device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        for i, text in zip(chunk, texts, strict=True):
+            answers[i] = text.strip()
+        bar.update(len(chunk))
+    bar.close()
+    return answers
+
+
+def embedding_max_len(model: RecFoundModel, tokenizer) -> int:
+    """The longest input the model and tokenizer both accept."""
+    return min(tokenizer.model_max_length, model.lm.config.max_position_embeddings)
+
+
+@torch.no_grad()
+def embed_texts(
+    model: RecFoundModel,
+    tokenizer,
+    texts: Sequence[str],
+    instruction: str,
+    task_id: int,
+    batch_size: int,
+    max_len: int | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Unit-norm embeddings (len(texts), d) on the CPU, as float32 (numpy has no bfloat16).
+
+    Queries take their task's instruction; passages take `instruction=""` (GritLM style).
+    Texts longer than `max_len` tokens (default: the model's limit) are cut at the end.
+    """
+    max_len = max_len or embedding_max_len(model, tokenizer)
+    examples = [fmt.encode_embedding(tokenizer, instruction, t, max_len) for t in texts]
+    order = _longest_first([len(e.input_ids) for e in examples])
+    device = _device_of(model)
+    vectors: list[torch.Tensor | None] = [None] * len(examples)
+    bar = tqdm(total=len(examples), desc="embed", unit="text", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = fmt.collate_embedding([examples[i] for i in chunk], tokenizer.pad_token_id)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        emb = model.embed(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pool_mask"],
+            task_ids=torch.full((len(chunk),), task_id, device=device),
+        )
+        for i, row in zip(chunk, emb.float().cpu(), strict=True):
+            vectors[i] = row
+        bar.update(len(chunk))
+    bar.close()
+    if not vectors:
+        return torch.empty(0, model.lm.config.hidden_size)
+    return torch.stack(vectors)
+
+
+def read_inputs(path: str | Path) -> list[TextInput]:
+    """Requests from a file: JSONL objects with `input` (and optional `instruction`) when the
+    name ends in .jsonl, else one input per non-empty line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DataError(path, f"cannot read: {err.strerror}") from err
+    if path.suffix != ".jsonl":
+        return [TextInput(line) for line in lines if line.strip()]
+    requests = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"not valid JSON: {err.msg}", line=number) from err
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str):
+            raise DataError(path, 'expected an object with a string "input"', line=number)
+        instruction = row.get("instruction", "")
+        if not isinstance(instruction, str):
+            raise DataError(path, '"instruction" must be a string', line=number)
+        requests.append(TextInput(row["input"], instruction))
+    return requests
+
+
+def _task_of_kind(code: str, embedding: bool):
+    from recfound.tasks import task_by_code
+
+    try:
+        task = task_by_code(code)
+    except KeyError as err:
+        raise RecFoundError(err.args[0]) from None
+    if task.is_embedding != embedding:
+        wanted = "an embedding" if embedding else "a generative"
+        raise RecFoundError(
+            f"task {task.code} is {task.kind.value}; this command needs {wanted} task"
+        )
+    return task
+
+
+def generate_requests(
+    requests: Sequence[TextInput],
+    task_code: str,
+    model_dir: str | Path,
+    adapter_dir: str | Path | None,
+    cfg: Config,
+) -> list[str]:
+    """Load the model and answer each request with the chat-formatted prompt of `task_code`."""
+    task = _task_of_kind(task_code, embedding=False)
+    model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
+    texts = [fmt.generation_prompt(tokenizer, r.instruction, r.input) for r in requests]
+    return generate_batch(
+        model, tokenizer, texts, task.id, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size
+    )
+
+
+def embed_requests(
+    requests: Sequence[TextInput],
+    task_code: str,
+    model_dir: str | Path,
+    adapter_dir: str | Path | None,
+    cfg: Config,
+) -> torch.Tensor:
+    """Load the model and embed each request (its instruction excluded from the pooled vector)."""
+    task = _task_of_kind(task_code, embedding=True)
+    model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
+    # Requests sharing an instruction are embedded together (one instruction per call).
+    by_instruction: dict[str, list[int]] = {}
+    for index, request in enumerate(requests):
+        by_instruction.setdefault(request.instruction, []).append(index)
+    vectors = torch.empty(len(requests), model.lm.config.hidden_size)
+    for instruction, indices in by_instruction.items():
+        texts = [requests[i].input for i in indices]
+        vectors[indices] = embed_texts(
+            model, tokenizer, texts, instruction, task.id, cfg.evaluate.batch_size
+        )
+    return vectors
+
+
+def generation_lines(requests: Sequence[TextInput], answers: Sequence[str]) -> list[str]:
+    """One JSON object {"instruction", "input", "output"} per request."""
+    return [
+        json.dumps(
+            {"instruction": r.instruction, "input": r.input, "output": a}, ensure_ascii=False
+        )
+        for r, a in zip(requests, answers, strict=True)
+    ]
+
+
+def embedding_lines(requests: Sequence[TextInput], vectors: torch.Tensor) -> list[str]:
+    """One JSON object {"input", "embedding"} per request."""
+    return [
+        json.dumps({"input": r.input, "embedding": v}, ensure_ascii=False)
+        for r, v in zip(requests, vectors.tolist(), strict=True)
+    ]
+
+
+def write_lines(lines: Sequence[str], out: Path) -> None:
+    """Write `lines` as a text file (one per line), atomically."""
+    with atomic_file(out) as handle:
+        handle.writelines(line + "\n" for line in lines)
+
+
+def write_embeddings(requests: Sequence[TextInput], vectors: torch.Tensor, out: Path) -> None:
+    """`.npy`: the (n, d) float32 array; any other name: JSONL {"input", "embedding"}."""
+    if out.suffix != ".npy":
+        write_lines(embedding_lines(requests, vectors), out)
+        return
+    import numpy as np
+
+    with atomic_file(out, "wb") as handle:
+        np.save(handle, vectors.numpy())

@@ -1,0 +1,159 @@
+"""One causal LM that both generates and embeds (GritLM style), routed per task by an adapter.
+
+- Generation: the usual causal forward; loss = next-token cross-entropy on response tokens.
+- Embedding: the same network with *bidirectional* attention, obtained without patching
+  transformers by passing a 4-D boolean mask (batch, 1, L, L) that is True wherever the key is a
+  real token (a 2-D mask would keep the model causal). The last hidden states of the decoder
+  (not the LM head) are mean-pooled over the text tokens and L2-normalised.
+
+The adapter (TMoLE or LoRA, recfound.model.adapters) is optional; when present, every forward
+runs inside `adapter.route(task_ids)` so each sample gets its task's experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recfound.config import ModelConfig
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def resolve_dtype(model_cfg: ModelConfig, device: torch.device | str) -> torch.dtype:
+    """The compute dtype for `model.dtype` on `device`.
+
+    `auto` is bfloat16 on a CUDA device that supports it and float32 otherwise (CPU bf16 matmuls
+    are slow on most CPUs, and fp16 without loss scaling is unsafe for training).
+    """
+    if model_cfg.dtype != "auto":
+        return _DTYPES[model_cfg.dtype]
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, L) 0/1 padding mask -> (batch, 1, L, L) bool mask: every query sees every real key.
+
+    Padding queries also see the real keys, so no row is fully masked (no NaN from softmax).
+    """
+    batch, length = attention_mask.shape
+    keys = attention_mask.bool()[:, None, None, :]
+    return keys.expand(batch, 1, length, length)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def mean_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `hidden` (batch, L, d) over the positions where `pool_mask` (batch, L) is 1."""
+    weights = pool_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class RecFoundModel(nn.Module):
+    """A causal LM plus an optional task-routed adapter: `embed`, `generative_loss`, `generate`.
+
+    `lm` is a transformers `*ForCausalLM` (possibly with the adapter's layers injected);
+    `adapter` exposes `route(task_ids)`, a context manager selecting each sample's task.
+    """
+
+    def __init__(self, lm: nn.Module, adapter: Any | None = None) -> None:
+        super().__init__()
+        self.lm = lm
+        # nn.Module registers an adapter that is a module (its task table then moves with us).
+        self.adapter = adapter
+
+    @contextmanager
+    def routed(self, task_ids: torch.Tensor | None) -> Iterator[None]:
+        """Route the adapter to `task_ids` (one per sample) for the duration of the block."""
+        if self.adapter is None:
+            yield
+            return
+        if task_ids is None:
+            raise ValueError("this model has a task-routed adapter: task_ids are required")
+        with self.adapter.route(task_ids):
+            yield
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        task_ids: torch.Tensor | None = None,
+        bidirectional: bool = True,
+    ) -> torch.Tensor:
+        """Last-layer hidden states (batch, L, d) of the decoder, bidirectional or causal."""
+        mask = bidirectional_mask(attention_mask) if bidirectional else attention_mask
+        with self.routed(task_ids):
+            out = self.lm.get_decoder()(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            )
+        return out.last_hidden_state
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pool_mask: torch.Tensor,
+        task_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unit-norm embeddings (batch, d): e = h̄ / ‖h̄‖, h̄ = mean hidden state over pool_mask."""
+        hidden = self.hidden_states(input_ids, attention_mask, task_ids, bidirectional=True)
+        return F.normalize(mean_pool(hidden, pool_mask), dim=-1)
+
+    def generative_loss(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        task_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Causal next-token cross-entropy, averaged over tokens whose label is not -100."""
+        with self.routed(task_ids):
+            out = self.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                labels=labels,
+                use_cache=False,
+            )
+        return out.loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        task_ids: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Continue left-padded prompts (greedy unless `generate_kwargs` say otherwise).
+
+        Returns only the new tokens (batch, T).
+        """
+        options = {"do_sample": False, "num_beams": 1, **generate_kwargs}
+        with self.routed(task_ids):
+            out = self.lm.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                **options,
+            )
+        return out[:, input_ids.shape[1] :]

@@ -1,0 +1,191 @@
+"""Batched inference and `recfound generate` / `recfound embed` on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from recfound.cli import app
+from recfound.config import ModelConfig
+from recfound.model import prompts as P
+from recfound.model.inference import embed_texts, generate_batch, load_recfound
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = str(ROOT / "params.yaml")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with larger random weights, so that greedy decoding varies by prompt.
+
+    (The stock tiny model's tied embeddings make it repeat its last input token.)
+    """
+    out = tmp_path_factory.mktemp("scrambled")
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in lm.model.layers.parameters():
+            if param.dim() == 2:
+                param.normal_(std=0.3)
+    lm.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module", params=["tmole", "lora"])
+def adapter_dir(request, model_dir, tmp_path_factory) -> Path:
+    """A saved adapter of each kind whose weights are not the identity."""
+    from recfound.model.adapters import attach_adapter
+
+    lm = AutoModelForCausalLM.from_pretrained(model_dir)
+    adapter = attach_adapter(lm, ModelConfig(adapter=request.param))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in adapter.trainable_parameters():
+            param.normal_(std=0.3)
+    out = tmp_path_factory.mktemp(f"adapter-{request.param}") / "adapter"
+    adapter.save(out)
+    return out
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [*args, "--params", PARAMS])
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_batched_left_padded_generation_equals_one_prompt_at_a_time(model_dir):
+    model, tok = load_recfound(model_dir, device="cpu")
+    prompts = [
+        P.generation_prompt(tok, "Answer", text)
+        for text in ["hi", "the user bought a red cotton shirt from Acme", "blue socks"]
+    ]
+    batched = generate_batch(model, tok, prompts, 4, max_new_tokens=8, batch_size=3)
+    one_by_one = [generate_batch(model, tok, [p], 4, 8, 1)[0] for p in prompts]
+    assert batched == one_by_one
+    assert len(set(batched)) == 3  # different prompts, different answers: order is checked
+
+
+def test_generate_prints_one_json_line_per_input_in_input_order(model_dir, default_config):
+    result = invoke("generate", "--model", str(model_dir), "--task", "SR", "first", "second one")
+    assert result.exit_code == 0, result.output
+    rows = jsonl(result.stdout)
+    assert [r["input"] for r in rows] == ["first", "second one"]
+    model, tok = load_recfound(model_dir, device="cpu")
+    prompts = [P.generation_prompt(tok, "", text) for text in ("first", "second one")]
+    expected = generate_batch(
+        model, tok, prompts, 4, default_config.evaluate.max_new_tokens, batch_size=2
+    )
+    assert [r["output"] for r in rows] == expected
+
+
+def test_generate_reads_a_jsonl_file_and_writes_the_answers_to_out(model_dir, tmp_path):
+    requests = [
+        {"instruction": "Rate the review", "input": "great quality"},
+        {"input": "no instruction here"},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "answers.jsonl"
+    result = invoke(
+        "generate",
+        "--model",
+        str(model_dir),
+        "--task",
+        "SA",
+        "--file",
+        str(source),
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    rows = jsonl(out.read_text())
+    assert [(r["instruction"], r["input"]) for r in rows] == [
+        ("Rate the review", "great quality"),
+        ("", "no instruction here"),
+    ]
+    assert all(isinstance(r["output"], str) for r in rows)
+    assert str(out) in result.output
+
+
+def test_embed_writes_an_npy_of_unit_vectors_equal_to_the_library_embeddings(model_dir, tmp_path):
+    out = tmp_path / "vectors.npy"
+    texts = ["red cotton shirt", "blue running shoes for trail"]
+    result = invoke(
+        "embed", "--model", str(model_dir), "--task", "Q2I", "--instruction", "Find the product",
+        *texts, "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    vectors = np.load(out)
+    model, tok = load_recfound(model_dir, device="cpu")
+    expected = embed_texts(model, tok, texts, "Find the product", 1, batch_size=2)
+    assert vectors.shape == (2, model.lm.config.hidden_size)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-6)
+
+
+def test_embed_prints_jsonl_vectors_by_default(model_dir):
+    result = invoke("embed", "--model", str(model_dir), "--task", "I2I", "a hat")
+    assert result.exit_code == 0, result.output
+    [row] = jsonl(result.stdout)
+    assert row["input"] == "a hat"
+    assert np.linalg.norm(row["embedding"]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_an_adapter_routes_inference_through_its_weights(model_dir, adapter_dir, tmp_path):
+    base_out, adapted_out = tmp_path / "base.npy", tmp_path / "adapted.npy"
+    args = ["embed", "--model", str(model_dir), "--task", "U2I", "shoes, socks, jacket"]
+    assert invoke(*args, "--out", str(base_out)).exit_code == 0
+    result = invoke(*args, "--adapter", str(adapter_dir), "--out", str(adapted_out))
+    assert result.exit_code == 0, result.output
+    assert not np.allclose(np.load(base_out), np.load(adapted_out), atol=1e-4)
+
+    model, tok = load_recfound(model_dir, adapter_dir, device="cpu")
+    expected = embed_texts(model, tok, ["shoes, socks, jacket"], "", 0, batch_size=1)
+    np.testing.assert_allclose(np.load(adapted_out), expected.numpy(), atol=1e-6)
+
+    generated = invoke(
+        "generate", "--model", str(model_dir), "--adapter", str(adapter_dir), "--task", "PM", "x"
+    )
+    assert generated.exit_code == 0, generated.output
+
+
+def test_a_task_of_the_wrong_kind_is_refused(model_dir):
+    result = invoke("generate", "--model", str(model_dir), "--task", "U2I", "text")
+    assert result.exit_code == 1
+    assert "U2I is embedding" in result.output
+    result = invoke("embed", "--model", str(model_dir), "--task", "SR", "text")
+    assert result.exit_code == 1
+    assert "SR is generative" in result.output
+
+
+def test_a_bad_jsonl_line_is_named_by_file_and_line(model_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"input": "fine"}\n{"instruction": "no input"}\n')
+    result = invoke("generate", "--model", str(model_dir), "--task", "SR", "--file", str(source))
+    assert result.exit_code == 1
+    assert f"{source}:2" in result.output
+    assert '"input"' in result.output
+
+
+def test_a_missing_model_directory_points_to_the_base_model_stage(tmp_path):
+    result = invoke("generate", "--model", str(tmp_path / "nothing"), "--task", "SR", "x")
+    assert result.exit_code == 1
+    assert "recfound stage base_model" in result.output
+
+
+def test_inputs_must_come_from_arguments_or_a_file_not_both(model_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("one\n")
+    both = invoke("embed", "--model", str(model_dir), "--task", "U2I", "x", "--file", str(source))
+    neither = invoke("embed", "--model", str(model_dir), "--task", "U2I")
+    assert both.exit_code == neither.exit_code == 2
