@@ -1,0 +1,1 @@
+"""One module per task family of the unified dataset; recfound.data.build assembles them."""

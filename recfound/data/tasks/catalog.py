@@ -1,0 +1,121 @@
+"""The compact item table every task draws item texts and same-category negatives from.
+
+One small record per item (title cut to `title_chars`, category, topics, store, price), not the
+raw metadata: the catalogue of a real category has millions of items. Tasks that need an item's
+full metadata (AVE, IP) keep their own bounded selection while the metadata streams by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from recfound.config import BuildConfig
+from recfound.data.readers import RawSources, read_item_meta, read_movies
+from recfound.data.records import ItemMeta
+from recfound.data.tasks.common import CategoryPools, clip, progress
+
+MOVIES_CATEGORY = "Movies"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """What prompts and passages show of an item."""
+
+    title: str
+    category: str  # the pool negatives are drawn from: the Amazon file's category, "Movies", ...
+    topics: tuple[str, ...]  # finest categories (or genres), for profiles
+    store: str = ""
+    price: float | None = None
+
+
+def scoped_id(variant: str, raw_id: str) -> str:
+    """A MovieLens user or item id that cannot collide with Amazon's or another variant's."""
+    return f"{variant}:{raw_id}"
+
+
+def leaf_topic(meta: ItemMeta, category: str) -> str:
+    """The finest category the metadata names: the last of `categories`, else the main one."""
+    return (meta.categories[-1] if meta.categories else meta.main_category) or category
+
+
+class Catalog:
+    """Item id -> ItemInfo, plus same-category pools (built once the table is complete)."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        self.cfg = cfg
+        self.items: dict[str, ItemInfo] = {}
+        self.bought_together: dict[str, tuple[str, ...]] = {}
+        self._pools: CategoryPools | None = None
+
+    def add(self, item_id: str, info: ItemInfo) -> None:
+        self.items.setdefault(item_id, info)  # first listing wins (an item in two files)
+        self._pools = None
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.items
+
+    def __getitem__(self, item_id: str) -> ItemInfo:
+        return self.items[item_id]
+
+    @property
+    def pools(self) -> CategoryPools:
+        if self._pools is None:
+            self._pools = CategoryPools({i: info.category for i, info in self.items.items()})
+        return self._pools
+
+    def passage(self, item_id: str) -> str:
+        """The item as an embedding passage: `title | topic | store | $price`."""
+        info = self.items[item_id]
+        parts = [info.title, info.topics[0] if info.topics else "", info.store]
+        if info.price is not None:
+            parts.append(f"${info.price:.2f}")
+        return " | ".join(p for p in parts if p)
+
+    def prices(self, category: str) -> list[float]:
+        return sorted(
+            info.price
+            for info in self.items.values()
+            if info.category == category and info.price is not None
+        )
+
+
+MetaObserver = Callable[[str, ItemMeta], None]
+
+
+def load_catalog(
+    sources: RawSources, cfg: BuildConfig, observers: Iterable[MetaObserver] = ()
+) -> Catalog:
+    """Stream every `meta_<Category>` file and MovieLens movie file into a Catalog.
+
+    Each observer also sees every (category, ItemMeta) as it streams by.
+    """
+    catalog = Catalog(cfg)
+    observers = tuple(observers)
+    for files in sources.amazon_reviews:
+        for meta in progress(read_item_meta(files.meta), f"items {files.category}"):
+            catalog.add(
+                meta.parent_asin,
+                ItemInfo(
+                    title=clip(meta.title, cfg.title_chars),
+                    category=files.category,
+                    topics=(leaf_topic(meta, files.category),),
+                    store=meta.store,
+                    price=meta.price,
+                ),
+            )
+            if meta.bought_together:
+                catalog.bought_together[meta.parent_asin] = meta.bought_together
+            for observe in observers:
+                observe(files.category, meta)
+    for files in sources.movielens:
+        for movie in read_movies(files.movies):
+            catalog.add(
+                scoped_id(files.variant, movie.item_id),
+                ItemInfo(
+                    title=clip(movie.title, cfg.title_chars),
+                    category=MOVIES_CATEGORY,
+                    topics=movie.genres or (MOVIES_CATEGORY,),
+                ),
+            )
+    return catalog

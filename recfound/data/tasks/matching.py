@@ -1,0 +1,70 @@
+"""PM: two listings of two platforms (Amazon, Google) -> the same product? yes / no.
+
+The benchmark's own files give the splits (train.csv -> train, valid.csv -> validation,
+test.csv -> test); within a split the lowest-ranked pairs are kept per label and the labels
+interleaved, so matches are not drowned by the (far more common) non-matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recfound.config import BuildConfig
+from recfound.data.readers import RawSources, read_match_pairs, read_match_products
+from recfound.data.records import MatchPair, MatchProduct
+from recfound.data.tasks.common import NO, YES, BottomK, SplitSizes, interleave, make_row, rank
+from recfound.errors import DataError
+
+SOURCE = "amazon_google"
+PM_OPTIONS = (YES, NO)
+# Data rows of a pair file start on line 2 (line 1 is the header); pair rows never wrap.
+FIRST_DATA_LINE = 2
+
+
+def _listing(product: MatchProduct) -> str:
+    parts = [product.title]
+    if product.manufacturer:
+        parts.append(f"manufacturer: {product.manufacturer}")
+    if product.price is not None:
+        parts.append(f"price: ${product.price:.2f}")
+    return "; ".join(parts)
+
+
+def _check_ids(path: Path, row: int, pair: MatchPair, left: dict, right: dict) -> None:
+    for column, value, table, name in (
+        ("ltable_id", pair.ltable_id, left, "tableA.csv"),
+        ("rtable_id", pair.rtable_id, right, "tableB.csv"),
+    ):
+        if value not in table:
+            raise DataError(path, f"{column} {value!r} is not an id of {name}", line=row)
+
+
+def build_pm(sources: RawSources, cfg: BuildConfig, sizes: SplitSizes) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    for files in sources.amazon_google:
+        left = {p.id: p for p in read_match_products(files.table_a)}
+        right = {p.id: p for p in read_match_products(files.table_b)}
+        for split, path in (
+            ("train", files.train),
+            ("validation", files.valid),
+            ("test", files.test),
+        ):
+            kept = {label: BottomK[MatchPair](sizes.get(split)) for label in (1, 0)}
+            for row, pair in enumerate(read_match_pairs(path), start=FIRST_DATA_LINE):
+                _check_ids(path, row, pair, left, right)
+                kept[pair.label].offer(rank(cfg.seed, "PM", pair.ltable_id, pair.rtable_id), pair)
+            ranked = interleave({YES: kept[1].ranked(), NO: kept[0].ranked()})
+            for pair in list(ranked)[: sizes.get(split) - len(rows[split])]:
+                rows[split].append(
+                    make_row(
+                        "PM",
+                        (pair.ltable_id, pair.rtable_id),
+                        input=f"Listing 1 (Amazon): {_listing(left[pair.ltable_id])}\n"
+                        f"Listing 2 (Google): {_listing(right[pair.rtable_id])}",
+                        output=YES if pair.label else NO,
+                        options=PM_OPTIONS,
+                        target_key=f"{pair.ltable_id}|{pair.rtable_id}",
+                        source=SOURCE,
+                    )
+                )
+    return rows
