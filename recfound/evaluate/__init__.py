@@ -1,0 +1,1 @@
+"""Evaluation on the test split: metrics, output parsing, protocol, baselines, report, figures."""

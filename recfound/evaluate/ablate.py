@@ -1,0 +1,97 @@
+"""`recfound ablate`: train and evaluate the ablation variants of the paper's Table 4.
+
+Each variant is the main configuration with a few overrides, trained from scratch into its
+own directories and evaluated on the test split WITHOUT Model Merge (the paper compares the
+ablations with "RecFound w/o Model Merge"):
+
+    no_s2sched      TMoLE, S2Sched off (slots proportional to task sizes throughout)
+    no_tmole        one plain PEFT LoRA for all tasks, S2Sched on
+    multitask_lora  plain LoRA and no S2Sched: the GritLM-style multi-task finetune
+
+Layout (both outside the DVC stage outputs, so `dvc repro` never deletes them):
+    <parent of paths.adapter>/variants/<name>/{checkpoints,adapter,train}/   training outputs
+    <paths.reports>/variants/<name>/metrics.json   {task code: {metric: value, "n", "invalid"}}
+    <paths.reports>/variants/<name>/variant.json   the overrides that define the variant
+
+The `evaluate` stage reads reports/variants/*/metrics.json into the ablation table; run
+`dvc repro evaluate` (or `recfound stage evaluate`) afterwards to refresh reports/results.md.
+Training resumes from a variant's own checkpoints when it is re-run with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recfound.atomic import atomic_dir
+from recfound.config import Config
+from recfound.errors import RecFoundError
+
+VARIANT_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "no_s2sched": {"s2sched": {"enabled": False}},
+    "no_tmole": {"model": {"adapter": "lora"}},
+    "multitask_lora": {"model": {"adapter": "lora"}, "s2sched": {"enabled": False}},
+}
+
+
+def _deep_update(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def variant_config(cfg: Config, name: str) -> Config:
+    """`cfg` with variant `name`'s overrides and its own checkpoint/adapter/metrics paths."""
+    if name not in VARIANT_OVERRIDES:
+        raise RecFoundError(
+            f"unknown variant {name!r}; expected one of {', '.join(VARIANT_OVERRIDES)}"
+        )
+    root = Path(cfg.paths.adapter).parent / "variants" / name
+    raw = _deep_update(cfg.model_dump(by_alias=True), VARIANT_OVERRIDES[name])
+    raw["paths"].update(
+        checkpoints=root / "checkpoints", adapter=root / "adapter", train_metrics=root / "train"
+    )
+    return Config.model_validate(raw)
+
+
+def variant_report_dir(cfg: Config, name: str) -> Path:
+    """reports/variants/<name>/ of the main configuration."""
+    return Path(cfg.paths.reports) / "variants" / name
+
+
+def run_variant(cfg: Config, name: str) -> Path:
+    """Train variant `name`, evaluate its final adapter on the test split, write its metrics."""
+    from recfound.evaluate.stage import evaluate_llm, load_splits, text_scorer
+    from recfound.train.stage import run as train
+
+    vcfg = variant_config(cfg, name)
+    print(f"ablation {name}: training into {Path(vcfg.paths.adapter).parent}")
+    train(vcfg)
+    test, _ = load_splits(vcfg)
+    run, _ = evaluate_llm(vcfg, name, Path(vcfg.paths.adapter), test, text_scorer(vcfg))
+    out = variant_report_dir(cfg, name)
+    with atomic_dir(out) as tmp:
+        metrics = {task: result.to_json() for task, result in run.results.items()}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (tmp / "variant.json").write_text(
+            json.dumps({"name": name, "overrides": VARIANT_OVERRIDES[name]}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+    print(f"ablation {name}: metrics in {out / 'metrics.json'}")
+    return out
+
+
+def ablate(cfg: Config, names: Sequence[str] | None = None) -> list[Path]:
+    """Run the given variants (default: `evaluate.ablation_variants`) one after another."""
+    chosen = list(names) if names else list(cfg.evaluate.ablation_variants)
+    for name in chosen:
+        variant_config(cfg, name)  # fail on an unknown name before hours of training
+    written = [run_variant(cfg, name) for name in chosen]
+    print("refresh the tables with `dvc repro evaluate` (or `recfound stage evaluate`)")
+    return written

@@ -1,0 +1,113 @@
+"""What the evaluation protocol asks of a compared model ("system"), and the LLM-backed one.
+
+A system answers generative rows with text and scores each embedding row's candidate pool
+(positives first, then negatives). RecFound, RecFound without merge and the base model without
+finetuning are `LLMSystem`s; the other baselines live in recfound.evaluate.baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from recfound.tasks import Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from recfound.model.unified import RecFoundModel
+
+Row = Mapping[str, Any]
+# (texts, instruction) -> unit-norm vectors, one row per text
+EmbedFn = Callable[[list[str], str], np.ndarray]
+
+
+class System(Protocol):
+    """A model under evaluation."""
+
+    name: str
+
+    def supports(self, task: Task) -> bool:
+        """Whether this system produces answers for `task` (others show as "—")."""
+        ...
+
+    def generate(self, task: Task, rows: Sequence[Row]) -> list[str]:
+        """Raw text answers to generative rows, in order."""
+        ...
+
+    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+        """Per embedding row, scores of `positives + negatives` in that order (higher = closer)."""
+        ...
+
+
+def pool_texts(row: Row) -> list[str]:
+    """A row's candidate pool: its positives, then its negatives."""
+    return list(row["positives"]) + list(row["negatives"])
+
+
+def cosine_pools(rows: Sequence[Row], embed: EmbedFn) -> list[np.ndarray]:
+    """Cosine similarity of each row's query to each text of its pool.
+
+    Queries are embedded with their row's instruction (grouped by instruction); passages with
+    none, as in training (GritLM). Each distinct passage text is embedded once.
+    """
+    passages = sorted({text for row in rows for text in pool_texts(row)})
+    passage_index = {text: i for i, text in enumerate(passages)}
+    passage_vectors = embed(passages, "")
+    query_vectors = np.zeros((len(rows), passage_vectors.shape[1]), dtype=passage_vectors.dtype)
+    by_instruction: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_instruction.setdefault(row["instruction"], []).append(i)
+    for instruction, indices in by_instruction.items():
+        query_vectors[indices] = embed([rows[i]["input"] for i in indices], instruction)
+    return [
+        passage_vectors[[passage_index[t] for t in pool_texts(row)]] @ query_vectors[i]
+        for i, row in enumerate(rows)
+    ]
+
+
+class LLMSystem:
+    """A RecFoundModel (base LLM, with or without an adapter) behind the System protocol.
+
+    Generation: the chat-formatted prompt of `recfound.model.prompts.generation_prompt`, greedy,
+    routed to the row's task. Embedding: bidirectional mean-pooled, L2-normalised vectors.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: RecFoundModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int,
+        max_new_tokens: int,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+
+    def supports(self, task: Task) -> bool:
+        return True
+
+    def generate(self, task: Task, rows: Sequence[Row]) -> list[str]:
+        from recfound.model.inference import generate_batch
+        from recfound.model.prompts import generation_prompt
+
+        prompts = [generation_prompt(self.tokenizer, r["instruction"], r["input"]) for r in rows]
+        return generate_batch(
+            self.model, self.tokenizer, prompts, task.id, self.max_new_tokens, self.batch_size
+        )
+
+    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+        from recfound.model.inference import embed_texts
+
+        def embed(texts: list[str], instruction: str) -> np.ndarray:
+            vectors = embed_texts(
+                self.model, self.tokenizer, texts, instruction, task.id, self.batch_size
+            )
+            return vectors.numpy()
+
+        return cosine_pools(rows, embed)

@@ -1,0 +1,111 @@
+"""Which training checkpoints to merge (`merge.checkpoints` in params.yaml).
+
+- `all`: every saved checkpoint after the initial one (step 0).
+- `best_per_task`: for each task, the checkpoint with the lowest loss on the VALIDATION split
+  (never the test split); the union of those steps. The loss is training's own per-task
+  validation loss (recfound.train.objective.task_validation_loss) over every validation row,
+  with training's encoding settings and `train.eval_batch_size`.
+- a list of steps, e.g. [16, 32, 48]: exactly those.
+
+Step 0 is the initial adapter the task vectors are measured from, so it is never "selected".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recfound.config import Config
+from recfound.errors import RecFoundError
+from recfound.tasks import TASKS
+from recfound.train.checkpoint import ADAPTER_DIR, list_checkpoints
+
+INITIAL_STEP = 0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen steps and, for best_per_task, the evidence behind them."""
+
+    steps: list[int]
+    rule: str  # "all" | "best_per_task" | "explicit"
+    best_step_per_task: dict[str, int] = field(default_factory=dict)
+    validation_losses: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def adapter_dirs(checkpoints_root: Path) -> dict[int, Path]:
+    """step -> adapter directory of every complete checkpoint under `checkpoints_root`."""
+    found = {step: path / ADAPTER_DIR for step, path in list_checkpoints(checkpoints_root)}
+    if INITIAL_STEP not in found:
+        raise RecFoundError(
+            f"{checkpoints_root}: no step-{INITIAL_STEP:06d} checkpoint (the initial adapter the "
+            "task vectors are measured from); run `recfound stage train` first"
+        )
+    return found
+
+
+def best_steps(losses: Mapping[int, Mapping[str, float]]) -> dict[str, int]:
+    """Per task code, the step with the lowest (non-NaN) loss; the earliest step on a tie."""
+    best: dict[str, int] = {}
+    for task in TASKS:
+        scored = [
+            (loss[task.code], step)
+            for step, loss in sorted(losses.items())
+            if task.code in loss and not math.isnan(loss[task.code])
+        ]
+        if scored:
+            best[task.code] = min(scored)[1]
+    return best
+
+
+def validation_losses_per_step(
+    cfg: Config, adapters: Mapping[int, Path], steps: Sequence[int]
+) -> dict[int, dict[str, float]]:
+    """step -> task code -> loss on the whole validation split (training's loss definition)."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    from recfound.model.inference import load_recfound
+    from recfound.train.batches import BatchEncoder, rows_by_task
+    from recfound.train.objective import validation_losses
+
+    validation = datasets.load_from_disk(str(cfg.paths.unified))["validation"]
+    rows = rows_by_task(validation)
+    tasks = [t for t, indices in rows.items() if len(indices)]
+    losses: dict[int, dict[str, float]] = {}
+    for step in tqdm(steps, desc="validation loss per checkpoint", unit="ckpt"):
+        model, tokenizer = load_recfound(cfg.paths.base_model, adapters[step], cfg)
+        encoder = BatchEncoder(validation, tokenizer, cfg.train, cfg.paths.unified)
+        per_task = validation_losses(
+            model, encoder, rows, tasks, cfg.train.eval_batch_size, cfg.model.temperature
+        )
+        losses[step] = {TASKS[t].code: loss for t, loss in per_task.items()}
+        del model
+    return losses
+
+
+def select_checkpoints(cfg: Config, adapters: Mapping[int, Path]) -> Selection:
+    """Apply `cfg.merge.checkpoints` to the available checkpoints (module docstring)."""
+    trained = sorted(step for step in adapters if step != INITIAL_STEP)
+    if not trained:
+        raise RecFoundError(
+            f"{cfg.paths.checkpoints}: only the initial checkpoint; nothing to merge"
+        )
+    spec = cfg.merge.checkpoints
+    if spec == "all":
+        return Selection(trained, "all")
+    if spec == "best_per_task":
+        losses = validation_losses_per_step(cfg, adapters, trained)
+        best = best_steps(losses)
+        if not best:
+            raise RecFoundError("best_per_task: no task has a finite validation loss")
+        return Selection(sorted(set(best.values())), "best_per_task", best, losses)
+    missing = sorted(set(spec) - set(trained))
+    if missing:
+        raise RecFoundError(
+            f"merge.checkpoints asks for steps {missing}, which are not among the trained "
+            f"checkpoints {trained} in {cfg.paths.checkpoints}"
+        )
+    return Selection(sorted(set(spec)), "explicit")
