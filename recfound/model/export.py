@@ -1,0 +1,146 @@
+"""Per-task collapse of an adapter: merge into the base weights, or export as a standard LoRA.
+
+TMoLE's gates depend only on the task, so task t has one fixed weight delta (recfound.md §2):
+
+    ΔW_t = Σ_e g_e(t)(α/r) B_e A_e = B'_t A'
+    A'   = [A_1; …; A_E]                          (E·r × in, the stacked A rows as they are)
+    B'_t = [g_1(t)(α/r) B_1, …, g_E(t)(α/r) B_E]  (out × E·r)
+
+so task t is exactly one LoRA of rank E·r with scaling 1 (lora_alpha = r' = E·r), or, merged,
+the plain weight W + ΔW_t with no inference overhead. A plain LoRA adapter serves every task:
+its delta is (α/r) B A for all t and its export is the LoRA itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from tqdm import tqdm
+from transformers import PreTrainedModel
+
+from recfound.atomic import atomic_dir
+from recfound.model.adapters import (
+    Adapter,
+    LoRAAdapter,
+    TMoLEAdapter,
+    remove_adapter_modules,
+    write_peft_lora_dir,
+)
+from recfound.tasks import NUM_TASKS, TASKS
+
+TASK_INFO_FILE = "recfound_task.json"
+
+
+@dataclass(frozen=True)
+class LowRankDelta:
+    """One layer's ΔW = b @ a, scaling folded into b."""
+
+    a: torch.Tensor  # (rank × in)
+    b: torch.Tensor  # (out × rank)
+
+    def weight_delta(self) -> torch.Tensor:
+        return self.b @ self.a
+
+
+def task_deltas(adapter: Adapter, task_id: int) -> dict[str, LowRankDelta]:
+    """Per adapted layer (model module name), task `task_id`'s ΔW_t as low-rank factors.
+
+    TMoLE: a = A' (stacked), b = B'_t (each rank block of B scaled by g_e(t)·α/r).
+    LoRA: a = A, b = (α/r)·B, the same for every task.
+    """
+    if not 0 <= task_id < NUM_TASKS:
+        raise ValueError(f"task id must lie in 0..{NUM_TASKS - 1}; got {task_id}")
+    deltas: dict[str, LowRankDelta] = {}
+    with torch.no_grad():
+        if isinstance(adapter, TMoLEAdapter):
+            ids = torch.tensor([task_id], device=adapter.routing.task_embedding.device)
+            for name, layer in adapter.layers.items():
+                scales = layer.rank_block_scales(ids)[0]
+                deltas[name] = LowRankDelta(a=layer.lora_a.detach(), b=layer.lora_b * scales)
+        elif isinstance(adapter, LoRAAdapter):
+            for name, layer in adapter.layers.items():
+                (key,) = layer.active_adapters
+                deltas[name] = LowRankDelta(
+                    a=layer.lora_A[key].weight.detach(),
+                    b=layer.lora_B[key].weight * layer.scaling[key],
+                )
+        else:
+            raise TypeError(f"not an adapter of this project: {type(adapter).__name__}")
+    return deltas
+
+
+def merge_task_into_base(
+    model: PreTrainedModel, adapter: Adapter, task_id: int, *, inplace: bool = False
+) -> PreTrainedModel:
+    """A plain model whose adapted weights are W + ΔW_t: task t at zero inference overhead.
+
+    By default `model` (which carries `adapter`) is left untouched and a merged copy is
+    returned, so several tasks can be merged in turn; `inplace=True` merges into `model` itself
+    (no second copy in memory) and `adapter` must not be used afterwards.
+    """
+    if getattr(adapter, "model", None) is not model:
+        raise ValueError("`adapter` is not attached to `model`")
+    deltas = task_deltas(adapter, task_id)
+    merged = model if inplace else copy.deepcopy(model)
+    remove_adapter_modules(merged)
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            merged.get_submodule(name).weight.add_(delta.weight_delta())
+    return merged
+
+
+def export_task_lora(
+    adapter: Adapter, task_id: int, out_dir: Path, base_model_name_or_path: str
+) -> Path:
+    """Write task `task_id` as a standard PEFT LoRA directory, exactly (not approximately).
+
+    TMoLE: r = lora_alpha = E·r (scaling 1), lora_A = A', lora_B = B'_t. LoRA: the LoRA itself.
+    `peft.PeftModel.from_pretrained(base, out_dir)` loads it; recfound_task.json names the task.
+    """
+    task = TASKS[task_id] if 0 <= task_id < NUM_TASKS else None
+    if task is None:
+        raise ValueError(f"task id must lie in 0..{NUM_TASKS - 1}; got {task_id}")
+    task_info = {
+        "task_id": task.id,
+        "code": task.code,
+        "kind": str(task.kind),
+        "source_adapter": adapter.kind,
+    }
+    if isinstance(adapter, LoRAAdapter):
+        peft_config = copy.deepcopy(adapter.peft_config)
+        peft_config.base_model_name_or_path = base_model_name_or_path
+        state = adapter.adapter_state_dict()
+    else:
+        deltas = task_deltas(adapter, task_id)
+        stacked_rank = next(iter(deltas.values())).a.shape[0]
+        peft_config = LoraConfig(
+            r=stacked_rank,
+            lora_alpha=stacked_rank,  # scaling α/r = 1: the gates and α/r live in lora_B
+            target_modules=list(adapter.target_modules),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=base_model_name_or_path,
+        )
+        state = {}
+        for name, delta in deltas.items():
+            state[f"{name}.lora_A.weight"] = delta.a
+            state[f"{name}.lora_B.weight"] = delta.b
+    out_dir = Path(out_dir)
+    write_peft_lora_dir(out_dir, peft_config, state, extra_json={TASK_INFO_FILE: task_info})
+    return out_dir
+
+
+def export_all_tasks(
+    adapter: Adapter, out_dir: Path, base_model_name_or_path: str
+) -> dict[str, Path]:
+    """Export every task to `out_dir/<task code>/` (one atomic write); returns code -> dir."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for task in tqdm(TASKS, desc="export per-task LoRA", unit="task"):
+            export_task_lora(adapter, task.id, tmp / task.code, base_model_name_or_path)
+    return {task.code: out_dir / task.code for task in TASKS}

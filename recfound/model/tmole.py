@@ -1,0 +1,171 @@
+"""TMoLE: Task-wise Mixture of Low-rank Experts (recfound.md §2), as one wrapper layer.
+
+For an adapted linear layer W and a sample of task t:
+
+    y = W x + Σ_e g_e(t) · (α / r) · B_e A_e x
+    g(t) = softmax( router(task_table[t]) + mask[t] )
+
+The E experts come in three groups, in this order: embedding-only, shared, generative-only.
+`mask[t]` is −∞ on the generative-only experts for an embedding task and on the
+embedding-only experts for a generative task, 0 elsewhere, so those experts get weight exactly 0.
+The task table is one for the whole model (`TaskRouting`), the router is one per adapted layer
+(`TMoLELinear.router`).
+
+The experts are stacked: A = [A_1; …; A_E] is one (E·r × in) matrix and B = [B_1 … B_E] one
+(out × E·r) matrix, so the adapter path is two matmuls of rank E·r with a per-sample scale of
+each rank block (g_e(t)·α/r, repeated r times) between them — no loop over experts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recfound.config import TMoLEConfig
+from recfound.tasks import NUM_TASKS, TASKS
+
+
+def expert_group_sizes(cfg: TMoLEConfig) -> tuple[int, int, int]:
+    """(embedding-only, shared, generative-only) expert counts; each task kind must see ≥ 1."""
+    sizes = (cfg.experts_embedding, cfg.experts_shared, cfg.experts_generative)
+    if min(sizes) < 0 or sizes[0] + sizes[1] == 0 or sizes[1] + sizes[2] == 0:
+        raise ValueError(
+            "model.tmole: every task kind needs at least one expert it may use "
+            "(experts_embedding + experts_shared ≥ 1, experts_shared + experts_generative ≥ 1); "
+            f"got embedding={sizes[0]}, shared={sizes[1]}, generative={sizes[2]}"
+        )
+    return sizes
+
+
+def expert_labels(cfg: TMoLEConfig) -> list[str]:
+    """Readable names of the experts in stacking order, e.g. ['emb0', 'emb1', 'shared0', …]."""
+    n_emb, n_shared, n_gen = expert_group_sizes(cfg)
+    return (
+        [f"emb{i}" for i in range(n_emb)]
+        + [f"shared{i}" for i in range(n_shared)]
+        + [f"gen{i}" for i in range(n_gen)]
+    )
+
+
+def expert_logit_mask(cfg: TMoLEConfig, dtype: torch.dtype) -> torch.Tensor:
+    """(NUM_TASKS × E), added to the router's logits: −∞ where task t may not use expert e.
+
+    Embedding tasks may not use the generative-only experts, generative tasks not the
+    embedding-only ones; everything else is 0.
+    """
+    n_emb, n_shared, n_gen = expert_group_sizes(cfg)
+    mask = torch.zeros(NUM_TASKS, n_emb + n_shared + n_gen, dtype=dtype)
+    for task in TASKS:
+        if task.is_embedding:
+            mask[task.id, n_emb + n_shared :] = float("-inf")
+        else:
+            mask[task.id, :n_emb] = float("-inf")
+    return mask
+
+
+def init_task_embeddings_(table: torch.Tensor) -> None:
+    """Task-embedding table: Xavier-normal, as the reference."""
+    nn.init.xavier_normal_(table)
+
+
+def init_expert_down_projections_(lora_a: torch.Tensor) -> None:
+    """Stacked A_e: kaiming-uniform as LoRA's A (fan-in is `in` for every block alike)."""
+    nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5))
+
+
+def init_expert_up_projections_(lora_b: torch.Tensor) -> None:
+    """Stacked B_e: zeros, so a fresh adapter leaves the base model's outputs unchanged."""
+    nn.init.zeros_(lora_b)
+
+
+class TaskRouting(nn.Module):
+    """What every TMoLE layer of one model shares: the task table, the kind mask, the batch's tasks.
+
+    `task_ids` is set by `TMoLEAdapter.route()` for the forwards inside its block.
+    """
+
+    def __init__(
+        self, cfg: TMoLEConfig, dtype: torch.dtype, device: torch.device | None = None
+    ) -> None:
+        super().__init__()
+        self.task_embedding = nn.Parameter(
+            torch.empty(NUM_TASKS, cfg.task_embedding_dim, dtype=dtype, device=device)
+        )
+        init_task_embeddings_(self.task_embedding)
+        self.register_buffer("expert_logit_mask", expert_logit_mask(cfg, dtype).to(device))
+        self.task_ids: torch.Tensor | None = None
+
+    def current_task_ids(self, batch_size: int) -> torch.Tensor:
+        """The routed task ids for a batch of `batch_size` (a single id broadcasts)."""
+        if self.task_ids is None:
+            raise RuntimeError(
+                "a TMoLE layer ran outside `adapter.route(task_ids)`: wrap the forward (and, with "
+                "gradient checkpointing, the backward) in `with adapter.route(task_ids):`"
+            )
+        if self.task_ids.numel() == 1:
+            return self.task_ids.expand(batch_size)
+        if self.task_ids.numel() != batch_size:
+            raise ValueError(
+                f"route() got {self.task_ids.numel()} task ids for a batch of {batch_size} samples"
+            )
+        return self.task_ids
+
+
+class TMoLELinear(nn.Module):
+    """y = W x + Σ_e g_e(t)·(α/r)·B_e A_e x, with g(t) = softmax(router(task_table[t]) + mask[t]).
+
+    `base` is the frozen original linear layer; `lora_a` (E·r × in) and `lora_b` (out × E·r) hold
+    the stacked experts; `router` maps a task embedding to E logits. Parameters take the base
+    weight's dtype and device.
+    """
+
+    def __init__(self, base: nn.Linear, routing: TaskRouting, cfg: TMoLEConfig) -> None:
+        super().__init__()
+        self.num_experts = sum(expert_group_sizes(cfg))
+        self.rank = cfg.rank
+        self.scaling = cfg.alpha / cfg.rank
+        weight = base.weight
+        self.base = base
+        stacked_rank = self.num_experts * self.rank
+        like_base = {"dtype": weight.dtype, "device": weight.device}
+        self.lora_a = nn.Parameter(torch.empty(stacked_rank, base.in_features, **like_base))
+        self.lora_b = nn.Parameter(torch.empty(base.out_features, stacked_rank, **like_base))
+        self.router = nn.Linear(cfg.task_embedding_dim, self.num_experts, **like_base)
+        init_expert_down_projections_(self.lora_a)
+        init_expert_up_projections_(self.lora_b)
+        # Kept out of the module tree: the table belongs to the model once, not to every layer.
+        self._routing = (routing,)
+
+    @property
+    def routing(self) -> TaskRouting:
+        return self._routing[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight, for code that inspects `layer.weight` (dtype, device, shape)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def task_gates(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """g(t) for each id: (len(task_ids) × E), masked by task kind, rows summing to 1."""
+        logits = self.router(self.routing.task_embedding[task_ids])
+        return (logits + self.routing.expert_logit_mask[task_ids]).softmax(dim=-1)
+
+    def rank_block_scales(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """(batch × E·r): g_e(t)·α/r repeated over the r rows of expert e's block."""
+        return (self.task_gates(task_ids) * self.scaling).repeat_interleave(self.rank, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        task_ids = self.routing.current_task_ids(x.shape[0])
+        scales = self.rank_block_scales(task_ids)
+        scales = scales.view(x.shape[0], *([1] * (x.dim() - 2)), scales.shape[-1])
+        return self.base(x) + F.linear(F.linear(x, self.lora_a) * scales, self.lora_b)
+
+    def extra_repr(self) -> str:
+        return f"experts={self.num_experts}, rank={self.rank}, scaling={self.scaling:g}"

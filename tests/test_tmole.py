@@ -1,0 +1,383 @@
+"""TMoLE layer and the adapter interface (TMoLE or PEFT LoRA): routing, training, save/load."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from recfound.config import Config, ModelConfig, TMoLEConfig
+from recfound.errors import DataError
+from recfound.model.adapters import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    Adapter,
+    AdapterStateMismatch,
+    attach_adapter,
+    load_adapter,
+    routing_weights,
+)
+from recfound.model.tmole import TaskRouting, TMoLELinear, expert_group_sizes
+from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS
+
+SEQ_LEN = 9
+
+
+@pytest.fixture
+def model_cfg(default_config: Config) -> ModelConfig:
+    # A smaller task table than the default 512 keeps the tiny model's tests quick.
+    tmole = default_config.model.tmole.model_copy(update={"task_embedding_dim": 16})
+    return default_config.model.model_copy(update={"tmole": tmole})
+
+
+@pytest.fixture
+def lora_cfg(model_cfg: ModelConfig) -> ModelConfig:
+    return model_cfg.model_copy(update={"adapter": "lora"})
+
+
+def fresh_model(model_dir: Path) -> nn.Module:
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+def randomize_up_projections(adapter: Adapter, seed: int = 0) -> None:
+    """Give B (zero at init) random values so the adapter's contribution is visible."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in adapter.adapter_state_dict().items():
+            if "lora_b" in name or "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+
+
+def token_batch(batch: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 300, (batch, SEQ_LEN), generator=gen)
+
+
+def logits_for(model: nn.Module, adapter: Adapter, tokens: torch.Tensor, tasks: list[int]):
+    with torch.no_grad(), adapter.route(torch.tensor(tasks)):
+        return model(tokens).logits
+
+
+# ------------------------------------------------------------------------------- the layer
+
+
+def test_layer_computes_base_plus_gated_sum_of_expert_low_rank_products() -> None:
+    torch.manual_seed(0)
+    cfg = TMoLEConfig(task_embedding_dim=8, rank=4, alpha=8.0)
+    routing = TaskRouting(cfg, torch.float32)
+    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    x = torch.randn(3, 5, 12)
+    tasks = torch.tensor([0, 4, 2])
+    routing.task_ids = tasks
+    got = layer(x)
+
+    # The formula, one expert at a time: y = W x + Σ_e g_e(t) (α/r) B_e A_e x.
+    gates = layer.task_gates(tasks)
+    r, scaling = cfg.rank, cfg.alpha / cfg.rank
+    expected = layer.base(x)
+    for e in range(layer.num_experts):
+        a_e, b_e = layer.lora_a[e * r : (e + 1) * r], layer.lora_b[:, e * r : (e + 1) * r]
+        expected = expected + gates[:, e, None, None] * scaling * (x @ a_e.T @ b_e.T)
+    torch.testing.assert_close(got, expected)
+
+
+def test_layer_stacks_all_experts_in_two_matrices_not_per_expert_modules() -> None:
+    cfg = TMoLEConfig(task_embedding_dim=8)
+    layer = TMoLELinear(nn.Linear(12, 10), TaskRouting(cfg, torch.float32), cfg)
+    n_experts = sum(expert_group_sizes(cfg))
+    assert not any(isinstance(m, nn.ModuleList | nn.ModuleDict) for m in layer.modules())
+    own = {n for n, _ in layer.named_parameters() if not n.startswith("base.")}
+    assert own == {"lora_a", "lora_b", "router.weight", "router.bias"}
+    assert layer.lora_a.shape == (n_experts * cfg.rank, 12)
+    assert layer.lora_b.shape == (10, n_experts * cfg.rank)
+    assert layer.router.out_features == n_experts
+
+
+def test_layer_outside_route_block_raises_a_clear_error() -> None:
+    cfg = TMoLEConfig(task_embedding_dim=8)
+    layer = TMoLELinear(nn.Linear(4, 4), TaskRouting(cfg, torch.float32), cfg)
+    with pytest.raises(RuntimeError, match="route"):
+        layer(torch.randn(1, 2, 4))
+
+
+def test_config_without_experts_for_one_task_kind_is_rejected() -> None:
+    cfg = TMoLEConfig(experts_embedding=0, experts_shared=0, experts_generative=2)
+    with pytest.raises(ValueError, match="at least one expert"):
+        expert_group_sizes(cfg)
+
+
+# --------------------------------------------------------------------------------- routing
+
+
+def test_embedding_tasks_give_zero_weight_to_generative_only_experts(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    n_emb, n_shared, _ = expert_group_sizes(model_cfg.tmole)
+    for task_id in EMBEDDING_TASK_IDS:
+        for gates in routing_weights(adapter, task_id).values():
+            assert torch.all(gates[n_emb + n_shared :] == 0)
+            assert torch.all(gates[: n_emb + n_shared] > 0)
+
+
+def test_generative_tasks_give_zero_weight_to_embedding_only_experts(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    n_emb = model_cfg.tmole.experts_embedding
+    for task_id in GENERATIVE_TASK_IDS:
+        for gates in routing_weights(adapter, task_id).values():
+            assert torch.all(gates[:n_emb] == 0)
+            assert torch.all(gates[n_emb:] > 0)
+
+
+def test_routing_weights_sum_to_one_per_layer_for_every_task(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    for task_id in range(NUM_TASKS):
+        weights = routing_weights(adapter, task_id)
+        assert len(weights) == 7 * 2  # 7 target projections × 2 layers of the tiny model
+        for gates in weights.values():
+            torch.testing.assert_close(gates.sum(), torch.tensor(1.0))
+
+
+def test_mixed_task_batch_equals_each_sample_routed_alone(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    randomize_up_projections(adapter)
+    tasks = [0, 4, 2, 12, 7]
+    tokens = token_batch(len(tasks))
+    batched = logits_for(model, adapter, tokens, tasks)
+    for i, task in enumerate(tasks):
+        alone = logits_for(model, adapter, tokens[i : i + 1], [task])
+        torch.testing.assert_close(batched[i : i + 1], alone, rtol=1e-5, atol=1e-5)
+    # …and routing matters: the same tokens under another task give other logits.
+    other = logits_for(model, adapter, tokens[:1], [5])
+    assert not torch.allclose(batched[:1], other, atol=1e-4)
+
+
+def test_fresh_adapter_leaves_base_outputs_unchanged(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    tokens = token_batch(2)
+    with torch.no_grad():
+        base_logits = fresh_model(tiny_model_dir)(tokens).logits
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    torch.testing.assert_close(logits_for(model, adapter, tokens, [1, 9]), base_logits)
+
+
+def test_route_rejects_out_of_range_task_ids(tiny_model_dir: Path, model_cfg: ModelConfig) -> None:
+    adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    with pytest.raises(ValueError, match="0..12"), adapter.route(torch.tensor([0, NUM_TASKS])):
+        pass
+
+
+def test_route_needs_one_task_id_per_sample(tiny_model_dir: Path, model_cfg: ModelConfig) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    with pytest.raises(ValueError, match="3 task ids for a batch of 2"):
+        logits_for(model, adapter, token_batch(2), [0, 1, 2])
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def test_only_adapter_parameters_are_trainable_and_all_receive_gradients(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    randomize_up_projections(adapter)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(adapter.adapter_state_dict())
+    assert {id(p) for p in adapter.trainable_parameters()} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
+    adapter_suffixes = ("lora_a", "lora_b", "router.weight", "router.bias", "task_embedding")
+    assert all(name.endswith(adapter_suffixes) for name in trainable)
+
+    tasks = [0, 3, 2, 11]
+    tokens = token_batch(len(tasks))
+    with adapter.route(torch.tensor(tasks)):
+        model(tokens, labels=tokens).loss.backward()
+    named = dict(model.named_parameters())
+    for name in trainable:
+        grad = named[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    table_grad = named["tmole_routing.task_embedding"].grad
+    used = torch.zeros(NUM_TASKS, dtype=torch.bool)
+    used[tasks] = True
+    assert torch.all(table_grad[used].abs().sum(-1) > 0)
+    assert torch.all(table_grad[~used] == 0)
+
+
+def test_adapter_parameters_take_the_base_weight_dtype(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    adapter = attach_adapter(model, model_cfg)
+    assert {p.dtype for p in adapter.trainable_parameters()} == {torch.bfloat16}
+    assert logits_for(model, adapter, token_batch(2), [0, 5]).dtype == torch.bfloat16
+
+
+def test_attaching_twice_is_refused(tiny_model_dir: Path, model_cfg: ModelConfig) -> None:
+    model = fresh_model(tiny_model_dir)
+    attach_adapter(model, model_cfg)
+    with pytest.raises(ValueError, match="already carries an adapter"):
+        attach_adapter(model, model_cfg)
+
+
+# ------------------------------------------------------------------------------- save/load
+
+
+def test_save_then_load_reproduces_outputs_for_every_task(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    randomize_up_projections(adapter)
+    adapter.save(tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        ADAPTER_CONFIG_FILE,
+        ADAPTER_WEIGHTS_FILE,
+    ]
+
+    reloaded_model = fresh_model(tiny_model_dir)
+    reloaded = load_adapter(reloaded_model, tmp_path / "adapter")
+    assert reloaded.kind == "tmole"
+    tasks = list(range(NUM_TASKS))
+    tokens = token_batch(NUM_TASKS)
+    torch.testing.assert_close(
+        logits_for(reloaded_model, reloaded, tokens, tasks),
+        logits_for(model, adapter, tokens, tasks),
+    )
+
+
+def test_adapter_state_dict_round_trips_into_a_fresh_adapter(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, model_cfg)
+    randomize_up_projections(adapter)
+    other_model = fresh_model(tiny_model_dir)
+    other = attach_adapter(other_model, model_cfg)
+    other.load_adapter_state_dict(adapter.adapter_state_dict())
+    tokens = token_batch(2)
+    torch.testing.assert_close(
+        logits_for(other_model, other, tokens, [0, 8]), logits_for(model, adapter, tokens, [0, 8])
+    )
+    state = dict(adapter.adapter_state_dict())
+    state.pop("tmole_routing.task_embedding")
+    with pytest.raises(AdapterStateMismatch, match="missing keys"):
+        other.load_adapter_state_dict(state)
+
+
+def test_loading_never_unpickles(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    adapter.save(tmp_path / "adapter")
+    with safe_open(tmp_path / "adapter" / ADAPTER_WEIGHTS_FILE, framework="pt") as weights:
+        assert set(weights.keys()) == set(adapter.adapter_state_dict())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling was attempted")
+
+    for owner, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(owner, name, refuse)
+    load_adapter(fresh_model(tiny_model_dir), tmp_path / "adapter")
+
+
+def _saved_adapter(tiny_model_dir: Path, cfg: ModelConfig, out: Path) -> Path:
+    attach_adapter(fresh_model(tiny_model_dir), cfg).save(out)
+    return out
+
+
+def test_tampered_config_with_other_rank_raises_data_error_naming_the_weights(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    out = _saved_adapter(tiny_model_dir, model_cfg, tmp_path / "adapter")
+    config = json.loads((out / ADAPTER_CONFIG_FILE).read_text())
+    config["tmole"]["rank"] = 4
+    (out / ADAPTER_CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(DataError, match=r"adapter_model\.safetensors.*shape mismatches"):
+        load_adapter(fresh_model(tiny_model_dir), out)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda text: text[:-5], "not valid JSON"),
+        (lambda text: text.replace('"tmole"', '"moe"', 1), "unknown adapter"),
+        (lambda text: text.replace('"rank"', '"rnk"'), "not a valid TMoLE adapter config"),
+        (lambda text: text.replace('"U2I"', '"X2Y"'), "task_codes"),
+    ],
+)
+def test_tampered_config_raises_data_error_naming_the_config(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path, tamper, reason: str
+) -> None:
+    out = _saved_adapter(tiny_model_dir, model_cfg, tmp_path / "adapter")
+    path = out / ADAPTER_CONFIG_FILE
+    path.write_text(tamper(path.read_text()))
+    with pytest.raises(DataError, match=rf"adapter_config\.json: .*{reason}"):
+        load_adapter(fresh_model(tiny_model_dir), out)
+
+
+def test_weights_that_are_not_safetensors_are_refused(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    out = _saved_adapter(tiny_model_dir, model_cfg, tmp_path / "adapter")
+    (out / ADAPTER_WEIGHTS_FILE).write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(DataError, match="not a readable safetensors file"):
+        load_adapter(fresh_model(tiny_model_dir), out)
+    (out / ADAPTER_WEIGHTS_FILE).unlink()
+    with pytest.raises(DataError, match="missing"):
+        load_adapter(fresh_model(tiny_model_dir), out)
+
+
+# ------------------------------------------------------------------------------- LoRA mode
+
+
+def test_lora_mode_is_a_peft_lora_behind_the_same_interface(
+    tiny_model_dir: Path, lora_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    model = fresh_model(tiny_model_dir)
+    adapter = attach_adapter(model, lora_cfg)
+    assert isinstance(adapter, Adapter) and adapter.kind == "lora"
+    randomize_up_projections(adapter)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert {id(p) for p in adapter.trainable_parameters()} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
+    assert len(adapter.adapter_state_dict()) == len(trainable)
+
+    tokens = token_batch(3)
+    # route() is a no-op: one LoRA serves every task.
+    logits = logits_for(model, adapter, tokens, [0, 4, 12])
+    torch.testing.assert_close(logits, logits_for(model, adapter, tokens, [5, 5, 5]))
+    for gates in routing_weights(adapter, 3).values():
+        assert gates.tolist() == [1.0]
+
+    adapter.save(tmp_path / "lora")
+    reloaded_model = fresh_model(tiny_model_dir)
+    reloaded = load_adapter(reloaded_model, tmp_path / "lora")
+    assert reloaded.kind == "lora"
+    torch.testing.assert_close(logits_for(reloaded_model, reloaded, tokens, [0, 0, 0]), logits)
+    # The saved directory is a standard PEFT adapter.
+    peft_model = PeftModel.from_pretrained(fresh_model(tiny_model_dir), tmp_path / "lora")
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(tokens).logits, logits)
