@@ -48,12 +48,15 @@ def stage(
     name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Run one pipeline stage (what dvc.yaml and the Prefect flow call)."""
+    """Run one pipeline stage (what dvc.yaml and the Prefect flow call), as one MLflow run."""
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}"))
     try:
         cfg = load_config(params)
-        _resolve(STAGES[name])(cfg)
+        from recfound.tracking.mlflow_run import stage_run
+
+        with stage_run(cfg, name, params_path=params):
+            _resolve(STAGES[name])(cfg)
     except RecFoundError as err:
         _fail(err)
 
@@ -81,6 +84,147 @@ def data_ensure(params: ParamsOption = Path("params.yaml")) -> None:
         typer.echo(f"{cfg.paths.data} present; leaving it as it is")
         return
     data_sample(out=None, seed=None, params=params)
+
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="base model dir (default: paths.base_model)")
+]
+AdapterOption = Annotated[
+    Path | None, typer.Option("--adapter", help="adapter dir (TMoLE or LoRA); none: base model")
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", help="task code, e.g. SR (generate), U2I (embed)")
+]
+TextsArgument = Annotated[list[str] | None, typer.Argument(help="inputs (or use --file)")]
+FileOption = Annotated[
+    Path | None,
+    typer.Option("--file", help="inputs: .jsonl of {input, instruction?}, else one per line"),
+]
+InstructionOption = Annotated[
+    str, typer.Option("--instruction", help="instruction for the positional inputs")
+]
+
+
+def _requests(texts: list[str] | None, file: Path | None, instruction: str):
+    from recfound.model.inference import TextInput, read_inputs
+
+    if bool(texts) == (file is not None):
+        raise typer.BadParameter("give either input texts or --file, not both or neither")
+    return read_inputs(file) if file else [TextInput(t, instruction) for t in texts]
+
+
+@app.command()
+def generate(
+    texts: TextsArgument = None,
+    task: TaskOption = ...,
+    model: ModelOption = None,
+    adapter: AdapterOption = None,
+    file: FileOption = None,
+    instruction: InstructionOption = "",
+    out: Annotated[Path | None, typer.Option(help="write JSONL here (default: stdout)")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Answer prompts with the model, routed to a generative task (greedy, batched)."""
+    from recfound.model import inference
+
+    try:
+        cfg = load_config(params)
+        requests = _requests(texts, file, instruction)
+        answers = inference.generate_requests(
+            requests, task, model or cfg.paths.base_model, adapter, cfg
+        )
+    except RecFoundError as err:
+        _fail(err)
+    lines = inference.generation_lines(requests, answers)
+    if out is None:
+        typer.echo("\n".join(lines))
+        return
+    inference.write_lines(lines, out)
+    typer.echo(f"{len(lines)} generations written to {out}", err=True)
+
+
+@app.command()
+def embed(
+    texts: TextsArgument = None,
+    task: TaskOption = ...,
+    model: ModelOption = None,
+    adapter: AdapterOption = None,
+    file: FileOption = None,
+    instruction: InstructionOption = "",
+    out: Annotated[
+        Path | None, typer.Option(help="write .npy (array) or .jsonl here (default: stdout JSONL)")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Embed texts with the model, routed to an embedding task (unit-norm vectors, batched)."""
+    from recfound.model import inference
+
+    try:
+        cfg = load_config(params)
+        requests = _requests(texts, file, instruction)
+        vectors = inference.embed_requests(
+            requests, task, model or cfg.paths.base_model, adapter, cfg
+        )
+    except RecFoundError as err:
+        _fail(err)
+    if out is None:
+        typer.echo("\n".join(inference.embedding_lines(requests, vectors)))
+        return
+    inference.write_embeddings(requests, vectors, out)
+    typer.echo(f"{len(requests)} embeddings written to {out}", err=True)
+
+
+@app.command()
+def lineage(
+    model: Annotated[str, typer.Argument(help="registered model version, e.g. recfound/3")],
+    repo: Annotated[Path, typer.Option(help="git repository the runs came from")] = Path("."),
+    strict: Annotated[bool, typer.Option(help="exit 1 when anything is UNTRACED")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Model version -> runs -> data hash -> git commit -> params; flags what is UNTRACED."""
+    from mlflow.tracking import MlflowClient
+
+    from recfound.tracking import lineage as lin
+    from recfound.tracking.mlflow_run import tracking_uri
+
+    try:
+        cfg = load_config(params)
+        report = lin.trace(MlflowClient(tracking_uri(cfg)), model, repo)
+    except RecFoundError as err:
+        _fail(err)
+    for line in lin.render(report):
+        untraced = line.lstrip().startswith(lin.UNTRACED)
+        typer.secho(line, fg=typer.colors.RED if untraced else None)
+    if strict and report.all_problems():
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(params: ParamsOption = Path("params.yaml")) -> None:
+    """Start Prefect server, MLflow UI and the deployments' serving process; Ctrl-C stops."""
+    from recfound.serve import serve_all
+
+    try:
+        serve_all(load_config(params))
+    except RecFoundError as err:
+        _fail(err)
+
+
+@app.command()
+def ablate(
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="no_s2sched | no_tmole | multitask_lora (repeatable)"),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train + evaluate the ablation variants (paper Table 4) into reports/variants/<name>/."""
+    from recfound.evaluate.ablate import ablate as run_ablation
+
+    try:
+        run_ablation(load_config(params), variant)
+    except RecFoundError as err:
+        _fail(err)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m recfound.cli`

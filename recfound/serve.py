@@ -1,0 +1,257 @@
+"""`recfound serve`: the Prefect server, the MLflow UI and the deployments' serving process.
+
+All three are child processes of this one, each in its own process group and bound to
+orchestration.host (127.0.0.1 by default). The Prefect server and the MLflow UI start
+together, the serving process once the Prefect API answers; each is waited on until it
+answers its health check; then this process waits. Ctrl-C or SIGTERM (or any child dying)
+stops them all: SIGTERM to each process group, newest first, SIGKILL after
+orchestration.stop_timeout_s. Their output goes to log files under .prefect/logs/.
+
+Prefect keeps its state under .prefect/ in the repository (PREFECT_HOME and its SQLite
+database); MLflow uses tracking.uri (MLFLOW_TRACKING_URI overrides; a remote tracking server
+is used as it is, and no local UI is started).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from recfound.config import Config
+from recfound.errors import RecFoundError
+from recfound.tracking.mlflow_run import tracking_uri
+
+PREFECT_DIR = ".prefect"
+HEALTH_POLL_S = 0.5
+LOG_TAIL_CHARS = 3000
+
+
+@dataclass
+class Service:
+    """A child process and how to tell that it is ready."""
+
+    name: str
+    cmd: list[str]
+    health_url: str
+    needs_prefect: bool = False  # started only once the Prefect server answers
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+
+def prefect_env(cfg: Config, root: Path) -> dict[str, str]:
+    """Prefect settings that keep its state in the repository and point clients at the server."""
+    home = (root / PREFECT_DIR).resolve()
+    host, port = cfg.orchestration.host, cfg.orchestration.prefect_port
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_URL": f"http://{host}:{port}/api",
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def services(cfg: Config, root: Path) -> list[Service]:
+    """Prefect server, MLflow UI (only for a local tracking store), deployments' server."""
+    host, port = cfg.orchestration.host, cfg.orchestration.prefect_port
+    bin_dir = Path(sys.executable).parent  # the console scripts of this environment
+    api = f"http://{host}:{port}/api"
+    prefect = Service(
+        "prefect-server",
+        [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(port)],
+        f"{api}/health",
+    )
+    found = [prefect]
+    uri = tracking_uri(cfg)
+    if not uri.startswith(("http://", "https://")):
+        found.append(
+            Service(
+                "mlflow-ui",
+                [
+                    str(bin_dir / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    uri,
+                    "--default-artifact-root",
+                    str(Path(cfg.tracking.artifact_root).resolve()),
+                    "--host",
+                    host,
+                    "--port",
+                    str(cfg.tracking.ui_port),
+                    "--workers",
+                    "1",
+                ],
+                f"http://{host}:{cfg.tracking.ui_port}/health",
+                # the UI needs no server-side job runner (a pool of worker processes)
+                env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            )
+        )
+    found.append(
+        Service(
+            "deployments",
+            [sys.executable, "-m", "flows.deployments"],
+            f"{api}/deployments/name/recfound/train",
+            needs_prefect=True,
+        )
+    )
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return ""
+    return path.read_text(encoding="utf-8", errors="replace")[-LOG_TAIL_CHARS:]
+
+
+def start(service: Service, env: dict[str, str], log_dir: Path) -> None:
+    """Start `service` in a new session (its own process group), output to its log file."""
+    service.log = log_dir / f"{service.name}.log"
+    with service.log.open("ab") as log:
+        service.proc = subprocess.Popen(
+            service.cmd,
+            env={**env, **service.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the group ourselves
+        )
+
+
+def wait_healthy(service: Service, timeout_s: float) -> None:
+    """Poll the health URL until it answers 200; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.proc is not None and service.proc.poll() is not None:
+            raise RecFoundError(
+                f"{service.name} exited with status {service.proc.returncode}; "
+                f"log {service.log}:\n{_tail(service.log)}"
+            )
+        if _answers(service.health_url):
+            return
+        time.sleep(HEALTH_POLL_S)
+    raise RecFoundError(
+        f"{service.name} not healthy after {timeout_s:.0f} s ({service.health_url}); "
+        f"log {service.log}:\n{_tail(service.log)}"
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(started: list[Service], timeout_s: float) -> None:
+    """SIGTERM each service's process group, newest first; SIGKILL what outlives timeout_s.
+
+    The whole group is waited for, not only its leader: servers fork workers (uvicorn, job
+    consumers) that may take longer to exit than the process that started them.
+    """
+    for service in reversed(started):
+        proc = service.proc
+        if proc is None or not _group_alive(proc.pid):
+            continue
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, or the group never empties
+            if not _group_alive(proc.pid):
+                break
+            time.sleep(HEALTH_POLL_S)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(f"stopped {service.name}", flush=True)
+
+
+def ready_message(cfg: Config, api_url: str) -> str:
+    """Where everything is and how to start a run from another shell."""
+    host = cfg.orchestration.host
+    uri = tracking_uri(cfg)
+    ui = (
+        ""
+        if uri.startswith(("http://", "https://"))
+        else f" (UI http://{host}:{cfg.tracking.ui_port})"
+    )
+    return (
+        f"Prefect UI  http://{host}:{cfg.orchestration.prefect_port}\n"
+        f"MLflow      {uri}{ui}\n"
+        f"In another shell:  export PREFECT_API_URL={api_url}\n"
+        "                   prefect deployment run recfound/train\n"
+        "Ctrl-C stops everything."
+    )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_all(cfg: Config) -> None:
+    """Start every service, wait until interrupted or a child exits, then stop them all."""
+    root = Path.cwd()
+    if not (root / "dvc.yaml").is_file():
+        raise RecFoundError(f"{root}: no dvc.yaml here; run `recfound serve` in the repository")
+    # flow runs call `dvc` and `recfound`: this environment's scripts come first on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, **prefect_env(cfg, root), "PATH": path}
+    log_dir = root / PREFECT_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Service] = []
+    # Ctrl-C and SIGTERM both end the wait below; SIGINT explicitly, because a process
+    # started in the background may have inherited it ignored
+    previous = {
+        sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        wanted = services(cfg, root)
+        # independent services start together; the deployments need the Prefect API
+        for wave in (
+            [s for s in wanted if not s.needs_prefect],
+            [s for s in wanted if s.needs_prefect],
+        ):
+            for service in wave:
+                print(f"starting {service.name}: {' '.join(service.cmd)}", flush=True)
+                start(service, env, log_dir)
+                started.append(service)
+            for service in wave:
+                wait_healthy(service, cfg.orchestration.health_timeout_s)
+                print(
+                    f"  {service.name} ready ({service.health_url}); log {service.log}", flush=True
+                )
+        print(ready_message(cfg, env["PREFECT_API_URL"]), flush=True)
+        while all(s.proc is not None and s.proc.poll() is None for s in started):
+            time.sleep(1.0)
+        dead = next(s for s in started if s.proc is not None and s.proc.poll() is not None)
+        raise RecFoundError(
+            f"{dead.name} exited with status {dead.proc.returncode}; log {dead.log}:\n"
+            f"{_tail(dead.log)}"
+        )
+    except KeyboardInterrupt:
+        print("stopping ...")
+    finally:
+        # a second Ctrl-C must not cut the shutdown short and orphan a server (it is bounded:
+        # SIGKILL after orchestration.stop_timeout_s per service)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        stop(started, cfg.orchestration.stop_timeout_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

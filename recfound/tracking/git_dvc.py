@@ -1,0 +1,225 @@
+"""Read-only facts about the code and data a run used: git commit, data.dvc md5, dvc.lock hashes.
+
+Everything here reads files (dvc.yaml, dvc.lock, *.dvc, params.yaml) or asks `git`; nothing
+calls DVC or Prefect, so the library stays free of orchestration. A missing file or a directory
+that is not a git repository gives `None` / empty results: the caller records what it could
+not trace instead of failing the stage.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DVC_YAML = "dvc.yaml"
+DVC_LOCK = "dvc.lock"
+PARAMS_YAML = "params.yaml"
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    """stdout of `git <args>` in `repo`, or None when git fails (no repo, unknown object)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # git not installed
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def git_commit(repo: str | Path = ".") -> str | None:
+    """The full hash of HEAD, or None outside a git repository / before the first commit."""
+    out = _git(Path(repo), "rev-parse", "--verify", "HEAD")
+    return out.strip() if out else None
+
+
+def commit_exists(repo: str | Path, commit: str) -> bool:
+    """Whether `commit` names a commit object in this repository."""
+    return _git(Path(repo), "cat-file", "-e", f"{commit}^{{commit}}") is not None
+
+
+def git_dirty_paths(repo: str | Path = ".") -> list[str]:
+    """Paths with uncommitted changes (modified, staged or untracked, not ignored)."""
+    out = _git(Path(repo), "status", "--porcelain", "--untracked-files=all")
+    if not out:
+        return []
+    # porcelain v1: two status letters, a space, the path ("old -> new" for renames)
+    return [line[3:].split(" -> ")[-1].strip('"') for line in out.splitlines() if line]
+
+
+def written_by_pipeline(path: str, stages: dict[str, StageSpec]) -> bool:
+    """Whether `dvc repro` writes `path` itself: dvc.lock, .gitignore files, stage outputs.
+
+    Uncached outputs (metrics, plots) show up in `git status` after a run; DVC means them to
+    be committed with dvc.lock, so they are the pipeline's record, not someone's edit.
+    """
+    if Path(path).name in (DVC_LOCK, ".gitignore"):
+        return True
+    return any(_overlaps(path, out) for spec in stages.values() for out in spec.outs)
+
+
+def source_dirty_paths(repo: str | Path = ".") -> list[str]:
+    """Uncommitted changes other than what `dvc repro` itself writes while it runs.
+
+    Counting DVC's own writes would make every later stage of one `dvc repro` look like it
+    ran on edited code.
+    """
+    stages = read_stages(repo)
+    return [p for p in git_dirty_paths(repo) if not written_by_pipeline(p, stages)]
+
+
+def git_show(repo: str | Path, commit: str, path: str) -> str | None:
+    """Text of `path` as committed in `commit`, or None when it did not exist there."""
+    return _git(Path(repo), "show", f"{commit}:{path}")
+
+
+def dvc_file_md5(text: str | None) -> str | None:
+    """The md5 DVC recorded in a `.dvc` file's first output (a directory md5 ends in `.dir`)."""
+    if not text:
+        return None
+    doc = yaml.safe_load(text) or {}
+    outs = doc.get("outs") or []
+    return outs[0].get("md5") if outs else None
+
+
+def data_md5(repo: str | Path = ".", dvc_file: str = "data.dvc") -> str | None:
+    """The md5 of the raw data as recorded in the working tree's `data.dvc`."""
+    return dvc_file_md5(_read_text(Path(repo) / dvc_file))
+
+
+def data_md5_at(repo: str | Path, commit: str, dvc_file: str = "data.dvc") -> str | None:
+    """The md5 `data.dvc` recorded at `commit` (None when the file was not committed there)."""
+    return dvc_file_md5(git_show(repo, commit, dvc_file))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of dvc.yaml: what it reads, which params it declares, what it writes."""
+
+    name: str
+    deps: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+
+
+def _paths(entries: list[Any] | None) -> tuple[str, ...]:
+    """dvc.yaml lists entries as plain paths or as {path: {options}} mappings."""
+    paths: list[str] = []
+    for entry in entries or []:
+        paths.extend(entry.keys() if isinstance(entry, dict) else [entry])
+    return tuple(str(p).rstrip("/") for p in paths)
+
+
+def _param_keys(entries: list[Any] | None) -> tuple[str, ...]:
+    """Keys a stage declares from params.yaml (entries for other params files are skipped)."""
+    keys: list[str] = []
+    for entry in entries or []:
+        if isinstance(entry, str):
+            keys.append(entry)
+        elif isinstance(entry, dict):
+            keys.extend(k for k in entry.get(PARAMS_YAML) or [])
+    return tuple(keys)
+
+
+def read_stages(repo: str | Path = ".") -> dict[str, StageSpec]:
+    """All stages of `repo`/dvc.yaml, by name, in file order (empty when there is no dvc.yaml)."""
+    doc = _read_yaml(Path(repo) / DVC_YAML) or {}
+    stages: dict[str, StageSpec] = {}
+    for name, body in (doc.get("stages") or {}).items():
+        stages[name] = StageSpec(
+            name=name,
+            deps=_paths(body.get("deps")),
+            params=_param_keys(body.get("params")),
+            outs=_paths(body.get("outs")) + _paths(body.get("metrics")) + _paths(body.get("plots")),
+        )
+    return stages
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Same path, or one lies inside the other (`artifacts/merged` vs `artifacts/merged/x`)."""
+    pa, pb = Path(a), Path(b)
+    return pa == pb or pa in pb.parents or pb in pa.parents
+
+
+def upstream_stages(repo: str | Path, stage: str) -> list[str]:
+    """Stages whose outputs the given stage reads directly (its parents in the DAG)."""
+    stages = read_stages(repo)
+    if stage not in stages:
+        return []
+    deps = stages[stage].deps
+    return [
+        other.name
+        for other in stages.values()
+        if other.name != stage and any(_overlaps(d, o) for d in deps for o in other.outs)
+    ]
+
+
+def lock_out_hashes(repo: str | Path = ".") -> dict[str, str]:
+    """md5 of every stage output recorded in dvc.lock, by output path."""
+    doc = _read_yaml(Path(repo) / DVC_LOCK) or {}
+    hashes: dict[str, str] = {}
+    for body in (doc.get("stages") or {}).values():
+        for out in body.get("outs") or []:
+            if "md5" in out:
+                hashes[str(out["path"]).rstrip("/")] = out["md5"]
+    return hashes
+
+
+def stage_dep_hashes(repo: str | Path, stage: str) -> dict[str, str]:
+    """Content hashes of a stage's deps that are known *while the stage runs*.
+
+    DVC writes a stage's own dvc.lock entry only after its command exits, so during the run:
+    - a dep produced by an upstream stage: the md5 dvc.lock holds for that output (DVC wrote it
+      when the upstream stage finished, i.e. in this same `dvc repro`);
+    - a dep tracked by a `.dvc` file (raw `data` -> `data.dvc`): the md5 in that file;
+    - source code deps are left out: the git commit (and the dirty flag) identifies them.
+    """
+    repo = Path(repo)
+    stages = read_stages(repo)
+    if stage not in stages:
+        return {}
+    produced = lock_out_hashes(repo)
+    hashes: dict[str, str] = {}
+    for dep in stages[stage].deps:
+        if dep in produced:
+            hashes[dep] = produced[dep]
+            continue
+        md5 = dvc_file_md5(_read_text(repo / f"{dep}.dvc"))
+        if md5:
+            hashes[dep] = md5
+    return hashes
+
+
+def stage_params(repo: str | Path, stage: str, params_file: str | Path = PARAMS_YAML) -> dict:
+    """The params.yaml values a stage declares in dvc.yaml (`build` -> the whole build section).
+
+    Returns a nested mapping keyed by the declared dotted keys; a key missing from params.yaml
+    is absent from the result (DVC itself would refuse to run such a stage).
+    """
+    repo = Path(repo)
+    spec = read_stages(repo).get(stage)
+    params = _read_yaml(repo / params_file) or {}
+    if spec is None:
+        return {}
+    values: dict[str, Any] = {}
+    for key in spec.params:
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            values[key] = node
+    return values

@@ -1,0 +1,285 @@
+"""One MLflow run per pipeline stage: params, lineage tags, metrics and artifacts.
+
+`recfound stage <name>` (what dvc.yaml and the Prefect flow run) wraps the stage in
+`stage_run(cfg, name)`. The run gets
+- params: the params.yaml keys the stage declares in dvc.yaml, flattened (`train.lr`, ...);
+- tags (names in recfound.tracking.tags): stage, git commit + dirty flag, data.dvc md5, the
+  hashes of its deps known at run time, the run ids of its upstream stages, the Prefect
+  flow-run id when Prefect started it, and a pipeline id shared by the runs of one execution;
+- after the stage succeeded: its metrics (per-step training metrics with `step=`, the
+  evaluation metrics.json) and artifacts (GX Data Docs, training curves, merged adapter,
+  results.md, figures); after `evaluate` the merged model is registered (registry.py).
+
+Pipeline id: the Prefect flow sets RECFOUND_PIPELINE_ID to its flow-run id. A plain
+`dvc repro` sets nothing, so the id is derived from what defines the inputs of that execution:
+`local-<git commit[:12]>[-dirty]-<data md5[:12]>`. Re-running `dvc repro` on the same commit and
+data therefore joins the same group, and upstream runs are matched to the latest one in it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+from recfound.config import Config
+from recfound.errors import DataError
+from recfound.tracking import git_dvc, registry, tags
+from recfound.tracking.faults import inject_fault_once
+
+# MLflow accepts only these characters in metric and param names (mlflow.utils.validation).
+_INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
+STEP_METRICS_FILE = "steps.jsonl"
+
+
+def tracking_uri(cfg: Config) -> str:
+    """MLFLOW_TRACKING_URI when set (a team server), else params.yaml's tracking.uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def _is_local_store(uri: str) -> bool:
+    """True for a database or directory on this machine (no tracking server in between)."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def configure_mlflow(cfg: Config) -> str:
+    """Point MLflow at the tracking store and return the experiment id (created when absent).
+
+    With a local store, new experiments keep artifacts under tracking.artifact_root (resolved
+    to an absolute path, so the UI and `mlflow models serve` find them from any directory);
+    with a server, the server decides where artifacts go.
+    """
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(cfg.tracking.artifact_root).resolve().as_uri() if _is_local_store(uri) else None
+    return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=location)
+
+
+def metric_name(key: str) -> str:
+    """A key made acceptable to MLflow: characters it refuses (e.g. '@' in MRR@20) become '_'."""
+    return _INVALID_NAME_CHARS.sub("_", key)
+
+
+def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested mappings/lists -> {"a.b.0": leaf}; the leaves are kept as they are."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping | list | tuple) and value:
+            flat.update(flatten(value, name, sep))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pipeline_id(commit: str | None, dirty: bool, data_md5: str | None) -> str:
+    """The group of a plain `dvc repro`: RECFOUND_PIPELINE_ID, else commit + data md5."""
+    from_env = os.environ.get(tags.PIPELINE_ID_ENV)
+    if from_env:
+        return from_env
+    code = (commit or "nocommit")[:12] + ("-dirty" if dirty else "")
+    return f"local-{code}-{(data_md5 or 'nodata')[:12]}"
+
+
+def find_upstream_runs(
+    client: MlflowClient, experiment_id: str, pipeline: str, stages: list[str]
+) -> dict[str, tuple[str, str]]:
+    """For each upstream stage: (run id, how matched).
+
+    First choice: the latest finished run of that stage in the same pipeline execution.
+    When DVC skipped the stage (outputs cached), no such run exists; then the latest finished
+    run of the stage in the experiment is taken and marked MATCH_LATEST, so lineage can say
+    the link rests on recency rather than on a shared execution. Stages never run are absent.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for stage in stages:
+        base = f"tags.`{tags.STAGE}` = '{stage}' and attributes.status = 'FINISHED'"
+        for match, filter_string in (
+            (tags.MATCH_PIPELINE, f"{base} and tags.`{tags.PIPELINE_ID}` = '{pipeline}'"),
+            (tags.MATCH_LATEST, base),
+        ):
+            runs = client.search_runs(
+                [experiment_id],
+                filter_string,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if runs:
+                found[stage] = (runs[0].info.run_id, match)
+                break
+    return found
+
+
+def lineage_tags(
+    client: MlflowClient, experiment_id: str, stage: str, repo: str | Path = "."
+) -> dict[str, str]:
+    """All lineage tags of a stage run started now in `repo` (see module docstring)."""
+    commit = git_dvc.git_commit(repo)
+    dirty = bool(git_dvc.source_dirty_paths(repo))
+    data = git_dvc.data_md5(repo)
+    pipeline = pipeline_id(commit, dirty, data)
+    upstream = git_dvc.upstream_stages(repo, stage)
+    values: dict[str, str | None] = {
+        tags.STAGE: stage,
+        tags.PIPELINE_ID: pipeline,
+        tags.GIT_COMMIT: commit,
+        tags.GIT_DIRTY: str(dirty).lower(),
+        tags.DATA_MD5: data,
+        tags.FLOW_RUN_ID: os.environ.get(tags.FLOW_RUN_ID_ENV),
+        tags.UPSTREAM_STAGES: ",".join(upstream),
+    }
+    for dep, md5 in git_dvc.stage_dep_hashes(repo, stage).items():
+        values[f"{tags.DEP_PREFIX}{dep}"] = md5
+    for up, (run_id, match) in find_upstream_runs(
+        client, experiment_id, pipeline, upstream
+    ).items():
+        values[tags.upstream_tag(up)] = run_id
+        values[tags.upstream_match_tag(up)] = match
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def stage_params(
+    stage: str, repo: str | Path = ".", params_file: str | Path = "params.yaml"
+) -> dict[str, Any]:
+    """The stage's declared params.yaml keys, flattened to MLflow param names and strings."""
+    flat = flatten(git_dvc.stage_params(repo, stage, params_file))
+    return {
+        metric_name(key): json.dumps(value) if isinstance(value, list | dict) else value
+        for key, value in flat.items()
+    }
+
+
+def read_step_metrics(path: Path) -> list[Metric]:
+    """Per-step training metrics from steps.jsonl as MLflow Metrics (step = the line's `step`).
+
+    Each line is a JSON object with an integer `step` and numeric values (loss, loss_emb,
+    loss_gen, lr, loss/<CODE>, ratio/<CODE>); non-numeric values are skipped.
+    """
+    now = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"not JSON: {err.msg}", line=number) from err
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise DataError(path, "expected an object with an integer 'step'", line=number)
+        step = record["step"]
+        metrics.extend(
+            Metric(metric_name(key), float(value), now, step)
+            for key, value in record.items()
+            if key != "step" and _is_number(value)
+        )
+    return metrics
+
+
+def read_metrics_json(path: Path) -> dict[str, float]:
+    """Evaluation metrics.json flattened to `a/b/c` names, numeric leaves only."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not JSON: {err.msg}", line=err.lineno) from err
+    flat = flatten(doc, sep="/")
+    return {metric_name(k): float(v) for k, v in flat.items() if _is_number(v)}
+
+
+def _log_batches(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+
+
+def _log_params(params: dict[str, Any]) -> None:
+    items = list(params.items())
+    for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        mlflow.log_params(dict(items[start : start + MAX_PARAMS_TAGS_PER_BATCH]))
+
+
+def stage_artifacts(cfg: Config, stage: str) -> list[tuple[Path, str]]:
+    """(local path, artifact dir) pairs a finished stage leaves in MLflow; absent paths skipped."""
+    reports = cfg.paths.reports
+    wanted: dict[str, list[tuple[Path, str]]] = {
+        "validate": [(cfg.paths.validation, "validation")],
+        "train": [(cfg.paths.train_metrics, "train")],
+        "merge": [(cfg.paths.merged / "adapter", "merged_adapter")],
+        "evaluate": [(reports / "results.md", ""), (reports / "metrics.json", "")]
+        + [(png, "figures") for png in sorted((reports / "figures").glob("*.png"))],
+    }
+    return [(path, dest) for path, dest in wanted.get(stage, []) if path.exists()]
+
+
+def log_stage_outputs(
+    client: MlflowClient, run_id: str, cfg: Config, stage: str, model_id: str | None = None
+) -> None:
+    """Metrics and artifacts of a finished stage (see stage_artifacts / read_* above).
+
+    Evaluation metrics are logged against `model_id` too when a model was logged, so the
+    registered version shows them.
+    """
+    steps = cfg.paths.train_metrics / STEP_METRICS_FILE
+    if stage == "train" and steps.is_file():
+        _log_batches(client, run_id, read_step_metrics(steps))
+    metrics_json = cfg.paths.reports / "metrics.json"
+    if stage == "evaluate" and metrics_json.is_file():
+        mlflow.log_metrics(read_metrics_json(metrics_json), model_id=model_id)
+    for path, dest in stage_artifacts(cfg, stage):
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=dest or None)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=dest or None)
+
+
+@contextmanager
+def stage_run(
+    cfg: Config, stage_name: str, params_path: str | Path = "params.yaml", repo: str | Path = "."
+) -> Iterator[mlflow.ActiveRun | None]:
+    """Run the body of stage `stage_name` inside an MLflow run (FAILED if the body raises).
+
+    With tracking.enabled false the body runs untracked and None is yielded.
+    After `evaluate`, the merged model is registered as a version of tracking.registered_model
+    when tracking.register_model is true.
+    """
+    if not cfg.tracking.enabled:
+        yield None
+        return
+    experiment_id = configure_mlflow(cfg)
+    client = MlflowClient()
+    run_tags = lineage_tags(client, experiment_id, stage_name, repo)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage_name, tags=run_tags) as run:
+        _log_params(stage_params(stage_name, repo, params_path))
+        inject_fault_once(stage_name)
+        yield run
+        model = None
+        if stage_name == "evaluate" and cfg.tracking.register_model:
+            model = registry.log_evaluated_model(cfg, params_path)
+        log_stage_outputs(
+            client, run.info.run_id, cfg, stage_name, model.model_id if model else None
+        )
+        if model is not None:
+            registry.register_model_version(cfg, model, run_tags)
+        print(f"MLflow run {run.info.run_id} ({stage_name}) in {tracking_uri(cfg)}")
