@@ -1,0 +1,262 @@
+"""From the unified dataset to tokenised training batches.
+
+* `EpochSampler` turns S2Sched's per-task counts into concrete rows: each task walks a seeded
+  permutation of its rows (no replacement); a group (embedding / generative) starts a new epoch,
+  reshuffling all its tasks, when it cannot fill its slots from unseen rows. Permutations
+  depend only on (seed, task, epoch), so every rank draws the same rows.
+* `split_step` deals one step's rows out to (micro-batch, rank) chunks, each with exactly the
+  configured slots per group, so every rank runs the same shapes (InfoNCE gathers across ranks).
+* `BatchEncoder` formats and tokenises rows with recfound.model.prompts (the one formatter):
+  embedding rows -> query (with instruction), 1 positive, group_size-1 hard negatives;
+  generative rows -> prompt + response, one sub-batch per task (per-task losses come free and
+  L_gen stays the token mean of the whole batch; see recfound.train.objective).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from recfound.config import TrainConfig
+from recfound.errors import DataError
+from recfound.model import prompts
+from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS, TASKS
+
+GROUPS: tuple[tuple[int, ...], tuple[int, ...]] = (EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS)
+
+Batch = dict[str, Any]
+
+
+def rows_by_task(split: datasets.Dataset) -> dict[int, np.ndarray]:
+    """Row indices of `split` per task id (every task present, possibly empty), in row order."""
+    task_ids = np.asarray(split["task_id"], dtype=np.int64)
+    return {t: np.flatnonzero(task_ids == t) for t in range(NUM_TASKS)}
+
+
+def validation_rows(split: datasets.Dataset, n_per_task: int, seed: int) -> dict[int, np.ndarray]:
+    """A fixed, seeded choice of up to `n_per_task` rows per task (S2Sched's validation batch).
+
+    The same rows every time, so successive validation losses are comparable.
+    """
+    chosen = {}
+    for task, rows in rows_by_task(split).items():
+        rng = np.random.default_rng([seed, task])
+        chosen[task] = np.sort(rng.permutation(rows)[:n_per_task])
+    return chosen
+
+
+class EpochSampler:
+    """Seeded sampling without replacement per task, with epochs per task group."""
+
+    def __init__(
+        self,
+        task_rows: Mapping[int, np.ndarray],
+        seed: int,
+        groups: Sequence[Sequence[int]] = GROUPS,
+    ) -> None:
+        self.task_rows = {
+            t: np.asarray(task_rows.get(t, []), dtype=np.int64) for g in groups for t in g
+        }
+        self.groups = tuple(tuple(g) for g in groups)
+        self.seed = seed
+        self.epoch = [0] * len(self.groups)
+        self.position = dict.fromkeys(self.task_rows, 0)
+
+    def sizes(self) -> dict[int, int]:
+        """Training rows per task."""
+        return {t: int(rows.size) for t, rows in self.task_rows.items()}
+
+    def unseen(self) -> dict[int, int]:
+        """Rows of each task not yet drawn in its group's current epoch."""
+        return {t: int(rows.size) - self.position[t] for t, rows in self.task_rows.items()}
+
+    def _permutation(self, task: int, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, task, epoch])
+        return self.task_rows[task][rng.permutation(self.task_rows[task].size)]
+
+    def draw(self, counts: Mapping[int, int]) -> dict[int, list[int]]:
+        """Dataset row indices per task: `counts[t]` rows of task t, unseen ones first.
+
+        When a task asks for more than it has unseen, its group's epoch ends: every task of the
+        group reshuffles (a new seeded permutation) and the excess comes from the new epoch.
+        """
+        drawn: dict[int, list[int]] = {}
+        for g, group in enumerate(self.groups):
+            excess: dict[int, int] = {}
+            for t in group:
+                want = int(counts.get(t, 0))
+                pos = self.position[t]
+                take = min(want, self.task_rows[t].size - pos)
+                drawn[t] = self._permutation(t, self.epoch[g])[pos : pos + take].tolist()
+                self.position[t] = pos + take
+                if want > take:
+                    excess[t] = want - take
+            if excess:
+                self.epoch[g] += 1
+                for t in group:
+                    self.position[t] = 0
+                for t, extra in excess.items():
+                    fresh = self._permutation(t, self.epoch[g])[:extra].tolist()
+                    drawn[t].extend(fresh)
+                    self.position[t] = len(fresh)
+        return drawn
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: group epochs and per-task positions."""
+        return {
+            "seed": self.seed,
+            "epoch": list(self.epoch),
+            "position": {str(t): p for t, p in self.position.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"sampler state has seed {state['seed']}, this run uses {self.seed}")
+        self.epoch = [int(e) for e in state["epoch"]]
+        self.position = {int(t): int(p) for t, p in state["position"].items()}
+
+
+def split_step(
+    drawn: Mapping[int, Sequence[int]], slots: Sequence[int], chunks: int
+) -> list[list[list[int]]]:
+    """Deal one step's rows into `chunks` (= grad_accum × world) parts, per group.
+
+    Returns chunks[c][g] = the row indices of group g for chunk c (task order within a group,
+    tasks spread round-robin over chunks). Each chunk gets the same count per group:
+    min(slots[g], rows of the group // chunks); rows beyond that (tiny datasets) are dropped so
+    that every rank runs the same shapes.
+    """
+    out: list[list[list[int]]] = [[] for _ in range(chunks)]
+    for g, group in enumerate(GROUPS):
+        rows = [r for t in group for r in drawn.get(t, [])]
+        per_chunk = min(slots[g], len(rows) // chunks)
+        for c in range(chunks):
+            out[c].append(rows[c::chunks][:per_chunk])
+    return out
+
+
+def chunk_index(micro: int, rank: int, world: int) -> int:
+    """Which chunk of `split_step` rank `rank` trains on in micro-batch `micro`."""
+    return micro * world + rank
+
+
+class BatchEncoder:
+    """Formats and tokenises rows of one split into the tensors the objective consumes."""
+
+    def __init__(
+        self,
+        split: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        cfg: TrainConfig,
+        source: str | Path,
+    ) -> None:
+        self.split = split
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.source = Path(source)
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            raise ValueError("the tokenizer has no pad token; set one before training")
+
+    def _rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        columns = self.split[[int(i) for i in indices]]
+        return [
+            dict(zip(columns, values, strict=True))
+            for values in zip(*columns.values(), strict=True)
+        ]
+
+    def _passages(self, row: dict[str, Any]) -> list[str]:
+        """[positive, hard negative 1, …, hard negative group_size-1] of an embedding row."""
+        need = self.cfg.group_size - 1
+        if not row["positives"]:
+            raise DataError(self.source, f"row {row['id']!r} ({row['task']}): no positive passage")
+        if len(row["negatives"]) < need:
+            raise DataError(
+                self.source,
+                f"row {row['id']!r} ({row['task']}): {len(row['negatives'])} negatives, "
+                f"train.group_size={self.cfg.group_size} needs {need}",
+            )
+        return [row["positives"][0], *row["negatives"][:need]]
+
+    def embedding(self, indices: Sequence[int]) -> Batch | None:
+        """Queries (with instruction) and their group_size passages each, or None if no rows.
+
+        Passages carry no instruction (GritLM) and are routed to their query's task.
+        """
+        if not indices:
+            return None
+        rows = self._rows(indices)
+        tok, cfg = self.tokenizer, self.cfg
+        try:
+            queries = [
+                prompts.encode_embedding(tok, r["instruction"], r["input"], cfg.max_len_query)
+                for r in rows
+            ]
+            passages = [
+                prompts.encode_embedding(tok, "", text, cfg.max_len_passage)
+                for r in rows
+                for text in self._passages(r)
+            ]
+        except ValueError as err:
+            raise DataError(self.source, f"rows {[r['id'] for r in rows]}: {err}") from err
+        task_ids = torch.tensor([r["task_id"] for r in rows], dtype=torch.long)
+        return {
+            "queries": prompts.collate_embedding(queries, self.pad_id),
+            "passages": prompts.collate_embedding(passages, self.pad_id),
+            "query_task_ids": task_ids,
+            "passage_task_ids": task_ids.repeat_interleave(cfg.group_size),
+        }
+
+    def generative(self, indices: Sequence[int]) -> list[Batch]:
+        """One collated prompt+response batch per task present in `indices` (task id order)."""
+        by_task: dict[int, list[prompts.GenerativeExample]] = {}
+        cfg = self.cfg
+        for r in self._rows(indices):
+            example = prompts.encode_generative(
+                self.tokenizer,
+                r["instruction"],
+                r["input"],
+                r["output"],
+                cfg.max_len_prompt,
+                cfg.max_len_response,
+            )
+            by_task.setdefault(int(r["task_id"]), []).append(example)
+        batches = []
+        for task in sorted(by_task):
+            batch = prompts.collate_generative(by_task[task], self.pad_id)
+            batch["task_ids"] = torch.full((len(by_task[task]),), task, dtype=torch.long)
+            batches.append(batch)
+        return batches
+
+    def micro_batch(self, embedding_rows: Sequence[int], generative_rows: Sequence[int]) -> Batch:
+        """The objective's input for one micro-batch of one rank."""
+        return {
+            "embedding": self.embedding(embedding_rows),
+            "generative": self.generative(generative_rows),
+        }
+
+    def row_ids(self, indices: Sequence[int]) -> list[str]:
+        """The stable `id` column of these rows (for the per-rank sample log)."""
+        return [str(x) for x in self.split.select_columns(["id"])[[int(i) for i in indices]]["id"]]
+
+
+def task_code(task_id: int) -> str:
+    """The code of a task id, e.g. 0 -> "U2I"."""
+    return TASKS[task_id].code
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """`batch` with every tensor moved to `device` (dicts, lists, None kept as they are)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [move_to(v, device) for v in batch]
+    return batch

@@ -1,0 +1,408 @@
+"""The training loop: accelerate, S2Sched-scheduled multi-task batches, resumable checkpoints.
+
+One *step* is one optimizer update = `train.grad_accum` micro-batches on each of the
+`accelerator.num_processes` ranks. Per step:
+
+1. every `s2sched.update_interval` steps: per-task validation losses (no grad) — each rank
+   computes a share of the tasks, an all-reduce (sum) gives every rank the same numbers;
+2. S2Sched allocates the global slots (per-rank slots × grad_accum × ranks) per task; the
+   epoch sampler turns counts into rows (seeded, identical on every rank); the rows are dealt
+   to (micro-batch, rank) chunks; the ranks check they agree on the allocation;
+3. forward/backward of L = L_emb + λ·L_gen through the DDP-wrapped objective, gradient
+   clipping, AdamW over the adapter's parameters, warm-up + cosine LR;
+4. metrics (losses reduced over micro-batches and ranks) -> steps.jsonl, progress bar;
+5. every `train.save_every` steps and at the end: a checkpoint (recfound.train.checkpoint).
+
+A fresh run first writes `step-000000` (the initial adapter, which merge's task vectors are
+taken against) and the untrained model's validation losses; a re-run resumes from the newest
+complete checkpoint of the same configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+
+from recfound.config import Config, TrainConfig
+from recfound.model.unified import RecFoundModel
+from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS, TASKS
+from recfound.train import checkpoint as ckpt
+from recfound.train.batches import (
+    BatchEncoder,
+    EpochSampler,
+    chunk_index,
+    move_to,
+    rows_by_task,
+    split_step,
+    validation_rows,
+)
+from recfound.train.metrics_log import (
+    SAMPLES_DIR,
+    STEPS_FILE,
+    JsonlLog,
+    write_plot_csvs,
+    write_val_loss,
+)
+from recfound.train.objective import MultiTaskObjective, validation_losses
+from recfound.train.s2sched import S2Sched
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run reports (also what bench/train.py measures)."""
+
+    steps: int
+    resumed_from: int | None
+    last_record: dict[str, Any]
+    val_loss_before: dict[int, float]
+    val_loss_after: dict[int, float]
+    train_seconds: float = 0.0  # steps run in this process, S2Sched validation excluded
+    schedule_seconds: float = 0.0  # S2Sched validation passes in this process
+    tokens: int = 0  # tokens trained on (all ranks) in this process
+    outputs: list[Path] = field(default_factory=list)
+
+
+def resolve_mixed_precision(train_cfg: TrainConfig) -> str:
+    """`auto`: bf16 on a CUDA device that supports it, else none (CPU autocast is slow)."""
+    if train_cfg.mixed_precision != "auto":
+        return train_cfg.mixed_precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_accelerator(train_cfg: TrainConfig) -> Accelerator:
+    """The Accelerator for `train`: mixed precision, gradient accumulation, DDP options.
+
+    Under `accelerate launch` / torchrun it joins the process group the launcher set up.
+    DDP's find_unused_parameters (an extra graph walk per step) is on only when a task kind
+    has no slots: its experts then get no gradient, which plain DDP treats as an error.
+    """
+    one_kind_only = min(train_cfg.embedding_per_batch, train_cfg.generative_per_batch) == 0
+    return Accelerator(
+        mixed_precision=resolve_mixed_precision(train_cfg),
+        gradient_accumulation_steps=train_cfg.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=one_kind_only)],
+    )
+
+
+def run_fingerprint(cfg: Config, dataset: datasets.DatasetDict, base_model: Path) -> str:
+    """Hash of everything that shapes the training trajectory.
+
+    A checkpoint is resumed only under the same fingerprint: seed, model / train / s2sched
+    settings (not the logging and saving cadence), the unified data and the base model.
+    """
+    cadence = {"save_every", "log_every", "log_samples", "eval_batch_size"}
+    files = sorted(base_model.glob("*.safetensors"))
+    payload = {
+        "seed": cfg.seed,
+        "model": cfg.model.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json", exclude=cadence),
+        "s2sched": cfg.s2sched.model_dump(mode="json"),
+        "data": {name: split._fingerprint for name, split in dataset.items()},
+        "base_model": {
+            "config": (base_model / "config.json").read_text(encoding="utf-8")
+            if (base_model / "config.json").is_file()
+            else "",
+            "weights": [(p.name, p.stat().st_size) for p in files],
+        },
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class Trainer:
+    """Trains `model`'s adapter on the unified dataset; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: RecFoundModel,
+        tokenizer: PreTrainedTokenizerBase,
+        dataset: datasets.DatasetDict,
+        accelerator: Accelerator,
+        fingerprint: str,
+    ) -> None:
+        if model.adapter is None:
+            raise ValueError("Trainer needs a model with an adapter attached")
+        self.cfg = cfg
+        self.tcfg = cfg.train
+        self.model = model
+        self.adapter = model.adapter
+        self.accelerator = accelerator
+        self.fingerprint = fingerprint
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        unified = cfg.paths.unified
+        self.train_encoder = BatchEncoder(dataset["train"], tokenizer, self.tcfg, unified / "train")
+        self.val_encoder = BatchEncoder(
+            dataset["validation"], tokenizer, self.tcfg, unified / "validation"
+        )
+        self.sampler = EpochSampler(rows_by_task(dataset["train"]), cfg.seed)
+        self.slots = (self.tcfg.embedding_per_batch, self.tcfg.generative_per_batch)
+        self.chunks = self.tcfg.grad_accum * self.world
+        self.sched = S2Sched(
+            cfg.s2sched,
+            self.sampler.sizes(),
+            self.slots[0] * self.chunks,
+            self.slots[1] * self.chunks,
+        )
+        self.sched_val_rows = validation_rows(
+            dataset["validation"], cfg.s2sched.val_batch_size, cfg.seed
+        )
+        self.full_val_rows = rows_by_task(dataset["validation"])
+        self.params = self.adapter.trainable_parameters()
+        if accelerator.mixed_precision != "no":
+            # Master weights in fp32: autocast computes in bf16/fp16, while AdamW updates of
+            # ~lr·1e-3 would vanish in a 16-bit weight.
+            for param in self.params:
+                param.data = param.data.float()
+        objective = MultiTaskObjective(
+            model, self.tcfg.group_size, cfg.model.temperature, self.tcfg.loss_gen_factor
+        )
+        optimizer = torch.optim.AdamW(
+            self.params, lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay
+        )
+        # Not prepared: accelerate would step it once per process per optimizer step.
+        self.scheduler = get_cosine_schedule_with_warmup(
+            optimizer, self.tcfg.warmup_steps, self.tcfg.steps
+        )
+        self.objective, self.optimizer = accelerator.prepare(objective, optimizer)
+
+    # ------------------------------------------------------------------------ shared helpers
+    def _shared_validation(
+        self, rows: Mapping[int, Sequence[int]], batch_size: int
+    ) -> dict[int, float]:
+        """Per-task validation losses, identical on every rank: rank r computes tasks
+        t ≡ r (mod world), an all-reduce sums them (adding zeros is exact)."""
+        mine = [t for t in range(NUM_TASKS) if t % self.world == self.rank]
+        was_training = self.model.training
+        self.model.eval()  # no dropout in a measurement
+        local = validation_losses(
+            self.model,
+            self.val_encoder,
+            rows,
+            mine,
+            batch_size,
+            self.cfg.model.temperature,
+            self.accelerator.autocast,
+        )
+        self.model.train(was_training)
+        values = torch.zeros(NUM_TASKS, dtype=torch.float64, device=self.accelerator.device)
+        for t, loss in local.items():
+            values[t] = loss
+        values = self.accelerator.reduce(values, reduction="sum")
+        return {t: float(values[t]) for t in range(NUM_TASKS)}
+
+    def _check_same_allocation(self, counts: Mapping[int, int]) -> None:
+        """Every rank must take the same scheduling decision; fail loudly if not."""
+        if self.world == 1:
+            return
+        local = torch.tensor([counts[t] for t in range(NUM_TASKS)], device=self.accelerator.device)
+        everyone = self.accelerator.gather(local).view(self.world, NUM_TASKS)
+        if not bool((everyone == everyone[0]).all()):
+            raise RuntimeError(f"ranks disagree on the S2Sched allocation: {everyone.tolist()}")
+
+    def _save(self, step: int, extra: Mapping[str, Any]) -> None:
+        """Checkpoint `step` (main process writes; every rank contributes its RNG state)."""
+        rng = gather_object([ckpt.capture_rng()]) if self.world > 1 else [ckpt.capture_rng()]
+        if self.accelerator.is_main_process:
+            state = {
+                "fingerprint": self.fingerprint,
+                "s2sched": self.sched.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                **extra,
+            }
+            ckpt.save_checkpoint(
+                self.cfg.paths.checkpoints,
+                step,
+                self.adapter,
+                self.optimizer,
+                self.scheduler,
+                state,
+                rng,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _resume_or_start(self, report_val_loss: bool) -> tuple[int, dict[int, float], int | None]:
+        """(first step to run, untrained validation losses, step resumed from or None).
+
+        The untrained losses are measured on a fresh start when `report_val_loss`, else {}.
+        """
+        root = self.cfg.paths.checkpoints
+        acc = self.accelerator
+        if acc.is_main_process:
+            ckpt.sweep_partial(root)
+            latest = ckpt.latest_checkpoint(root)
+            if latest and ckpt.read_state(latest[1]).get("fingerprint") != self.fingerprint:
+                acc.print(
+                    f"checkpoints in {root} come from another configuration or data; starting over"
+                )
+                ckpt.remove_checkpoints(root)
+        acc.wait_for_everyone()
+        latest = ckpt.latest_checkpoint(root)
+        if latest is None:
+            before = (
+                self._shared_validation(self.full_val_rows, self.tcfg.eval_batch_size)
+                if report_val_loss
+                else {}
+            )
+            self._save(0, _before_state(before))
+            return 0, before, None
+        step, path = latest
+        state = ckpt.load_checkpoint(path, self.adapter, self.optimizer, self.scheduler, self.rank)
+        self.sched.load_state_dict(state["s2sched"])
+        self.sampler.load_state_dict(state["sampler"])
+        before = {int(t): float(v) for t, v in state["val_loss_before"].items()}
+        acc.print(f"resuming from {path}")
+        return step, before, step
+
+    # -------------------------------------------------------------------------------- steps
+    def _train_step(self, step: int) -> tuple[dict[str, Any], list[str], int]:
+        """One optimizer step; returns (metrics record, this rank's row ids, global tokens)."""
+        acc, tcfg = self.accelerator, self.tcfg
+        weights = self.sched.weights(step)
+        counts = self.sched.allocate(step, self.sampler.unseen())
+        self._check_same_allocation(counts)
+        chunks = split_step(self.sampler.draw(counts), self.slots, self.chunks)
+        sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # loss, emb, gen, tokens
+        task_sum = torch.zeros(NUM_TASKS, dtype=torch.float64, device=acc.device)
+        task_weight = torch.zeros_like(task_sum)
+        row_ids: list[str] = []
+        for micro in range(tcfg.grad_accum):
+            emb_rows, gen_rows = chunks[chunk_index(micro, self.rank, self.world)]
+            batch = self.train_encoder.micro_batch(emb_rows, gen_rows)
+            sums[3] += _count_tokens(batch)
+            row_ids += (
+                self.train_encoder.row_ids([*emb_rows, *gen_rows]) if tcfg.log_samples else []
+            )
+            with acc.accumulate(self.objective):
+                out = self.objective(**move_to(batch, acc.device))
+                acc.backward(out["loss"])
+                if acc.sync_gradients and tcfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.params, tcfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            sums[:3] += torch.stack([out["loss"].detach(), out["loss_emb"], out["loss_gen"]])
+            task_sum += out["task_loss_sum"]
+            task_weight += out["task_weight"]
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        sums[:3] /= tcfg.grad_accum
+        sums = acc.reduce(sums, reduction="sum")
+        task_sum = acc.reduce(task_sum, reduction="sum")
+        task_weight = acc.reduce(task_weight, reduction="sum")
+        record: dict[str, Any] = {
+            "step": step + 1,
+            "loss": float(sums[0]) / self.world,
+            "loss_emb": float(sums[1]) / self.world,
+            "loss_gen": float(sums[2]) / self.world,
+            "lr": lr,
+        }
+        for task in TASKS:
+            if task_weight[task.id] > 0:
+                record[f"loss/{task.code}"] = float(task_sum[task.id] / task_weight[task.id])
+        for task in TASKS:
+            record[f"ratio/{task.code}"] = weights[task.id]
+            record[f"n/{task.code}"] = counts[task.id]
+        record["tokens"] = int(sums[3])
+        return record, row_ids, int(sums[3])
+
+    def run(self, report_val_loss: bool = True) -> TrainOutcome:
+        """Train from scratch or the newest checkpoint to `train.steps`; write the outputs.
+
+        `report_val_loss=False` skips the untrained/trained validation losses and val_loss.json
+        (bench/train.py, which times only the steps).
+        """
+        acc, tcfg, paths = self.accelerator, self.tcfg, self.cfg.paths
+        start, before, resumed_from = self._resume_or_start(report_val_loss)
+        metrics = JsonlLog(paths.train_metrics / STEPS_FILE)
+        samples = JsonlLog(paths.train_metrics / SAMPLES_DIR / f"rank-{self.rank}.jsonl")
+        if acc.is_main_process:
+            metrics.resume(start)
+        if tcfg.log_samples:
+            samples.resume(start)
+        outcome = TrainOutcome(tcfg.steps, resumed_from, {}, before, {})
+        bar = tqdm(
+            total=tcfg.steps, initial=start, desc="train", disable=not acc.is_local_main_process
+        )
+        self.model.train()
+        for step in range(start, tcfg.steps):
+            val_record: dict[str, float] = {}
+            if self.sched.is_update_step(step):
+                t0 = time.perf_counter()
+                val = self._shared_validation(self.sched_val_rows, self.cfg.s2sched.val_batch_size)
+                self.sched.update(step, val)
+                outcome.schedule_seconds += time.perf_counter() - t0
+                val_record = {f"val_loss/{TASKS[t].code}": v for t, v in val.items()}
+            t0 = time.perf_counter()
+            record, row_ids, tokens = self._train_step(step)
+            outcome.train_seconds += time.perf_counter() - t0
+            outcome.tokens += tokens
+            record.update(val_record)
+            outcome.last_record = record
+            if acc.is_main_process and record["step"] % tcfg.log_every == 0:
+                metrics.append(record)
+            if tcfg.log_samples:
+                counts = {TASKS[t].code: record[f"n/{TASKS[t].code}"] for t in range(NUM_TASKS)}
+                samples.append({"step": record["step"], "counts": counts, "ids": row_ids})
+            bar.set_postfix(_postfix(record), refresh=False)
+            bar.update(1)
+            if record["step"] % tcfg.save_every == 0 or record["step"] == tcfg.steps:
+                self._save(record["step"], _before_state(before))
+        bar.close()
+        self.model.eval()
+        if not outcome.last_record and acc.is_main_process:
+            outcome.last_record = next(reversed(metrics.records()), {})  # a finished run re-run
+        if report_val_loss and before:
+            outcome.val_loss_after = self._shared_validation(
+                self.full_val_rows, tcfg.eval_batch_size
+            )
+        if acc.is_main_process:
+            self.adapter.save(paths.adapter)
+            outcome.outputs.append(paths.adapter)
+            outcome.outputs += write_plot_csvs(metrics.records(), paths.train_metrics)
+            if outcome.val_loss_after:
+                outcome.outputs.append(
+                    write_val_loss(before, outcome.val_loss_after, paths.train_metrics)
+                )
+            outcome.outputs += [paths.train_metrics / STEPS_FILE, paths.checkpoints]
+        acc.wait_for_everyone()
+        return outcome
+
+
+def _before_state(before: Mapping[int, float]) -> dict[str, Any]:
+    """The untrained model's validation losses, carried in every checkpoint for val_loss.json."""
+    return {"val_loss_before": {str(t): v for t, v in before.items()}}
+
+
+def _count_tokens(batch: Mapping[str, Any]) -> int:
+    """Real (non-padding) tokens of a micro-batch: queries, passages and generative rows."""
+    total = 0
+    if batch["embedding"] is not None:
+        total += int(batch["embedding"]["queries"]["attention_mask"].sum())
+        total += int(batch["embedding"]["passages"]["attention_mask"].sum())
+    total += sum(int(b["attention_mask"].sum()) for b in batch["generative"])
+    return total
+
+
+def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
+    """Progress-bar fields: losses and this step's samples per task, per group."""
+
+    def counts(ids: Sequence[int]) -> str:
+        return " ".join(f"{TASKS[t].code}:{record[f'n/{TASKS[t].code}']}" for t in ids)
+
+    return {
+        "loss": f"{record['loss']:.3f}",
+        "emb": counts(EMBEDDING_TASK_IDS),
+        "gen": counts(GENERATIVE_TASK_IDS),
+    }

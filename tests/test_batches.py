@@ -1,0 +1,158 @@
+"""Sampling and tokenised batches from the unified dataset (recfound.train.batches)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import datasets
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from recfound.config import TrainConfig
+from recfound.data.schema import FEATURES
+from recfound.errors import DataError
+from recfound.model.prompts import IGNORE_INDEX
+from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS
+from recfound.train.batches import (
+    BatchEncoder,
+    EpochSampler,
+    rows_by_task,
+    split_step,
+    validation_rows,
+)
+from recfound.train.smoke import synthetic_unified
+
+U2I, Q2I, I2I = EMBEDDING_TASK_IDS
+QR, SR = GENERATIVE_TASK_IDS[:2]
+
+
+@pytest.fixture(scope="module")
+def unified() -> datasets.DatasetDict:
+    return synthetic_unified(train_per_task=6, validation_per_task=3, test_per_task=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_rows_by_task_lists_each_tasks_rows(unified):
+    rows = rows_by_task(unified["train"])
+    assert set(rows) == set(range(NUM_TASKS))
+    for task, indices in rows.items():
+        assert len(indices) == 6
+        assert set(unified["train"].select(indices)["task_id"]) == {task}
+
+
+def test_an_epoch_draws_every_row_of_a_task_exactly_once(unified):
+    sampler = EpochSampler(rows_by_task(unified["train"]), seed=7)
+    drawn = []
+    for _ in range(3):
+        drawn += sampler.draw({U2I: 2})[U2I]
+    assert sorted(drawn) == sorted(rows_by_task(unified["train"])[U2I].tolist())
+    assert sampler.unseen()[U2I] == 0
+
+
+def test_draws_are_seeded_and_identical_for_every_copy(unified):
+    a = EpochSampler(rows_by_task(unified["train"]), seed=7)
+    b = EpochSampler(rows_by_task(unified["train"]), seed=7)
+    c = EpochSampler(rows_by_task(unified["train"]), seed=8)
+    counts = {U2I: 2, Q2I: 1, QR: 3}
+    draws_a = [a.draw(counts) for _ in range(4)]
+    assert draws_a == [b.draw(counts) for _ in range(4)]
+    assert draws_a != [c.draw(counts) for _ in range(4)]
+
+
+def test_asking_beyond_the_unseen_rows_starts_a_new_epoch_for_the_whole_group(unified):
+    sampler = EpochSampler(rows_by_task(unified["train"]), seed=1)
+    sampler.draw({U2I: 6, Q2I: 2})
+    drawn = sampler.draw({U2I: 2})  # U2I has nothing unseen left
+    assert len(drawn[U2I]) == 2
+    assert sampler.epoch == [1, 0]  # embedding group moved on, generative did not
+    assert sampler.unseen()[U2I] == 4 and sampler.unseen()[Q2I] == 6
+
+
+def test_sampler_state_round_trips(unified):
+    sampler = EpochSampler(rows_by_task(unified["train"]), seed=1)
+    for _ in range(5):
+        sampler.draw({U2I: 2, SR: 3})
+    restored = EpochSampler(rows_by_task(unified["train"]), seed=1)
+    restored.load_state_dict(sampler.state_dict())
+    assert restored.draw({U2I: 2, SR: 3}) == sampler.draw({U2I: 2, SR: 3})
+
+
+def test_split_step_gives_every_chunk_its_slots_and_disjoint_rows():
+    drawn = {U2I: [0, 1, 2], Q2I: [3], QR: [10, 11, 12, 13], SR: [14, 15, 16, 17]}
+    chunks = split_step(drawn, slots=(2, 4), chunks=2)
+    assert [len(c[0]) for c in chunks] == [2, 2]
+    assert [len(c[1]) for c in chunks] == [4, 4]
+    flat = [r for c in chunks for g in c for r in g]
+    assert len(flat) == len(set(flat)) == 12
+
+
+def test_split_step_drops_rows_that_cannot_be_shared_evenly():
+    chunks = split_step({U2I: [0, 1, 2]}, slots=(2, 0), chunks=2)
+    assert [len(c[0]) for c in chunks] == [1, 1]
+
+
+def test_validation_rows_are_a_fixed_subset_per_task(unified):
+    first = validation_rows(unified["validation"], 2, seed=5)
+    again = validation_rows(unified["validation"], 2, seed=5)
+    assert {t: r.tolist() for t, r in first.items()} == {t: r.tolist() for t, r in again.items()}
+    assert all(len(r) == 2 for r in first.values())
+
+
+def test_embedding_batch_holds_query_positive_and_hard_negatives(unified, tokenizer):
+    cfg = TrainConfig(group_size=3)
+    encoder = BatchEncoder(unified["train"], tokenizer, cfg, "unified/train")
+    rows = rows_by_task(unified["train"])
+    indices = [int(rows[U2I][0]), int(rows[I2I][1])]
+    batch = encoder.embedding(indices)
+    assert batch["queries"]["input_ids"].shape[0] == 2
+    assert batch["passages"]["input_ids"].shape[0] == 6
+    assert batch["query_task_ids"].tolist() == [U2I, I2I]
+    assert batch["passage_task_ids"].tolist() == [U2I] * 3 + [I2I] * 3
+    # the instruction is part of the query but not of its pooled tokens
+    q = batch["queries"]
+    assert (q["pool_mask"].sum(1) < q["attention_mask"].sum(1)).all()
+    p = batch["passages"]
+    assert (p["pool_mask"].sum(1) == p["attention_mask"].sum(1)).all()  # passages: no instruction
+    positive = unified["train"][indices[0]]["positives"][0]
+    first_passage = p["input_ids"][0][p["attention_mask"][0].bool()].tolist()
+    assert tokenizer.decode(first_passage) == positive
+
+
+def test_generative_batches_come_one_per_task_with_the_prompt_masked(unified, tokenizer):
+    encoder = BatchEncoder(unified["train"], tokenizer, TrainConfig(), "unified/train")
+    rows = rows_by_task(unified["train"])
+    batches = encoder.generative([int(rows[SR][0]), int(rows[QR][0]), int(rows[SR][1])])
+    assert [b["task_ids"].tolist() for b in batches] == [[QR], [SR, SR]]
+    for batch in batches:
+        labels = batch["labels"]
+        assert (labels[:, 0] == IGNORE_INDEX).all()  # prompt start is never a target
+        assert (labels != IGNORE_INDEX).any(dim=1).all()  # every row has response tokens
+        assert (labels[batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_too_few_negatives_is_a_data_error_naming_the_row(tokenizer):
+    row = synthetic_unified(1, 1, 1)["train"].filter(lambda r: r["task_id"] == U2I).to_list()[0]
+    row["negatives"] = []
+    split = datasets.Dataset.from_list([row], features=FEATURES)
+    encoder = BatchEncoder(split, tokenizer, TrainConfig(group_size=2), "unified/train")
+    with pytest.raises(DataError, match=row["id"]) as err:
+        encoder.embedding([0])
+    assert "unified/train" in str(err.value)
+
+
+def test_row_ids_name_the_trained_rows(unified, tokenizer):
+    encoder = BatchEncoder(unified["train"], tokenizer, TrainConfig(), "unified/train")
+    assert encoder.row_ids([0, 5]) == [unified["train"][0]["id"], unified["train"][5]["id"]]
+
+
+def test_drawn_task_mix_follows_the_counts(unified):
+    sampler = EpochSampler(rows_by_task(unified["train"]), seed=2)
+    drawn = sampler.draw({U2I: 2, Q2I: 1, QR: 3})
+    task_of = np.asarray(unified["train"]["task_id"])
+    mix = Counter(int(task_of[i]) for rows in drawn.values() for i in rows)
+    assert mix == {U2I: 2, Q2I: 1, QR: 3}
