@@ -254,6 +254,11 @@ def log_stage_outputs(
             mlflow.log_artifact(str(path), artifact_path=dest or None)
 
 
+def _is_main_process() -> bool:
+    """Only rank 0 of a multi-process launch (torchrun / accelerate launch) records the run."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @contextmanager
 def stage_run(
     cfg: Config, stage_name: str, params_path: str | Path = "params.yaml", repo: str | Path = "."
@@ -264,7 +269,7 @@ def stage_run(
     After `evaluate`, the merged model is registered as a version of tracking.registered_model
     when tracking.register_model is true.
     """
-    if not cfg.tracking.enabled:
+    if not cfg.tracking.enabled or not _is_main_process():
         yield None
         return
     experiment_id = configure_mlflow(cfg)
