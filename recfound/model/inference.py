@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from recfound.atomic import atomic_file
 from recfound.config import Config
+from recfound.data.readers.common import iter_json_objects, iter_lines
 from recfound.errors import DataError, RecFoundError
 from recfound.model import prompts as fmt
 from recfound.model.unified import RecFoundModel, resolve_dtype
@@ -168,21 +169,11 @@ def read_inputs(path: str | Path) -> list[TextInput]:
     """Requests from a file: JSONL objects with `input` (and optional `instruction`) when the
     name ends in .jsonl, else one input per non-empty line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(path, f"cannot read: {err.strerror}") from err
     if path.suffix != ".jsonl":
-        return [TextInput(line) for line in lines if line.strip()]
+        return [TextInput(line.strip("\r\n")) for _, line in iter_lines(path) if line.strip()]
     requests = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"not valid JSON: {err.msg}", line=number) from err
-        if not isinstance(row, dict) or not isinstance(row.get("input"), str):
+    for number, row in iter_json_objects(path):
+        if not isinstance(row.get("input"), str):
             raise DataError(path, 'expected an object with a string "input"', line=number)
         instruction = row.get("instruction", "")
         if not isinstance(instruction, str):
