@@ -230,7 +230,8 @@ def write_checkpoints(cfg: Config, steps: list[int]) -> dict[int, dict[str, torc
 
 @pytest.fixture
 def run_cfg(default_config: Config, tmp_path: Path, tiny_model_dir: Path) -> Config:
-    cfg = make_config(default_config, tmp_path, tiny_model_dir)
+    """The default params, but merging every checkpoint (the tests below rely on `all`)."""
+    cfg = make_config(default_config, tmp_path, tiny_model_dir, checkpoints="all")
     write_unified(cfg.paths.unified)
     write_checkpoints(cfg, [0, 2, 4])
     return cfg
