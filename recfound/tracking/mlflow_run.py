@@ -43,17 +43,26 @@ _INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 STEP_METRICS_FILE = "steps.jsonl"
 
 
-# mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for child processes, so the variable
-# may hold our own earlier choice from params rather than the user's override; remember it.
-_uri_exported_from_params: str | None = None
-
-
 def tracking_uri(cfg: Config) -> str:
     """MLFLOW_TRACKING_URI when the user set it (a team server), else params.yaml's tracking.uri."""
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env and from_env != _uri_exported_from_params:
-        return from_env
-    return cfg.tracking.uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def _point_mlflow_at(uri: str) -> None:
+    """Make `uri` the tracking and registry store of this process, leaving the environment as is.
+
+    mlflow.set_*_uri() also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which would then
+    read as a user's override in the next stage run of this process; the registry is set too,
+    or a registry URI left from an earlier run in this process would receive model versions.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _is_local_store(uri: str) -> bool:
@@ -68,12 +77,8 @@ def configure_mlflow(cfg: Config) -> str:
     to an absolute path, so the UI and `mlflow models serve` find them from any directory);
     with a server, the server decides where artifacts go.
     """
-    global _uri_exported_from_params
     uri = tracking_uri(cfg)
-    from_params = uri == cfg.tracking.uri and uri != os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    if from_params:
-        _uri_exported_from_params = uri
+    _point_mlflow_at(uri)
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
