@@ -7,12 +7,11 @@ then breaks one link and expects it reported as UNTRACED.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+from repo_helpers import git, write_yaml
 from typer.testing import CliRunner
 
 from recfound.cli import app
@@ -46,22 +45,9 @@ DVC_YAML = {
 }
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
-def _write_yaml(path: Path, doc: object) -> None:
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-
-
 def _set_lock(repo: Path, unified: str, adapter: str) -> None:
     """dvc.lock as DVC leaves it after build and train ran (their outputs' md5)."""
-    _write_yaml(
+    write_yaml(
         repo / "dvc.lock",
         {
             "schema": "2.0",
@@ -85,7 +71,7 @@ def repo(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, request) 
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "repo"
     root.mkdir()
-    _git(root, "init", "-q")
+    git(root, "init", "-q")
     cfg = Config()
     tracking = cfg.tracking.model_copy(
         update={
@@ -96,16 +82,16 @@ def repo(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, request) 
             "register_model": False,
         }
     )
-    _write_yaml(
+    write_yaml(
         root / "params.yaml",
         cfg.model_copy(update={"tracking": tracking}).model_dump(by_alias=True, mode="json"),
     )
-    _write_yaml(root / "dvc.yaml", DVC_YAML)
-    _write_yaml(root / "data.dvc", {"outs": [{"md5": DATA_MD5, "path": "data"}]})
+    write_yaml(root / "dvc.yaml", DVC_YAML)
+    write_yaml(root / "data.dvc", {"outs": [{"md5": DATA_MD5, "path": "data"}]})
     (root / ".gitignore").write_text("artifacts/\nreports/\n")
     _set_lock(root, "u1.dir", "a1.dir")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "init")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
     monkeypatch.chdir(root)
     return root
 
@@ -187,7 +173,7 @@ def test_data_not_matching_data_dvc_at_the_commit_is_untraced(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # data.dvc changed but not committed: the runs record a commit whose data.dvc differs
-    _write_yaml(repo / "data.dvc", {"outs": [{"md5": "e" * 32 + ".dir", "path": "data"}]})
+    write_yaml(repo / "data.dvc", {"outs": [{"md5": "e" * 32 + ".dir", "path": "data"}]})
     ids = run_pipeline("p1", ["build", "train", "evaluate"], monkeypatch)
     problems = trace(register(ids["evaluate"])).all_problems()
     assert any(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
+from repo_helpers import git, write_yaml
 
 from recfound.config import Config
 from recfound.errors import DataError
@@ -61,24 +61,10 @@ DVC_YAML = {
 }
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
-def write_yaml(path: Path, doc: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-
-
 def make_repo(root: Path, data_md5: str = DATA_MD5) -> Path:
     """A committed git repo with dvc.yaml, params.yaml, data.dvc and a dvc.lock for build."""
     root.mkdir(parents=True, exist_ok=True)
-    _git(root, "init", "-q")
+    git(root, "init", "-q")
     write_yaml(root / "dvc.yaml", DVC_YAML)
     write_yaml(root / "params.yaml", Config().model_dump(by_alias=True, mode="json"))
     write_yaml(root / "data.dvc", {"outs": [{"md5": data_md5, "path": "data"}]})
@@ -93,8 +79,8 @@ def make_repo(root: Path, data_md5: str = DATA_MD5) -> Path:
         },
     )
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\nartifacts/\n")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "init")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
     return root
 
 
@@ -177,7 +163,7 @@ def test_dirty_flag_ignores_what_dvc_repro_writes_but_not_params(repo: Path) -> 
 def test_data_md5_at_a_commit_is_read_from_that_commits_data_dvc(repo: Path) -> None:
     first = git_dvc.git_commit(repo)
     write_yaml(repo / "data.dvc", {"outs": [{"md5": "f" * 32 + ".dir", "path": "data"}]})
-    _git(repo, "commit", "-q", "-am", "new data")
+    git(repo, "commit", "-q", "-am", "new data")
     assert git_dvc.data_md5_at(repo, first) == DATA_MD5
     assert git_dvc.data_md5(repo) == "f" * 32 + ".dir"
     assert git_dvc.commit_exists(repo, first)
