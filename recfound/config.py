@@ -158,13 +158,14 @@ class S2SchedConfig(_Section):
 class MergeConfig(_Section):
     method: Literal["ties", "dare_ties", "dare_linear", "linear", "slerp"] = "ties"
     density: float = Field(0.8, gt=0.0, le=1.0)
-    checkpoints: Literal["all", "best_per_task"] | list[int] = "all"
+    checkpoints: Literal["all", "best_per_task"] | list[int] = "all"  # negative: from the end
     slerp_t: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class EvaluateConfig(_Section):
     batch_size: int = 8
-    max_new_tokens: int = 48
+    max_new_tokens: int = Field(48, ge=1)
+    answer_margin_tokens: int = Field(16, ge=0)
     baselines: tuple[Literal["base", "minilm", "popularity", "random"], ...] = (
         "base",
         "minilm",

@@ -24,7 +24,7 @@ from recfound.evaluate.protocol import (
     rows_by_task,
     score_generations,
 )
-from recfound.evaluate.systems import LLMSystem, cosine_pools
+from recfound.evaluate.systems import LLMSystem, answer_budgets, cosine_pools
 from recfound.model.adapters import attach_adapter
 from recfound.tasks import TASKS, task_by_code
 
@@ -341,6 +341,46 @@ def test_llm_system_answers_every_task_of_the_tiny_model(
         assert 0.0 <= res.score <= 1.0, code
         assert (res.invalid is None) == task_by_code(code).is_embedding
     assert len(run.generations["SR"]) == 1
+
+
+class WhitespaceTokenizer:
+    """One token per word: enough to read answer lengths."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": list(range(len(text.split())))}
+
+
+def test_answer_budget_is_the_longest_train_answer_plus_a_margin_capped():
+    train = [
+        row("SR", "a", output="B"),
+        row("SR", "b", output="K"),
+        row("UP", "c", output="likes hiking gear"),
+        row("UP", "d", output=" ".join(["word"] * 90)),
+        embedding_row("U2I", "e"),
+    ]
+    budgets = answer_budgets(train, WhitespaceTokenizer(), margin=4, cap=64)
+    assert budgets == {"SR": 5, "UP": 64}  # embedding tasks generate nothing
+
+
+def test_llm_system_generates_at_most_the_task_budget(
+    default_config: Config, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from recfound.model import inference
+    from recfound.model.inference import load_recfound
+
+    limits: dict[int, int] = {}
+
+    def fake_generate(model, tokenizer, prompts, task_id, max_new_tokens, batch_size):
+        limits[task_id] = max_new_tokens
+        return [""] * len(prompts)
+
+    monkeypatch.setattr(inference, "generate_batch", fake_generate)
+    cfg = tiny_config(default_config, tmp_path, tiny_model_dir)
+    model, tokenizer = load_recfound(tiny_model_dir, None, cfg, device="cpu")
+    system = LLMSystem("base", model, tokenizer, 4, max_new_tokens=48, answer_budgets={"SR": 3})
+    system.generate(task_by_code("SR"), [row("SR", "a")])
+    system.generate(task_by_code("QR"), [row("QR", "b")])
+    assert limits == {task_by_code("SR").id: 3, task_by_code("QR").id: 48}
 
 
 def test_minilm_baseline_ranks_the_semantically_closest_passage_first():

@@ -17,7 +17,7 @@ from recfound.data.schema import FEATURES
 from recfound.errors import RecFoundError
 from recfound.merge import methods
 from recfound.merge.methods import merge_state_dicts, slerp
-from recfound.merge.select import adapter_dirs, best_steps, select_checkpoints
+from recfound.merge.select import adapter_dirs, best_steps, explicit_steps, select_checkpoints
 from recfound.merge.stage import MERGE_INFO_FILE, read_adapter_weights, run
 from recfound.model.adapters import attach_adapter, load_adapter
 from recfound.model.export import TASK_INFO_FILE
@@ -251,6 +251,14 @@ def test_explicit_selection_must_name_trained_steps(run_cfg: Config):
     )
     with pytest.raises(RecFoundError, match=r"\[3\]"):
         select_checkpoints(bad, adapter_dirs(bad.paths.checkpoints))
+
+
+def test_negative_steps_count_from_the_newest_trained_checkpoint():
+    where = Path("checkpoints")
+    assert explicit_steps([-2, -1], [16, 32, 48], where) == [32, 48]
+    assert explicit_steps([-1, 48, 16], [16, 32, 48], where) == [16, 48]
+    with pytest.raises(RecFoundError, match=r"\[-4\] from the end.*only 3 trained"):
+        explicit_steps([-4], [16, 32, 48], where)
 
 
 def test_selection_needs_the_initial_checkpoint(

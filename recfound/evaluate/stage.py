@@ -23,7 +23,7 @@ from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import figures, report
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
-from recfound.evaluate.systems import LLMSystem, Row, System
+from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
 from recfound.merge.stage import MERGED_ADAPTER_DIR
 
 METRICS_FILE = "metrics.json"
@@ -31,7 +31,7 @@ RESULTS_FILE = "results.md"
 FIGURES_DIR = "figures"
 PREDICTIONS_DIR = "predictions"
 VARIANTS_DIR = "variants"
-# Columns the popularity and random baselines read from the TRAIN split.
+# Columns the popularity and random baselines and the answer budgets read from the TRAIN split.
 _TRAIN_COLUMNS = ["task", "kind", "output", "options", "option_ids", "positive_ids"]
 
 
@@ -72,15 +72,21 @@ def evaluate_llm(
     name: str,
     adapter_dir: Path | None,
     test: dict[str, list[Row]],
+    train: list[Row],
     scorer: PairScorer,
 ) -> tuple[SystemRun, Any]:
-    """Load base (+ adapter) and evaluate it as system `name`; returns the run and the adapter."""
+    """Load base (+ adapter) and evaluate it as system `name`; returns the run and the adapter.
+
+    `train` rows set each task's generation budget (`answer_budgets`); they are never scored.
+    """
     from recfound.model.inference import load_recfound
 
     if adapter_dir is not None and not Path(adapter_dir).is_dir():
         raise RecFoundError(f"{adapter_dir}: adapter not found (run the train/merge stages)")
     model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
-    system = LLMSystem(name, model, tokenizer, cfg.evaluate.batch_size, cfg.evaluate.max_new_tokens)
+    limit = cfg.evaluate.max_new_tokens
+    budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
+    system = LLMSystem(name, model, tokenizer, cfg.evaluate.batch_size, limit, budgets)
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
     return run, model.adapter
 
@@ -153,13 +159,15 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     reports = Path(cfg.paths.reports)
     runs: dict[str, SystemRun] = {}
     runs["recfound"], merged_adapter = evaluate_llm(
-        cfg, "recfound", Path(cfg.paths.merged) / MERGED_ADAPTER_DIR, test, scorer
+        cfg, "recfound", Path(cfg.paths.merged) / MERGED_ADAPTER_DIR, test, train, scorer
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter)
     del merged_adapter
-    runs["no_merge"], _ = evaluate_llm(cfg, "no_merge", Path(cfg.paths.adapter), test, scorer)
+    runs["no_merge"], _ = evaluate_llm(
+        cfg, "no_merge", Path(cfg.paths.adapter), test, train, scorer
+    )
     if "base" in cfg.evaluate.baselines:
-        runs["base"], _ = evaluate_llm(cfg, "base", None, test, scorer)
+        runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer)
     for system in baseline_systems(cfg, train):
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified

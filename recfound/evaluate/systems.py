@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from recfound.tasks import Task
+from recfound.tasks import Kind, Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -68,11 +68,29 @@ def cosine_pools(rows: Sequence[Row], embed: EmbedFn) -> list[np.ndarray]:
     ]
 
 
+def answer_budgets(
+    train: Sequence[Row], tokenizer: PreTrainedTokenizerBase, margin: int, cap: int
+) -> dict[str, int]:
+    """Per generative task code: tokens of its longest TRAIN answer + `margin`, at most `cap`.
+
+    A finetuned model stops at its end-of-turn token, but an untrained one rarely emits it and
+    talks until the limit; a letter answer needs one token, a user profile about sixty. Only the
+    train split is read, so test answers never shape the evaluation.
+    """
+    longest: dict[str, int] = {}
+    for row in train:
+        if row["kind"] == Kind.GENERATIVE:
+            n_tokens = len(tokenizer(row["output"], add_special_tokens=False)["input_ids"])
+            longest[row["task"]] = max(longest.get(row["task"], 0), n_tokens)
+    return {code: min(cap, n_tokens + margin) for code, n_tokens in longest.items()}
+
+
 class LLMSystem:
     """A RecFoundModel (base LLM, with or without an adapter) behind the System protocol.
 
     Generation: the chat-formatted prompt of `recfound.model.prompts.generation_prompt`, greedy,
-    routed to the row's task. Embedding: bidirectional mean-pooled, L2-normalised vectors.
+    routed to the row's task, at most `answer_budgets[task]` new tokens (`max_new_tokens` for a
+    task without a budget). Embedding: bidirectional mean-pooled, L2-normalised vectors.
     """
 
     def __init__(
@@ -82,12 +100,14 @@ class LLMSystem:
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int,
         max_new_tokens: int,
+        answer_budgets: Mapping[str, int] | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.answer_budgets = dict(answer_budgets or {})
 
     def supports(self, task: Task) -> bool:
         return True
@@ -97,9 +117,8 @@ class LLMSystem:
         from recfound.model.prompts import generation_prompt
 
         prompts = [generation_prompt(self.tokenizer, r["instruction"], r["input"]) for r in rows]
-        return generate_batch(
-            self.model, self.tokenizer, prompts, task.id, self.max_new_tokens, self.batch_size
-        )
+        budget = self.answer_budgets.get(task.code, self.max_new_tokens)
+        return generate_batch(self.model, self.tokenizer, prompts, task.id, budget, self.batch_size)
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
         from recfound.model.inference import embed_texts

@@ -5,7 +5,9 @@
   (never the test split); the union of those steps. The loss is training's own per-task
   validation loss (recfound.train.objective.task_validation_loss) over every validation row,
   with training's encoding settings and `train.eval_batch_size`.
-- a list of steps, e.g. [16, 32, 48]: exactly those.
+- a list of steps, e.g. [16, 32, 48]: exactly those. Negative entries count from the newest
+  trained checkpoint, as Python indexes a list: [-2, -1] is the last two, whatever
+  `train.steps` and `train.save_every` are.
 
 Step 0 is the initial adapter the task vectors are measured from, so it is never "selected".
 """
@@ -102,10 +104,22 @@ def select_checkpoints(cfg: Config, adapters: Mapping[int, Path]) -> Selection:
         if not best:
             raise RecFoundError("best_per_task: no task has a finite validation loss")
         return Selection(sorted(set(best.values())), "best_per_task", best, losses)
-    missing = sorted(set(spec) - set(trained))
+    return Selection(explicit_steps(spec, trained, cfg.paths.checkpoints), "explicit")
+
+
+def explicit_steps(spec: Sequence[int], trained: Sequence[int], where: Path) -> list[int]:
+    """Resolve a list of steps (negative: counted from the newest of `trained`), sorted."""
+    too_far = [entry for entry in spec if entry < 0 and -entry > len(trained)]
+    if too_far:
+        raise RecFoundError(
+            f"merge.checkpoints asks for {too_far} from the end, but {where} holds only "
+            f"{len(trained)} trained checkpoints {list(trained)}"
+        )
+    steps = {trained[entry] if entry < 0 else entry for entry in spec}
+    missing = sorted(steps - set(trained))
     if missing:
         raise RecFoundError(
             f"merge.checkpoints asks for steps {missing}, which are not among the trained "
-            f"checkpoints {trained} in {cfg.paths.checkpoints}"
+            f"checkpoints {list(trained)} in {where}"
         )
-    return Selection(sorted(set(spec)), "explicit")
+    return sorted(steps)
