@@ -133,6 +133,7 @@ class TrainConfig(_Section):
     weight_decay: float = 0.0
     warmup_steps: int = 4
     loss_gen_factor: float = 1.0
+    loss_gen_reduction: Literal["token", "sample"] = "token"
     max_len_query: int = 96
     max_len_passage: int = 64
     max_len_prompt: int = 192

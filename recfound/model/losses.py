@@ -1,7 +1,8 @@
-"""Contrastive loss of the embedding tasks (InfoNCE with hard and in-batch negatives).
+"""The losses: InfoNCE for the embedding tasks (hard and in-batch negatives), and the
+per-sample LM cross-entropy for generative batches averaged by sample.
 
-The generative loss is the LM's own cross-entropy (RecFoundModel.generative_loss); the training
-loop assembles L = L_emb + λ·L_gen.
+The token-averaged generative loss is the LM's own (RecFoundModel.generative_loss); the
+training objective (recfound.train.objective) assembles L = L_emb + λ·L_gen.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from recfound.model.prompts import IGNORE_INDEX
 
 
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
@@ -53,3 +56,18 @@ def info_nce(
     targets = rank * passages + torch.arange(queries, device=query_emb.device) * group_size
     scores = query_emb @ all_passages.T / temperature
     return F.cross_entropy(scores, targets)
+
+
+def per_sample_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean next-token cross-entropy over its response tokens, shape (B,).
+
+    ℓ_i = (1/|R_i|) Σ_{t∈R_i} −log p(labels[i, t] | tokens < t), R_i the positions whose label
+    is not IGNORE_INDEX after the causal shift; a sample without response tokens gets 0.
+    """
+    targets = labels[:, 1:]
+    # fp32 cross-entropy under bf16 autocast, as transformers' own LM loss does
+    per_token = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return per_token.sum(dim=1) / counts.clamp(min=1)

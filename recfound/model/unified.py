@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recfound.config import ModelConfig
+from recfound.model.losses import per_sample_lm_loss
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -123,17 +124,19 @@ class RecFoundModel(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         task_ids: torch.Tensor | None = None,
+        per_sample: bool = False,
     ) -> torch.Tensor:
-        """Causal next-token cross-entropy, averaged over tokens whose label is not -100."""
+        """Causal next-token cross-entropy over the tokens whose label is not -100: their mean,
+        or with `per_sample` each sample's own mean, shape (B,) (losses.per_sample_lm_loss)."""
         with self.routed(task_ids):
             out = self.lm(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids_from_mask(attention_mask),
-                labels=labels,
+                labels=None if per_sample else labels,
                 use_cache=False,
             )
-        return out.loss
+        return per_sample_lm_loss(out.logits, labels) if per_sample else out.loss
 
     @torch.no_grad()
     def generate(

@@ -167,7 +167,11 @@ class Trainer:
             for param in self.params:
                 param.data = param.data.float()
         objective = MultiTaskObjective(
-            model, self.tcfg.group_size, cfg.model.temperature, self.tcfg.loss_gen_factor
+            model,
+            self.tcfg.group_size,
+            cfg.model.temperature,
+            self.tcfg.loss_gen_factor,
+            self.tcfg.loss_gen_reduction,
         )
         optimizer = torch.optim.AdamW(
             self.params, lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay

@@ -5,9 +5,14 @@ accelerate) sees a single forward per step and synchronises gradients as usual.
 
 * L_emb = recfound.model.losses.info_nce over the micro-batch's queries, their positives and
   hard negatives, with all passages (of all ranks) as in-batch negatives.
-* L_gen = Σ_t n_t·L_t / Σ_t n_t, L_t the LM cross-entropy of task t's sub-batch and n_t its
-  number of predicted (response) tokens: exactly the token mean over the whole batch, computed
-  per task so the per-task losses come without extra passes.
+* L_gen = Σ_t n_t·L_t / Σ_t n_t over the micro-batch's per-task sub-batches, by
+  `train.loss_gen_reduction`:
+  - "token": L_t the LM cross-entropy averaged over task t's response tokens, n_t their number:
+    exactly the token mean over the whole batch. A one-letter answer (SR, SA, PRP) then weighs
+    1/60 of a user profile.
+  - "sample": L_t the mean over task t's samples of each sample's own token mean, n_t the
+    samples: every answer weighs the same, however long.
+  Computed per task so the per-task losses come without extra passes.
 
 Per-task embedding losses (for the curves) and S2Sched's validation losses use
 `local_info_nce`, the same InfoNCE restricted to this process's passages: `info_nce` gathers
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +34,8 @@ from recfound.model.prompts import IGNORE_INDEX
 from recfound.model.unified import RecFoundModel
 from recfound.tasks import NUM_TASKS, TASKS
 from recfound.train.batches import Batch, BatchEncoder, move_to
+
+GenReduction = Literal["token", "sample"]
 
 
 def local_info_nce(
@@ -48,24 +55,35 @@ def response_tokens(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).sum()
 
 
+def answered(labels: torch.Tensor) -> torch.Tensor:
+    """Which samples have at least one predicted token (a response not cut by truncation)."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(dim=1)
+
+
 class MultiTaskObjective(nn.Module):
     """forward(embedding, generative) -> losses of one micro-batch (see module docstring)."""
 
     def __init__(
-        self, model: RecFoundModel, group_size: int, temperature: float, gen_factor: float
+        self,
+        model: RecFoundModel,
+        group_size: int,
+        temperature: float,
+        gen_factor: float,
+        gen_reduction: GenReduction = "token",
     ) -> None:
         super().__init__()
         self.model = model
         self.group_size = group_size
         self.temperature = temperature
         self.gen_factor = gen_factor
+        self.gen_reduction = gen_reduction
 
     def forward(
         self, embedding: Batch | None, generative: Sequence[Batch]
     ) -> dict[str, torch.Tensor]:
         """Returns loss (with grad), loss_emb, loss_gen, and per task (detached, length 13):
-        task_loss_sum (Σ of per-query losses / token-weighted losses) and task_weight
-        (queries / response tokens), so that sums over micro-batches and ranks stay exact."""
+        task_loss_sum (Σ of per-query losses / weighted generative losses) and task_weight
+        (queries / response tokens or samples), so sums over micro-batches and ranks stay exact."""
         device = next(p for p in self.model.parameters()).device
         task_sum = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
         task_weight = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
@@ -82,12 +100,9 @@ class MultiTaskObjective(nn.Module):
                 task_weight.index_add_(0, tasks, torch.ones_like(per_query))
         weighted, tokens = [], []
         for batch in generative:
-            n = response_tokens(batch["labels"])
+            loss_t, n = self._generative_loss(batch)
             if int(n) == 0:
                 continue
-            loss_t = self.model.generative_loss(
-                batch["input_ids"], batch["attention_mask"], batch["labels"], batch["task_ids"]
-            )
             weighted.append(loss_t * n)
             tokens.append(n)
             task = int(batch["task_ids"][0])
@@ -102,6 +117,18 @@ class MultiTaskObjective(nn.Module):
             "task_loss_sum": task_sum,
             "task_weight": task_weight,
         }
+
+    def _generative_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One task's sub-batch: (L_t, n_t) of the module docstring; n_t = 0 if nothing to learn."""
+        args = (batch["input_ids"], batch["attention_mask"], batch["labels"], batch["task_ids"])
+        if self.gen_reduction == "token":
+            n = response_tokens(batch["labels"])
+            return (self.model.generative_loss(*args) if int(n) else n.float()), n
+        keep = answered(batch["labels"])
+        n = keep.sum()
+        if int(n) == 0:
+            return n.float(), n
+        return self.model.generative_loss(*args, per_sample=True)[keep].mean(), n
 
 
 @torch.no_grad()
