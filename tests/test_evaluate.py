@@ -265,6 +265,30 @@ def test_variant_metrics_round_trip_and_bad_files_name_themselves(tmp_path: Path
         report.read_variants(tmp_path / "variants", cutoff=20)
 
 
+def test_variants_run_with_other_settings_are_stale_and_named_not_tabled(
+    default_config: Config, tmp_path: Path
+):
+    raw = default_config.model_dump(by_alias=True)
+    raw["train"]["lr"] = default_config.train.lr / 2
+    older = Config.model_validate(raw)
+    variants = tmp_path / "variants"
+    for name, trained_with in (("no_tmole", default_config), ("no_s2sched", older)):
+        (variants / name).mkdir(parents=True)
+        (variants / name / "metrics.json").write_text("{}")
+        fingerprint = ablate.settings_fingerprint(ablate.variant_config(trained_with, name))
+        (variants / name / "variant.json").write_text(json.dumps({"settings": fingerprint}))
+    (variants / "retired_variant").mkdir()
+    (variants / "retired_variant" / "metrics.json").write_text("{}")
+
+    stale = ablate.stale_variants(default_config, variants)
+
+    assert stale == ["no_s2sched", "retired_variant"]
+    ours = {"recfound": {"SR": result("SR", 0.3, 0)}, "no_merge": {"SR": result("SR", 0.2, 0)}}
+    text = report.render_results(ours, {}, 20, {"SR": 10}, stale)
+    assert "Left out, trained with other settings than params.yaml now holds: `no_s2sched`" in text
+    assert "Not run yet: `no_tmole`, `multitask_lora`" in text
+
+
 # --- figures
 
 
@@ -469,6 +493,7 @@ def test_ablate_trains_a_variant_and_writes_metrics_the_report_reads(
     }
     loaded = report.read_variants(cfg.paths.reports / "variants", cfg.evaluate.rank_cutoff)
     assert set(loaded["no_tmole"]) == {t.code for t in TASKS}
+    assert ablate.stale_variants(cfg, cfg.paths.reports / "variants") == []
     lora_config = json.loads(
         (tmp_path / "variants" / "no_tmole" / "adapter" / "adapter_config.json").read_text()
     )

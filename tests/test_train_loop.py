@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from recfound.config import Config
 from recfound.model.adapters import attach_adapter
 from recfound.model.inference import load_recfound
-from recfound.model.losses import info_nce
+from recfound.model.losses import info_nce, per_sample_lm_loss
 from recfound.tasks import TASKS
 from recfound.train import checkpoint as ckpt
 from recfound.train.objective import MultiTaskObjective, local_info_nce
@@ -207,6 +207,40 @@ def test_generative_loss_is_the_token_mean_of_the_whole_batch(tiny_model_dir):
     assert out["loss_gen"] == pytest.approx(whole.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(0.5 * whole.item(), rel=1e-5)
     assert out["task_weight"][3] == 2 * 5 and out["task_weight"][5] == 3  # response tokens
+
+
+def test_sample_reduction_weighs_every_answer_alike_however_long(tiny_model_dir):
+    model, _ = load_recfound(tiny_model_dir, None, Config(), device="cpu")
+    model.adapter = attach_adapter(model.lm, Config().model)
+    torch.manual_seed(0)
+    ids = torch.randint(3, 300, (3, 9))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[1, 5:] = -100  # a one-token answer beside two five-token ones
+    mask = torch.ones_like(ids)
+    tasks = torch.tensor([3, 5, 3])
+    split = [
+        {"input_ids": ids[[0, 2]], "attention_mask": mask[[0, 2]], "labels": labels[[0, 2]]},
+        {"input_ids": ids[[1]], "attention_mask": mask[[1]], "labels": labels[[1]]},
+    ]
+    split[0]["task_ids"], split[1]["task_ids"] = tasks[[0, 2]], tasks[[1]]
+    objective = MultiTaskObjective(model, 2, 0.02, gen_factor=1.0, gen_reduction="sample")
+    out = objective(embedding=None, generative=split)
+    each = [model.generative_loss(ids[[i]], mask[[i]], labels[[i]], tasks[[i]]) for i in range(3)]
+    assert out["loss_gen"] == pytest.approx(torch.stack(each).mean().item(), rel=1e-5)
+    assert out["task_weight"][3] == 2 and out["task_weight"][5] == 1  # samples, not tokens
+
+
+def test_per_sample_lm_loss_is_each_samples_token_mean_and_zero_without_a_response():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 11)
+    labels = torch.randint(0, 11, (3, 6))
+    labels[0, :3] = -100
+    labels[2, :] = -100
+    per_sample = per_sample_lm_loss(logits, labels)
+    expected0 = torch.nn.functional.cross_entropy(logits[0, 2:5], labels[0, 3:])
+    expected1 = torch.nn.functional.cross_entropy(logits[1, :5], labels[1, 1:])
+    assert per_sample.tolist() == pytest.approx([expected0.item(), expected1.item(), 0.0])
 
 
 def test_local_info_nce_is_info_nce_per_query_in_one_process():

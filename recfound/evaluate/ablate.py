@@ -11,15 +11,18 @@ ablations with "RecFound w/o Model Merge"):
 Layout (both outside the DVC stage outputs, so `dvc repro` never deletes them):
     <parent of paths.adapter>/variants/<name>/{checkpoints,adapter,train}/   training outputs
     <paths.reports>/variants/<name>/metrics.json   {task code: {metric: value, "n", "invalid"}}
-    <paths.reports>/variants/<name>/variant.json   the overrides that define the variant
+    <paths.reports>/variants/<name>/variant.json   the overrides that define the variant, and a
+                                                   fingerprint of the settings it ran with
 
-The `evaluate` stage reads reports/variants/*/metrics.json into the ablation table; run
+The `evaluate` stage reads reports/variants/*/metrics.json into the ablation table, leaving out
+(and naming) variants whose fingerprint no longer matches params.yaml; run
 `dvc repro evaluate` (or `recfound stage evaluate`) afterwards to refresh reports/results.md.
 Training resumes from a variant's own checkpoints when it is re-run with the same settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,6 +63,32 @@ def variant_config(cfg: Config, name: str) -> Config:
     return Config.model_validate(raw)
 
 
+def settings_fingerprint(cfg: Config) -> str:
+    """Hash of the settings a variant's numbers depend on: everything but where files go, the
+    services, and which baselines / variants exist. The data itself is not hashed."""
+    settings = cfg.model_dump(
+        mode="json", by_alias=True, exclude={"paths", "tracking", "orchestration"}
+    )
+    for listing in ("baselines", "ablation_variants"):
+        settings["evaluate"].pop(listing)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stale_variants(cfg: Config, variants_dir: Path) -> list[str]:
+    """Variants under `variants_dir` with results that params.yaml would no longer produce:
+    an unknown name, or a settings fingerprint (variant.json) that differs from today's."""
+    stale = []
+    for metrics in sorted(variants_dir.glob("*/metrics.json")):
+        name = metrics.parent.name
+        record_path = metrics.parent / "variant.json"
+        record = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else {}
+        if name not in VARIANT_OVERRIDES or record.get("settings") != settings_fingerprint(
+            variant_config(cfg, name)
+        ):
+            stale.append(name)
+    return stale
+
+
 def variant_report_dir(cfg: Config, name: str) -> Path:
     """reports/variants/<name>/ of the main configuration."""
     return Path(cfg.paths.reports) / "variants" / name
@@ -81,7 +110,15 @@ def run_variant(cfg: Config, name: str) -> Path:
         metrics = {task: result.to_json() for task, result in run.results.items()}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         (tmp / "variant.json").write_text(
-            json.dumps({"name": name, "overrides": VARIANT_OVERRIDES[name]}, indent=2) + "\n",
+            json.dumps(
+                {
+                    "name": name,
+                    "overrides": VARIANT_OVERRIDES[name],
+                    "settings": settings_fingerprint(vcfg),
+                },
+                indent=2,
+            )
+            + "\n",
             encoding="utf-8",
         )
     print(f"ablation {name}: metrics in {out / 'metrics.json'}")

@@ -227,12 +227,18 @@ def _metric_legend(cutoff: int) -> str:
 
 
 def render_results(
-    results: Results, variants: Results, cutoff: int, n_by_task: Mapping[str, int]
+    results: Results,
+    variants: Results,
+    cutoff: int,
+    n_by_task: Mapping[str, int],
+    stale: Sequence[str] = (),
 ) -> str:
-    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), #invalid."""
+    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), #invalid.
+
+    `stale` names variants left out because they ran with other settings than today's."""
     ablation = {name: results[name] for name in ABLATION_ROWS if name in results}
     ablation.update({name: res for name, res in variants.items() if name not in ablation})
-    missing_variants = [n for n in ABLATION_ROWS if n not in ablation]
+    missing_variants = [n for n in ABLATION_ROWS if n not in ablation and n not in stale]
     sizes = ", ".join(f"{code} {n}" for code, n in n_by_task.items())
     sections = [
         "# RecFound: results on the test split\n",
@@ -254,6 +260,12 @@ def render_results(
     if missing_variants:
         names = ", ".join(f"`{n}`" for n in missing_variants)
         sections.append(f"Not run yet: {names} (`recfound ablate`).\n")
+    if stale:
+        names = ", ".join(f"`{n}`" for n in stale)
+        sections.append(
+            f"Left out, trained with other settings than params.yaml now holds: {names} "
+            "(re-run `recfound ablate`).\n"
+        )
     sections += [
         "## Invalid outputs (#invalid / #rows)\n",
         count_table({**results, **variants}, GENERATIVE_COLUMNS),

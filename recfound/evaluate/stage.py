@@ -20,7 +20,7 @@ from typing import Any
 from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import figures, report
+from recfound.evaluate import ablate, figures, report
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
@@ -173,12 +173,19 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )
     results = {name: r.results for name, r in runs.items()}
-    variants = report.read_variants(reports / VARIANTS_DIR, cfg.evaluate.rank_cutoff)
+    stale = ablate.stale_variants(cfg, reports / VARIANTS_DIR)
+    variants = {
+        name: res
+        for name, res in report.read_variants(
+            reports / VARIANTS_DIR, cfg.evaluate.rank_cutoff
+        ).items()
+        if name not in stale
+    }
     sizes = {code: len(rows) for code, rows in test.items()}
     report.write_metrics(reports / METRICS_FILE, results)
     report.write_results(
         reports / RESULTS_FILE,
-        report.render_results(results, variants, cfg.evaluate.rank_cutoff, sizes),
+        report.render_results(results, variants, cfg.evaluate.rank_cutoff, sizes, stale),
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)
     print(f"metrics: {reports / METRICS_FILE}")
