@@ -98,18 +98,19 @@ class MultiTaskObjective(nn.Module):
                 tasks = embedding["query_task_ids"]
                 task_sum.index_add_(0, tasks, per_query)
                 task_weight.index_add_(0, tasks, torch.ones_like(per_query))
-        weighted, tokens = [], []
+        weighted, weights = [], []
         for batch in generative:
-            loss_t, n = self._generative_loss(batch)
+            n = self._weight(batch["labels"])
             if int(n) == 0:
                 continue
+            loss_t = self._generative_loss(batch)
             weighted.append(loss_t * n)
-            tokens.append(n)
+            weights.append(n)
             task = int(batch["task_ids"][0])
             task_sum[task] += loss_t.detach().double() * n
             task_weight[task] += n.double()
-        if tokens:
-            loss_gen = torch.stack(weighted).sum() / torch.stack(tokens).sum()
+        if weights:
+            loss_gen = torch.stack(weighted).sum() / torch.stack(weights).sum()
         return {
             "loss": loss_emb + self.gen_factor * loss_gen,
             "loss_emb": loss_emb.detach(),
@@ -118,17 +119,17 @@ class MultiTaskObjective(nn.Module):
             "task_weight": task_weight,
         }
 
-    def _generative_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One task's sub-batch: (L_t, n_t) of the module docstring; n_t = 0 if nothing to learn."""
+    def _weight(self, labels: torch.Tensor) -> torch.Tensor:
+        """n_t of the module docstring: response tokens, or samples with a response."""
+        return response_tokens(labels) if self.gen_reduction == "token" else answered(labels).sum()
+
+    def _generative_loss(self, batch: Batch) -> torch.Tensor:
+        """L_t of the module docstring for one task's sub-batch."""
         args = (batch["input_ids"], batch["attention_mask"], batch["labels"], batch["task_ids"])
         if self.gen_reduction == "token":
-            n = response_tokens(batch["labels"])
-            return (self.model.generative_loss(*args) if int(n) else n.float()), n
-        keep = answered(batch["labels"])
-        n = keep.sum()
-        if int(n) == 0:
-            return n.float(), n
-        return self.model.generative_loss(*args, per_sample=True)[keep].mean(), n
+            return self.model.generative_loss(*args)
+        per_sample = self.model.generative_loss(*args, per_sample=True)
+        return per_sample[answered(batch["labels"])].mean()
 
 
 @torch.no_grad()
