@@ -450,6 +450,8 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     variant = cfg.paths.reports / "variants" / "no_tmole" / "metrics.json"
     variant.parent.mkdir(parents=True)
     variant.write_text(json.dumps({"SR": {"Recall@1": 0.5, "n": 2, "invalid": 0}}))
+    fingerprint = ablate.settings_fingerprint(ablate.variant_config(cfg, "no_tmole"))
+    (variant.parent / "variant.json").write_text(json.dumps({"settings": fingerprint}))
 
     evaluate_all(cfg, exact_match)
 
