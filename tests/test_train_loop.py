@@ -186,47 +186,42 @@ def test_checkpoints_of_another_configuration_are_not_resumed(
     assert [s for s, _ in ckpt.list_checkpoints(changed.paths.checkpoints)] == [0, 2]
 
 
-def test_generative_loss_is_the_token_mean_of_the_whole_batch(tiny_model_dir):
+def answers_of_two_tasks(tiny_model_dir: Path, second_answer_end: int):
+    """A tiny model and three prompts with answers from position 4: rows 0 and 2 of task 3 (five
+    tokens each), row 1 of task 5 ending at `second_answer_end`; whole, and as per-task
+    sub-batches the way training runs them."""
     model, _ = load_recfound(tiny_model_dir, None, Config(), device="cpu")
     model.adapter = attach_adapter(model.lm, Config().model)
     torch.manual_seed(0)
     ids = torch.randint(3, 300, (3, 9))
     labels = ids.clone()
     labels[:, :4] = -100
-    labels[1, 7:] = -100  # a shorter response
+    labels[1, second_answer_end:] = -100
     mask = torch.ones_like(ids)
     tasks = torch.tensor([3, 5, 3])
     split = [
-        {"input_ids": ids[[0, 2]], "attention_mask": mask[[0, 2]], "labels": labels[[0, 2]]},
-        {"input_ids": ids[[1]], "attention_mask": mask[[1]], "labels": labels[[1]]},
+        {"input_ids": ids[rows], "attention_mask": mask[rows], "labels": labels[rows]}
+        | {"task_ids": tasks[rows]}
+        for rows in ([0, 2], [1])
     ]
-    split[0]["task_ids"], split[1]["task_ids"] = tasks[[0, 2]], tasks[[1]]
+    return model, (ids, mask, labels, tasks), split
+
+
+def test_generative_loss_is_the_token_mean_of_the_whole_batch(tiny_model_dir):
+    model, whole_batch, split = answers_of_two_tasks(tiny_model_dir, second_answer_end=7)
     objective = MultiTaskObjective(model, group_size=2, temperature=0.02, gen_factor=0.5)
     out = objective(embedding=None, generative=split)
-    whole = model.generative_loss(ids, mask, labels, tasks)
+    whole = model.generative_loss(*whole_batch)
     assert out["loss_gen"] == pytest.approx(whole.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(0.5 * whole.item(), rel=1e-5)
     assert out["task_weight"][3] == 2 * 5 and out["task_weight"][5] == 3  # response tokens
 
 
 def test_sample_reduction_weighs_every_answer_alike_however_long(tiny_model_dir):
-    model, _ = load_recfound(tiny_model_dir, None, Config(), device="cpu")
-    model.adapter = attach_adapter(model.lm, Config().model)
-    torch.manual_seed(0)
-    ids = torch.randint(3, 300, (3, 9))
-    labels = ids.clone()
-    labels[:, :4] = -100
-    labels[1, 5:] = -100  # a one-token answer beside two five-token ones
-    mask = torch.ones_like(ids)
-    tasks = torch.tensor([3, 5, 3])
-    split = [
-        {"input_ids": ids[[0, 2]], "attention_mask": mask[[0, 2]], "labels": labels[[0, 2]]},
-        {"input_ids": ids[[1]], "attention_mask": mask[[1]], "labels": labels[[1]]},
-    ]
-    split[0]["task_ids"], split[1]["task_ids"] = tasks[[0, 2]], tasks[[1]]
+    model, whole_batch, split = answers_of_two_tasks(tiny_model_dir, second_answer_end=5)
     objective = MultiTaskObjective(model, 2, 0.02, gen_factor=1.0, gen_reduction="sample")
     out = objective(embedding=None, generative=split)
-    each = [model.generative_loss(ids[[i]], mask[[i]], labels[[i]], tasks[[i]]) for i in range(3)]
+    each = [model.generative_loss(*(t[[i]] for t in whole_batch)) for i in range(3)]
     assert out["loss_gen"] == pytest.approx(torch.stack(each).mean().item(), rel=1e-5)
     assert out["task_weight"][3] == 2 and out["task_weight"][5] == 1  # samples, not tokens
 
