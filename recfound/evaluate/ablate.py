@@ -31,6 +31,8 @@ from typing import Any
 from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.errors import RecFoundError
+from recfound.evaluate import report
+from recfound.evaluate.report import Results
 
 VARIANT_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "no_s2sched": {"s2sched": {"enabled": False}},
@@ -72,6 +74,14 @@ def settings_fingerprint(cfg: Config) -> str:
     for listing in ("baselines", "ablation_variants"):
         settings["evaluate"].pop(listing)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def current_variants(cfg: Config, variants_dir: Path) -> tuple[Results, list[str]]:
+    """The variant results under `variants_dir` that match today's settings, and the names of
+    the stale ones left out (`stale_variants`)."""
+    stale = stale_variants(cfg, variants_dir)
+    results = report.read_variants(variants_dir, cfg.evaluate.rank_cutoff)
+    return {name: res for name, res in results.items() if name not in stale}, stale
 
 
 def stale_variants(cfg: Config, variants_dir: Path) -> list[str]:

@@ -173,14 +173,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )
     results = {name: r.results for name, r in runs.items()}
-    stale = ablate.stale_variants(cfg, reports / VARIANTS_DIR)
-    variants = {
-        name: res
-        for name, res in report.read_variants(
-            reports / VARIANTS_DIR, cfg.evaluate.rank_cutoff
-        ).items()
-        if name not in stale
-    }
+    variants, stale = ablate.current_variants(cfg, reports / VARIANTS_DIR)
     sizes = {code: len(rows) for code, rows in test.items()}
     report.write_metrics(reports / METRICS_FILE, results)
     report.write_results(
