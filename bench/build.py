@@ -11,10 +11,13 @@ Writes bench/results/build.json. Steps:
 2. Run the real stage, `recfound stage build`, in a child process on that data (outputs in a
    temp directory), and measure its wall time and its peak resident memory
    (getrusage(RUSAGE_CHILDREN).ru_maxrss: the largest peak among waited-for children).
+   By default the train and validation splits are uncapped (every sample the data yields,
+   the setting for a user's own data); `--capped` keeps params.yaml's caps.
 
 Reported: reviews, users, items, generation seconds, build wall seconds, reviews/s
 (= reviews / build wall seconds, the child's interpreter start and imports included: what a
-user waits for), peak RSS in MiB, whether it is under the target.
+user waits for), peak RSS in MiB, whether it is under the target, rows kept per split and
+per task (from the build's build.json) and the ingest report's totals (read, kept, dropped).
 `--reviews 20000` makes a quick check.
 """
 
@@ -39,6 +42,8 @@ from recfound.atomic import atomic_file
 from recfound.config import SampleConfig, load_config
 from recfound.data import sample
 from recfound.data.latent import make_world
+from recfound.data.schema import SPLITS
+from recfound.data.unified import read_manifest
 
 RESULTS = Path("bench/results/build.json")
 DEFAULT_REVIEWS = 1_000_000
@@ -76,12 +81,15 @@ def write_raw_data(out_dir: Path, cfg: SampleConfig, n_reviews: int) -> int:
     return written
 
 
-def _child_params(params: Path, workdir: Path) -> Path:
+def _child_params(params: Path, workdir: Path, capped: bool) -> Path:
     """A copy of `params` whose raw-data and unified paths point into `workdir`, with MLflow
-    tracking off (a benchmark run is not a pipeline run to record)."""
+    tracking off (a benchmark run is not a pipeline run to record) and, unless `capped`, the
+    train and validation splits uncapped."""
     raw = yaml.safe_load(params.read_text(encoding="utf-8"))
     raw.setdefault("paths", {}).update(data=str(workdir / "data"), unified=str(workdir / "unified"))
     raw.setdefault("tracking", {})["enabled"] = False
+    if not capped:
+        raw.setdefault("build", {}).update(train_per_task=None, validation_per_task=None)
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, help="work here and keep the data (default: temp)")
+    parser.add_argument("--capped", action="store_true", help="keep params.yaml's split caps")
     args = parser.parse_args(argv)
 
     cfg = load_config(args.params)
@@ -127,8 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
         if written != args.reviews:
             raise SystemExit(f"the world held only {written:,} reviews; raise USER_MARGIN")
         print(f"generated in {generate_s:.1f} s; building", flush=True)
-        build_s, peak_mib = run_build(_child_params(args.params, workdir))
+        build_s, peak_mib = run_build(_child_params(args.params, workdir, args.capped))
         unified = datasets.load_from_disk(str(workdir / "unified"))
+        manifest = read_manifest(workdir / "unified")
+        files = manifest["ingest"]["files"]
         result = {
             "reviews": written,
             "users": sample_cfg.n_users,
@@ -140,7 +151,18 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_rss_mib": round(peak_mib, 1),
             "target_peak_rss_mib": TARGET_PEAK_RSS_MIB,
             "under_target": peak_mib < TARGET_PEAK_RSS_MIB,
+            "capped": args.capped,
             "unified_rows": {split: unified[split].num_rows for split in unified},
+            "rows_kept_per_task": {
+                code: {split: sum(c[split] for c in by_source.values()) for split in SPLITS}
+                for code, by_source in manifest["rows"].items()
+            },
+            "ingest": {
+                "files": len(files),
+                "read": sum(f["read"] for f in files),
+                "kept": sum(f["kept"] for f in files),
+                "dropped": sum(sum(f["dropped"].values()) for f in files),
+            },
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),

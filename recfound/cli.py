@@ -47,12 +47,27 @@ def _resolve(target: str):
 def stage(
     name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
     params: ParamsOption = Path("params.yaml"),
+    raw_only: Annotated[
+        bool,
+        typer.Option(
+            "--raw-only",
+            help="validate only: run the raw-file suites, no built dataset needed "
+            "(writes paths.validation_raw; not a pipeline stage, not tracked)",
+        ),
+    ] = False,
 ) -> None:
     """Run one pipeline stage (what dvc.yaml and the Prefect flow call), as one MLflow run."""
     if name not in STAGES:
         _fail(ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}"))
+    if raw_only and name != "validate":
+        _fail(ValueError("--raw-only applies to the validate stage only"))
     try:
         cfg = load_config(params)
+        if raw_only:
+            from recfound.data.validate import run as validate_raw
+
+            validate_raw(cfg, raw_only=True)
+            return
         from recfound.tracking.mlflow_run import stage_run
 
         with stage_run(cfg, name, params_path=params):
@@ -105,12 +120,25 @@ InstructionOption = Annotated[
 ]
 
 
-def _requests(texts: list[str] | None, file: Path | None, instruction: str):
-    from recfound.model.inference import TextInput, read_inputs
+def _usage_error(message: str) -> None:
+    # One line, like _fail, but exit code 2: the command line itself is wrong.
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
 
-    if bool(texts) == (file is not None):
-        raise typer.BadParameter("give either input texts or --file, not both or neither")
-    return read_inputs(file) if file else [TextInput(t, instruction) for t in texts]
+
+def _note(message: str) -> None:
+    typer.secho(f"note: {message}", err=True, fg=typer.colors.YELLOW)
+
+
+def _requests(texts: list[str] | None, file: Path | None, instruction: str):
+    """The requests from the arguments or --file; empty input is an error naming the input."""
+    from recfound.model.inference import read_inputs, text_inputs
+
+    if texts and file is not None:
+        _usage_error("give either input texts or --file, not both")
+    if not texts and file is None:
+        _usage_error("no input: give input texts or --file FILE")
+    return read_inputs(file) if file else text_inputs(texts, instruction)
 
 
 @app.command()
@@ -131,7 +159,7 @@ def generate(
         cfg = load_config(params)
         requests = _requests(texts, file, instruction)
         answers = inference.generate_requests(
-            requests, task, model or cfg.paths.base_model, adapter, cfg
+            requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
         )
     except RecFoundError as err:
         _fail(err)
@@ -163,7 +191,7 @@ def embed(
         cfg = load_config(params)
         requests = _requests(texts, file, instruction)
         vectors = inference.embed_requests(
-            requests, task, model or cfg.paths.base_model, adapter, cfg
+            requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
         )
     except RecFoundError as err:
         _fail(err)

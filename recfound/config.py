@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recfound.errors import RecFoundError
 
@@ -24,6 +24,7 @@ class Paths(_Section):
     base_model: Path = Path("artifacts/base_model")
     unified: Path = Path("artifacts/unified")
     validation: Path = Path("reports/validation")
+    validation_raw: Path = Path("reports/validation_raw")  # `recfound stage validate --raw-only`
     checkpoints: Path = Path("artifacts/checkpoints")
     adapter: Path = Path("artifacts/adapter")
     train_metrics: Path = Path("reports/train")
@@ -61,11 +62,23 @@ class SampleConfig(_Section):
     match_split: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
 
+class DropShares(_Section):
+    """Largest share of a raw file's rows the build may drop per reason (see data/ingest.py)."""
+
+    no_metadata: float = Field(0.05, ge=0.0, le=1.0)
+    duplicate: float = Field(0.05, ge=0.0, le=1.0)
+    conflicting_duplicate: float = Field(0.05, ge=0.0, le=1.0)
+    short_user: float = Field(0.05, ge=0.0, le=1.0)
+
+
 class BuildConfig(_Section):
     seed: int = 1234
-    train_per_task: int = 48
-    validation_per_task: int = 8
-    test_per_task: int = 16
+    tasks: tuple[str, ...] | None = None  # None: every task the present sources can feed
+    train_per_task: int | None = Field(None, ge=1)  # None: every sample the data yields
+    validation_per_task: int | None = Field(None, ge=1)  # None: validation_share of them
+    validation_share: float = Field(0.05, gt=0.0, le=0.5)
+    test_per_task: int = Field(100, ge=1)
+    max_drop_share: DropShares = DropShares()
     sr_candidates: int = 20
     eval_negatives: int = 19
     hard_negatives: int = 3
@@ -79,6 +92,20 @@ class BuildConfig(_Section):
     qr_match_cutoff: float = 0.75
     esci_locale: str = "us"
     ave_max_value_chars: int = 40
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if tasks is None:
+            return None
+        from recfound.tasks import BY_CODE
+
+        unknown = [t for t in tasks if t.upper() not in BY_CODE]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; expected some of {', '.join(BY_CODE)}")
+        if not tasks:
+            raise ValueError("an empty list builds nothing; leave `tasks` null for all")
+        return tuple(dict.fromkeys(t.upper() for t in tasks))
 
 
 class ValidateConfig(_Section):
@@ -143,6 +170,7 @@ class TrainConfig(_Section):
     max_grad_norm: float = 1.0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     eval_batch_size: int = 8
+    val_rows_per_task: int = Field(256, ge=1)
     log_samples: bool = True
 
 
@@ -188,7 +216,7 @@ class OrchestrationConfig(_Section):
     retries: int = 2
     retry_delay_s: float = 10.0
     retrain_interval_s: int = 3600
-    stages: tuple[str, ...] = ("base_model", "build", "validate", "train", "merge", "evaluate")
+    stages: tuple[str, ...] = ("build", "base_model", "validate", "train", "merge", "evaluate")
     host: str = "127.0.0.1"
     prefect_port: int = 4200
     workspace_limit: str = "recfound-workspace"

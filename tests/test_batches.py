@@ -156,3 +156,33 @@ def test_drawn_task_mix_follows_the_counts(unified):
     task_of = np.asarray(unified["train"]["task_id"])
     mix = Counter(int(task_of[i]) for rows in drawn.values() for i in rows)
     assert mix == {U2I: 2, Q2I: 1, QR: 3}
+
+
+# --- task subsets
+
+
+def test_rows_by_task_keys_are_the_tasks_asked_for_or_those_present(unified):
+    subset = synthetic_unified(train_per_task=3, tasks=["SR", "U2I"])
+    assert list(rows_by_task(subset["train"])) == [U2I, SR]
+    asked = rows_by_task(subset["train"], [U2I, QR])
+    assert list(asked) == [U2I, QR] and asked[QR].size == 0
+
+
+@pytest.mark.parametrize("codes", [("QR", "SR"), ("U2I", "I2I")], ids=["generative", "embedding"])
+def test_a_one_kind_task_set_fills_only_its_own_pool(codes):
+    subset = synthetic_unified(train_per_task=6, tasks=codes)
+    sampler = EpochSampler(rows_by_task(subset["train"]), seed=4)
+    present = list(rows_by_task(subset["train"]))
+    drawn = sampler.draw({t: 3 for t in present})
+    chunks = split_step(drawn, slots=(2, 4), chunks=1)
+    (emb_rows, gen_rows) = chunks[0]
+    embedding = all(t in EMBEDDING_TASK_IDS for t in present)
+    assert (len(emb_rows), len(gen_rows)) == ((2, 0) if embedding else (0, 4))
+    task_of = np.asarray(subset["train"]["task_id"])
+    assert {int(task_of[i]) for i in emb_rows + gen_rows} <= set(present)
+
+
+def test_synthetic_rows_take_their_sources_in_turn():
+    split = synthetic_unified(train_per_task=4, tasks=["PM"], sources=("a", "b"))["train"]
+    assert split["source"] == ["a", "b", "a", "b"]
+    assert set(split["task"]) == {"PM"}

@@ -27,7 +27,7 @@ from recfound.data.tasks.catalog import MOVIES_CATEGORY, ItemInfo, scoped_id
 from recfound.data.tasks.common import LETTERS
 from recfound.data.tasks.search import rewrite_query
 from recfound.data.tasks.sequences import user_profile
-from recfound.errors import DataError
+from recfound.errors import DataError, RecFoundError
 from recfound.tasks import EMBEDDING_TASK_IDS, TASKS
 
 SAMPLE = SampleConfig(
@@ -275,12 +275,11 @@ def test_duplicate_records_are_an_error_naming_task_split_and_row(raw_copy: Path
     assert f"{info.value.task}/{info.value.split} row {info.value.row}" in str(info.value)
 
 
-def test_a_task_without_its_source_is_an_error(raw_copy: Path) -> None:
+def test_a_task_without_its_source_is_skipped_unless_asked_for(raw_copy: Path) -> None:
     shutil.rmtree(raw_copy / "amazon_google")
-    with pytest.raises(BuildError, match="no samples") as info:
-        build_unified(raw_copy, BUILD)
-    assert info.value.task == "PM"
-    assert "amazon_google" in info.value.reason
+    assert "PM" not in set(build_unified(raw_copy, BUILD)["train"]["task"])
+    with pytest.raises(RecFoundError, match="PM, which needs amazon_google"):
+        build_unified(raw_copy, BUILD.model_copy(update={"tasks": ("PM", "SA")}))
 
 
 def test_a_pair_in_both_train_and_test_files_is_an_error(raw_copy: Path) -> None:
@@ -318,7 +317,8 @@ def test_failed_build_leaves_the_previous_output_untouched(
     assert str(out) in printed and "PM" in printed
     before = tree_hashes(out)
     assert datasets.load_from_disk(str(out))["test"].num_rows == 6 * len(TASKS)
-    shutil.rmtree(raw_copy / "esci")
+    google = raw_copy / "amazon_google"
+    shutil.copyfile(google / "test.csv", google / "train.csv")
     with pytest.raises(BuildError):
         run(cfg)
     assert tree_hashes(out) == before

@@ -235,20 +235,23 @@ def test_metrics_json_is_nested_per_system_and_task_with_average_ranks():
     data = report.metrics_json({"recfound": generative, "popularity": {"SR": result("SR", 0.1)}})
     assert data["recfound"]["SR"] == {"Recall@1": 0.25, "n": 10, "invalid": 2}
     assert data["average_rank"]["generative"] == {"recfound": {"mean": 1.0, "std": 0.0}}
-    assert data["average_rank"]["embedding"] == {}
+    assert "embedding" not in data["average_rank"]  # no embedding task was evaluated
     json.dumps(data)  # JSON-serialisable as DVC reads it
 
 
 def test_results_tables_show_every_system_with_dashes_for_missing_tasks():
     results = {
-        "recfound": {"SR": result("SR", 0.3, 0), "U2I": result("U2I", 0.5)},
-        "popularity": {"SR": result("SR", 0.1, 0)},
+        "recfound": {"SR": result("SR", 0.3, 0), "SA": result("SA", 0.4, 0)}
+        | {"U2I": result("U2I", 0.5)},
+        "popularity": {"SR": result("SR", 0.1, 0), "U2I": result("U2I", 0.2)},
     }
     variants = {"no_s2sched": {"SR": result("SR", 0.2, 1)}}
-    text = report.render_results(results, variants, 20, {"SR": 10, "U2I": 10})
+    text = report.render_results(results, variants, 20, {"SR": 10, "SA": 10, "U2I": 10})
     assert "## Generative tasks" in text and "## Embedding tasks" in text
-    assert "| RecFound | — | — | — | **0.300** |" in text
-    assert "| Popularity | — | — | — | 0.100 | — | — | — | — | — | — | — |" in text
+    assert "| Model | SR | SA | Average Rank |" in text  # the evaluated tasks only
+    assert "| RecFound | **0.300** | 0.400 | 1.00 (0.00) |" in text
+    assert "| Popularity | 0.100 | — | — |" in text
+    assert "| Model | SR | SA | U2I | Average Rank |" in text  # the ablation table
     assert "RecFound w/o S2Sched" in text  # the variant joins the ablation table
     assert "`multitask_lora`" in text  # … and the variants not run yet are named
     assert "1/10" in text  # #invalid of the variant
@@ -500,3 +503,139 @@ def test_ablate_trains_a_variant_and_writes_metrics_the_report_reads(
         (tmp_path / "variants" / "no_tmole" / "adapter" / "adapter_config.json").read_text()
     )
     assert lora_config["peft_type"] == "LORA"
+
+
+# --- task subsets and results per source
+
+
+def test_results_per_source_split_the_same_answers_and_keep_the_overall_score():
+    rows = [
+        row("SR", f"r{i}", output="B", options=LETTERS, source=src)
+        for i, src in enumerate(["amazon_reviews", "movielens", "movielens", "amazon_reviews"])
+    ]
+    calls: list[int] = []
+
+    def counting(cands: list[str], refs: list[str]) -> list[float]:
+        calls.append(len(cands))
+        return exact_match(cands, refs)
+
+    result, _ = score_generations(task_by_code("SR"), rows, ["B", "B", "C", "junk"], counting)
+    assert result.score == pytest.approx(0.5) and result.n == 4 and result.invalid == 1
+    assert set(result.by_source) == {"amazon_reviews", "movielens"}
+    assert result.by_source["amazon_reviews"].metrics == {"Recall@1": 0.5}
+    assert result.by_source["amazon_reviews"].invalid == 1
+    assert result.by_source["movielens"].n == 2
+    one_source = [dict(r, source="movielens") for r in rows]
+    alone, _ = score_generations(task_by_code("SR"), one_source, ["B"] * 4, counting)
+    assert alone.by_source == {}  # one source: nothing changes
+    assert "sources" not in alone.to_json()
+
+
+def test_free_text_scores_are_computed_once_for_overall_and_per_source():
+    rows = [row("UP", f"u{i}", output=f"likes {i}", source=f"s{i % 2}") for i in range(4)]
+    calls: list[int] = []
+
+    def counting(cands: list[str], refs: list[str]) -> list[float]:
+        calls.append(len(cands))
+        return exact_match(cands, refs)
+
+    result, _ = score_generations(task_by_code("UP"), rows, ["likes 0", "x", "y", "z"], counting)
+    assert calls == [4]  # the per-source results reuse the overall scores
+    assert result.by_source["s0"].score == pytest.approx(0.5)
+    assert result.by_source["s1"].score == 0.0
+
+
+def test_embedding_results_per_source():
+    rows = [embedding_row("U2I", "a", n_negatives=1), embedding_row("U2I", "b", n_negatives=1)]
+    rows[0]["source"], rows[1]["source"] = "amazon_reviews", "movielens"
+    system = FixedPools([[0.9, 0.1], [0.1, 0.9]])  # ranks 1 and 2
+    result = evaluate_embedding_task(system, task_by_code("U2I"), rows, cutoff=20)
+    assert result.score == pytest.approx(0.75)
+    assert result.by_source["amazon_reviews"].score == 1.0
+    assert result.by_source["movielens"].score == 0.5
+
+
+def test_per_source_results_nest_in_metrics_json_and_round_trip(tmp_path: Path):
+    overall = TaskResult("U2I", "MRR@20", {"MRR@20": 0.75}, n=2)
+    per_source = {
+        "amazon_reviews": TaskResult("U2I", "MRR@20", {"MRR@20": 1.0}, n=1),
+        "movielens": TaskResult("U2I", "MRR@20", {"MRR@20": 0.5}, n=1),
+    }
+    with_sources = TaskResult("U2I", "MRR@20", {"MRR@20": 0.75}, n=2, by_source=per_source)
+    data = report.metrics_json({"recfound": {"U2I": with_sources}})
+    entry = data["recfound"]["U2I"]
+    assert entry["MRR@20"] == 0.75 and entry["n"] == 2  # the overall keys stay where they were
+    assert entry["sources"]["movielens"] == {"MRR@20": 0.5, "n": 1}
+    assert report.metrics_json({"recfound": {"U2I": overall}})["recfound"]["U2I"] == {
+        "MRR@20": 0.75,
+        "n": 2,
+    }
+    path = tmp_path / "variants" / "no_tmole" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data["recfound"]))
+    loaded = report.read_variants(tmp_path / "variants", cutoff=20)["no_tmole"]["U2I"]
+    assert loaded == with_sources
+
+
+def test_results_md_shows_tasks_per_source_beside_the_overall_score():
+    def sr(score: float, n: int) -> TaskResult:
+        return TaskResult("SR", "Recall@1", {"Recall@1": score}, n=n, invalid=0)
+
+    split = {"amazon_reviews": sr(0.4, 6), "movielens": sr(0.8, 4)}
+    results = {
+        "recfound": {"SR": TaskResult("SR", "Recall@1", {"Recall@1": 0.56}, 10, 0, split)},
+        "popularity": {"SR": sr(0.1, 10)},
+    }
+    text = report.render_results(results, {}, 20, {"SR": 10})
+    assert "## Results per source" in text
+    assert "| Model | SR | SR[amazon_reviews] | SR[movielens] |" in text
+    assert "| RecFound | **0.560** | 0.400 | 0.800 |" in text
+    assert "| Popularity | 0.100 | — | — |" in text
+    assert "SR[amazon_reviews] 6, SR[movielens] 4" in text
+    single = report.render_results({"recfound": {"SR": sr(0.5, 10)}}, {}, 20, {"SR": 10})
+    assert "per source" not in single
+
+
+@pytest.mark.parametrize(
+    ("codes", "shown", "omitted"),
+    [
+        (("U2I", "Q2I", "I2I"), ["## Embedding tasks"], ["Generative tasks", "Invalid outputs"]),
+        (("PM", "SR"), ["## Generative tasks", "## Invalid outputs"], ["Embedding tasks"]),
+    ],
+    ids=["embedding-only", "generative-only"],
+)
+def test_a_table_without_tasks_of_its_kind_is_replaced_by_a_one_line_note(codes, shown, omitted):
+    scored = {c: result(c, 0.5, None if task_by_code(c).is_embedding else 0) for c in codes}
+    results = {"recfound": scored}
+    text = report.render_results(results, {}, 20, dict.fromkeys(codes, 10))
+    for heading in shown:
+        assert heading in text
+    for name in omitted:
+        assert f"_{name}" in text and f"## {name}" not in text
+    assert "_no results_" not in text
+    data = report.metrics_json(results)
+    kind = "embedding" if "U2I" in codes else "generative"
+    assert list(data["average_rank"]) == [kind]
+
+
+def test_baselines_that_answer_none_of_the_task_set_are_skipped(
+    default_config: Config, tmp_path: Path, capsys
+):
+    from recfound.evaluate.stage import baseline_systems
+
+    cfg = tiny_config(
+        default_config, tmp_path, tmp_path, baselines=("minilm", "popularity", "random")
+    )
+    train = [row("PM", "t", output="yes", options=["yes", "no"])]
+    systems = baseline_systems(cfg, train, [task_by_code("PM")])
+    assert [s.name for s in systems] == ["random"]
+    out = capsys.readouterr().out
+    assert "baseline minilm skipped" in out and "baseline popularity skipped" in out
+
+
+def test_sample_ratio_figure_has_a_panel_per_kind_present(tmp_path: Path):
+    series = {"SR": ([1, 2], [0.5, 0.6]), "PM": ([1, 2], [0.5, 0.4])}
+    path = figures.plot_sample_ratios(series, tmp_path / "ratios.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no sample ratio"):
+        figures.plot_sample_ratios({}, tmp_path / "none.png")

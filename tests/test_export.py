@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from recfound.config import Config, ModelConfig
 from recfound.model.adapters import Adapter, attach_adapter
 from recfound.model.export import (
+    EXPORT_INDEX_FILE,
     TASK_INFO_FILE,
     export_all_tasks,
     export_task_lora,
@@ -21,7 +22,7 @@ from recfound.model.export import (
     task_deltas,
 )
 from recfound.model.tmole import TMoLELinear, expert_group_sizes
-from recfound.tasks import NUM_TASKS, TASKS
+from recfound.tasks import NUM_TASKS, TASKS, task_by_code
 
 # Collapsing reorders float32 sums (x·(W + BA) vs W·x + B·(A·x)); beyond this is a real error.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -128,10 +129,28 @@ def test_export_all_tasks_writes_one_peft_adapter_per_task(
     adapter = trained_looking_adapter(fresh_model(tiny_model_dir), model_cfg)
     written = export_all_tasks(adapter, tmp_path / "tasks", str(tiny_model_dir))
     assert list(written) == [t.code for t in TASKS]
-    assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == sorted(written)
+    assert sorted(p.name for p in (tmp_path / "tasks").iterdir() if p.is_dir()) == sorted(written)
     for directory in written.values():
         assert (directory / "adapter_config.json").is_file()
         assert (directory / "adapter_model.safetensors").is_file()
+    index = json.loads((tmp_path / "tasks" / EXPORT_INDEX_FILE).read_text())
+    assert index == {"tasks": [t.code for t in TASKS], "source_adapter": "tmole"}
+
+
+def test_export_of_a_task_subset_writes_and_records_only_those_tasks(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    adapter = trained_looking_adapter(fresh_model(tiny_model_dir), model_cfg)
+    subset = [task_by_code(code) for code in ("PM", "U2I", "SR")]  # any order in
+    written = export_all_tasks(adapter, tmp_path / "tasks", str(tiny_model_dir), subset)
+    assert list(written) == ["U2I", "SR", "PM"]  # id order out
+    assert {p.name for p in (tmp_path / "tasks").iterdir()} == {*written, EXPORT_INDEX_FILE}
+    index = json.loads((tmp_path / "tasks" / EXPORT_INDEX_FILE).read_text())
+    assert index["tasks"] == ["U2I", "SR", "PM"]
+    info = json.loads((written["PM"] / TASK_INFO_FILE).read_text())
+    assert info["code"] == "PM" and info["task_id"] == task_by_code("PM").id
+    with pytest.raises(ValueError, match="no task"):
+        export_all_tasks(adapter, tmp_path / "none", str(tiny_model_dir), [])
 
 
 def test_lora_mode_exports_the_lora_itself_and_merges_it_for_every_task(

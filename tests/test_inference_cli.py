@@ -189,3 +189,136 @@ def test_inputs_must_come_from_arguments_or_a_file_not_both(model_dir, tmp_path)
     both = invoke("embed", "--model", str(model_dir), "--task", "U2I", "x", "--file", str(source))
     neither = invoke("embed", "--model", str(model_dir), "--task", "U2I")
     assert both.exit_code == neither.exit_code == 2
+
+
+# --- bad input, taken calmly ----------------------------------------------------------------------
+
+# A megabyte of review text: the size that once ran for minutes as one prompt.
+LONG = "".join(f"review {i} says the shoes fit well. " for i in range(30_000)) + "Which size?"
+
+
+@pytest.fixture()
+def model_input_lengths(monkeypatch) -> list[int]:
+    """The sequence length of every batch the model is given (generate and embed)."""
+    from recfound.model.unified import RecFoundModel
+
+    lengths: list[int] = []
+    for name in ("generate", "embed"):
+        original = getattr(RecFoundModel, name)
+
+        def spy(self, input_ids, *args, original=original, **kwargs):
+            lengths.append(input_ids.shape[1])
+            return original(self, input_ids, *args, **kwargs)
+
+        monkeypatch.setattr(RecFoundModel, name, spy)
+    return lengths
+
+
+def test_a_megabyte_prompt_is_cut_to_the_training_budget_and_said_once(
+    model_dir, default_config, model_input_lengths
+):
+    assert len(LONG) > 1_000_000
+    result = invoke("generate", "--model", str(model_dir), "--task", "SR", LONG, "short one")
+    assert result.exit_code == 0, result.output
+    budget = default_config.train.max_len_prompt
+    assert model_input_lengths and max(model_input_lengths) <= budget
+    notes = [line for line in result.stderr.splitlines() if "cut" in line]
+    assert notes == [
+        f"note: 1 of 2 inputs cut to fit train.max_len_prompt={budget} tokens "
+        "(the start of each was dropped)"
+    ]
+    rows = jsonl(result.stdout)
+    assert [r["input"] for r in rows] == [LONG, "short one"]  # the answer names the whole input
+
+
+def test_the_cut_prompt_keeps_template_instruction_and_the_end_of_the_input(model_dir):
+    from recfound.model.inference import load_recfound
+
+    _, tok = load_recfound(model_dir, device="cpu")
+    fitted = P.fit_prompt(tok, "Answer the question", LONG, 384)
+    assert 384 - 8 <= len(fitted.input_ids) <= 384
+    assert fitted.text.startswith("<|im_start|>user\nAnswer the question\n\n")
+    assert fitted.text.endswith("Which size?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_megabyte_text_to_embed_is_cut_by_the_tokenizer_before_the_model(
+    model_dir, model_input_lengths
+):
+    result = invoke("embed", "--model", str(model_dir), "--task", "I2I", LONG, "a hat")
+    assert result.exit_code == 0, result.output
+    limit = AutoModelForCausalLM.from_pretrained(model_dir).config.max_position_embeddings
+    assert model_input_lengths and max(model_input_lengths) == limit
+    assert f"note: 1 of 2 inputs cut to the model's limit of {limit} tokens" in result.stderr
+    rows = jsonl(result.stdout)
+    assert [r["input"] for r in rows] == [LONG, "a hat"]
+    assert np.linalg.norm(rows[0]["embedding"]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_inputs_that_fit_are_not_reported_as_cut(model_dir):
+    for command, task in (("generate", "SR"), ("embed", "I2I")):
+        result = invoke(command, "--model", str(model_dir), "--task", task, "a hat")
+        assert result.exit_code == 0, result.output
+        assert "note:" not in result.stderr
+
+
+def test_an_instruction_over_the_prompt_budget_is_a_one_line_error(model_dir):
+    instruction = "Answer carefully. " * 400
+    result = invoke(
+        "generate", "--model", str(model_dir), "--task", "SR", "--instruction", instruction, "x"
+    )
+    assert result.exit_code == 1
+    [error] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert error.startswith("error: input 1: its instruction alone makes a ")
+    assert "train.max_len_prompt=" in error
+    assert "Traceback" not in result.output
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+EMPTY_INPUTS = {
+    "no texts": (lambda tmp: [], 2, "no input: give input texts or --file"),
+    "an empty string": (lambda tmp: [""], 1, "input argument 1 is empty"),
+    "a blank string among texts": (lambda tmp: ["shoes", "  "], 1, "input argument 2 is empty"),
+    "an empty file": (
+        lambda tmp: ["--file", str(write(tmp / "empty.txt", ""))],
+        1,
+        "empty.txt: file is empty",
+    ),
+    "a file of blank lines": (
+        lambda tmp: ["--file", str(write(tmp / "blank.txt", "\n  \n\n"))],
+        1,
+        "blank.txt: file holds no inputs (only blank lines)",
+    ),
+    "an empty jsonl file": (
+        lambda tmp: ["--file", str(write(tmp / "empty.jsonl", ""))],
+        1,
+        "empty.jsonl: file is empty",
+    ),
+    "a jsonl file of blank lines": (
+        lambda tmp: ["--file", str(write(tmp / "blank.jsonl", "\n\n"))],
+        1,
+        "blank.jsonl: file holds no records (only blank lines)",
+    ),
+    "a jsonl row with an empty input": (
+        lambda tmp: ["--file", str(write(tmp / "rows.jsonl", '{"input": "a"}\n{"input": " "}\n'))],
+        1,
+        'rows.jsonl:2: "input" is empty',
+    ),
+}
+
+
+@pytest.mark.parametrize("command,task", [("generate", "SR"), ("embed", "Q2I")])
+@pytest.mark.parametrize("case", list(EMPTY_INPUTS))
+def test_empty_input_is_a_one_line_error_naming_the_input(model_dir, tmp_path, command, task, case):
+    arguments, exit_code, message = EMPTY_INPUTS[case]
+    result = invoke(command, "--model", str(model_dir), "--task", task, *arguments(tmp_path))
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit)  # an exit, not an uncaught error
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1  # one line
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.output

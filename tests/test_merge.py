@@ -20,8 +20,8 @@ from recfound.merge.methods import merge_state_dicts, slerp
 from recfound.merge.select import adapter_dirs, best_steps, explicit_steps, select_checkpoints
 from recfound.merge.stage import MERGE_INFO_FILE, read_adapter_weights, run
 from recfound.model.adapters import attach_adapter, load_adapter
-from recfound.model.export import TASK_INFO_FILE
-from recfound.tasks import TASKS
+from recfound.model.export import EXPORT_INDEX_FILE, TASK_INFO_FILE
+from recfound.tasks import TASKS, task_by_code
 from recfound.train.checkpoint import ADAPTER_DIR, STATE_FILE, checkpoint_dir
 
 
@@ -135,6 +135,7 @@ def test_best_steps_picks_the_lowest_validation_loss_per_task_and_skips_nan():
         32: {"U2I": 0.5, "SR": 2.5, "PM": float("nan")},
     }
     assert best_steps(losses) == {"U2I": 32, "SR": 16}
+    assert best_steps(losses, [task_by_code("SR")]) == {"SR": 16}  # the task set's only
 
 
 # --- a tiny run on disk: checkpoints, unified dataset, config
@@ -285,7 +286,8 @@ def test_best_per_task_reads_the_validation_split_and_never_the_test_split(
         update={"merge": run_cfg.merge.model_copy(update={"checkpoints": "best_per_task"})}
     )
     selection = select_checkpoints(cfg, adapter_dirs(cfg.paths.checkpoints))
-    assert "validation" in accessed and "test" not in accessed and "train" not in accessed
+    # train is read for the task set (which tasks have training rows), never test
+    assert "validation" in accessed and "test" not in accessed
     assert set(selection.validation_losses) == {2, 4}
     assert set(selection.best_step_per_task) == {"U2I", "SR", "PM"}
     assert set(selection.steps) == set(selection.best_step_per_task.values())
@@ -310,15 +312,22 @@ def test_merge_stage_writes_the_merged_adapter_task_exports_and_record(run_cfg: 
     # the task table and the routers take part in the merge
     assert any("task_embedding" in name for name in written)
     assert any("router" in name for name in written)
-    # it loads as an adapter, and every task has its PEFT LoRA export
+    # it loads as an adapter, and every task of the task set (U2I, SR, PM: the tasks with
+    # training rows) has its PEFT LoRA export; the others have none
     load_adapter(
         AutoModelForCausalLM.from_pretrained(run_cfg.paths.base_model), merged_dir / "adapter"
     )
-    for task in TASKS:
-        info = json.loads((merged_dir / "tasks" / task.code / TASK_INFO_FILE).read_text())
-        assert info["code"] == task.code
+    task_set = ["U2I", "SR", "PM"]
+    for code in task_set:
+        info = json.loads((merged_dir / "tasks" / code / TASK_INFO_FILE).read_text())
+        assert info["code"] == code
+    exported = sorted(p.name for p in (merged_dir / "tasks").iterdir() if p.is_dir())
+    assert exported == sorted(task_set)
+    index = json.loads((merged_dir / "tasks" / EXPORT_INDEX_FILE).read_text())
+    assert index["tasks"] == task_set
     record = json.loads((merged_dir / MERGE_INFO_FILE).read_text())
     assert record["checkpoints"] == [2, 4] and record["method"] == "ties"
+    assert record["tasks"] == task_set
     assert str(merged_dir) in capsys.readouterr().out
 
 

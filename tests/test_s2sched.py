@@ -189,3 +189,54 @@ def test_update_without_every_task_is_refused():
     sched = scheduler()
     with pytest.raises(ValueError, match="no validation loss"):
         sched.update(0, {U2I: 1.0})
+
+
+# --- task subsets: the groups hold the tasks of train_sizes, an empty pool gets no slots
+
+QR, SR, PM = 3, 4, 8
+
+
+@pytest.mark.parametrize(
+    ("sizes", "groups"),
+    [
+        ({SR: 50, PM: 30}, {"generative": (SR, PM)}),
+        ({U2I: 40, I2I: 10}, {"embedding": (U2I, I2I)}),
+        ({U2I: 40, SR: 50, PM: 30}, {"embedding": (U2I,), "generative": (SR, PM)}),
+    ],
+    ids=["generative-only", "embedding-only", "mixed"],
+)
+def test_groups_hold_only_the_tasks_of_the_task_set(sizes, groups):
+    sched = scheduler(sizes, emb_slots=2, gen_slots=4, warmup_steps=2)
+    assert {g.name: g.task_ids for g in sched.groups} == groups
+    assert set(sched.task_ids) == set(sizes)
+    for step in range(6):
+        sched.update(step, {t: 1.0 / (step + 1 + t) for t in sizes})  # only the present tasks
+        counts = sched.allocate(step, PLENTY)
+        assert set(counts) == set(sizes)
+        assert sum(counts.values()) == 2 * ("embedding" in groups) + 4 * ("generative" in groups)
+        weights = sched.weights(step)
+        for ids in groups.values():
+            assert sum(weights[t] for t in ids) == pytest.approx(1.0)
+    assert set(sched.state_dict()["loss_history"]) == {str(t) for t in sizes}
+
+
+def test_a_single_task_takes_all_of_its_pools_slots():
+    sched = scheduler({PM: 7}, emb_slots=3, gen_slots=5)
+    feed(sched, {PM: [1.0, 0.8, 0.7]})
+    assert sched.weights(3) == {PM: pytest.approx(1.0)}
+    assert sched.allocate(3, {PM: 7}) == {PM: 5}
+
+
+def test_a_subset_schedule_round_trips_through_json():
+    sizes = {U2I: 30, SR: 20, PM: 10}
+    sched = scheduler(sizes, emb_slots=2, gen_slots=3)
+    feed(sched, {U2I: [1.0, 0.9, 0.8], SR: [1.0, 0.7, 0.6], PM: [1.0, 1.0, 0.95]})
+    restored = scheduler(sizes, emb_slots=2, gen_slots=3)
+    restored.load_state_dict(json.loads(json.dumps(sched.state_dict())))
+    for step in range(3, 12):
+        assert restored.allocate(step, PLENTY) == sched.allocate(step, PLENTY)
+
+
+def test_an_empty_task_set_is_refused():
+    with pytest.raises(ValueError, match="at least one task"):
+        scheduler({})

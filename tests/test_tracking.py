@@ -22,8 +22,9 @@ from mlflow.tracking import MlflowClient
 from repo_helpers import git, write_yaml
 
 from recfound.config import Config
-from recfound.errors import DataError
-from recfound.tracking import git_dvc, tags
+from recfound.errors import DataError, RecFoundError
+from recfound.model.export import EXPORT_INDEX_FILE
+from recfound.tracking import git_dvc, pyfunc, tags
 from recfound.tracking.faults import FAULT_MARKER_ENV, FAULT_ONCE_ENV, InjectedFault
 from recfound.tracking.mlflow_run import (
     flatten,
@@ -36,6 +37,8 @@ from recfound.tracking.mlflow_run import (
 DATA_MD5 = "0123456789abcdef0123456789abcdef.dir"
 UNIFIED_MD5 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
 ADAPTER_MD5 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.dir"
+# The task set the registered test model records: what the requests below ask for, no more.
+REGISTERED_TASKS = ("U2I", "Q2I", "SR", "SA", "PM")
 
 DVC_YAML = {
     "stages": {
@@ -380,6 +383,10 @@ def registered(tiny_model_dir: Path, tracking_dir: Path, tmp_path_factory: pytes
         write_yaml(Path("params.yaml"), cfg.model_dump(by_alias=True, mode="json"))
         adapter = attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), model_cfg)
         adapter.save(cfg.paths.merged / "adapter")
+        # the merge stage's record of the task set: a model trained on some tasks only
+        task_set = cfg.paths.merged / "tasks" / EXPORT_INDEX_FILE
+        task_set.parent.mkdir(parents=True)
+        task_set.write_text(json.dumps({"tasks": list(REGISTERED_TASKS)}))
         with stage_run(cfg, "evaluate") as run:
             cfg.paths.reports.mkdir(parents=True, exist_ok=True)
             metrics = {"recfound": {"U2I": {"MRR@20": 0.25}, "SR": {"Recall@1": 0.5}}}
@@ -431,6 +438,19 @@ def test_registered_model_generates_for_generative_and_embeds_for_embedding_task
         assert np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
     with pytest.raises(Exception, match="unknown task"):
         model.predict(pd.DataFrame({"task": ["NOPE"], "input": ["x"]}))
+    with pytest.raises(Exception, match="AG is not one this model was trained on"):
+        model.predict(pd.DataFrame({"task": ["AG"], "input": ["a question"]}))
+
+
+def test_a_model_without_a_recorded_task_set_serves_all_tasks(tmp_path: Path) -> None:
+    from recfound.tasks import TASKS
+
+    assert pyfunc.read_task_set(None) == tuple(t.code for t in TASKS)
+    (tmp_path / "tasks.json").write_text(json.dumps({"tasks": ["PM"]}))
+    assert pyfunc.read_task_set(tmp_path / "tasks.json") == ("PM",)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RecFoundError, match="bad.json"):
+        pyfunc.read_task_set(tmp_path / "bad.json")
 
 
 def test_mlflow_models_serve_answers_a_request_with_the_registered_model(registered) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from recfound.config import Config
 from recfound.model.adapters import attach_adapter
 from recfound.model.inference import load_recfound
 from recfound.model.losses import info_nce, per_sample_lm_loss
-from recfound.tasks import TASKS
+from recfound.tasks import TASKS, task_by_code
 from recfound.train import checkpoint as ckpt
 from recfound.train.objective import MultiTaskObjective, local_info_nce
 from recfound.train.smoke import write_synthetic_unified
@@ -330,3 +331,55 @@ def test_two_processes_take_identical_scheduling_decisions(tmp_path, tiny_model_
         assert not set(rank0["ids"]) & set(rank1["ids"])  # data parallel: different rows
     assert (cfg.paths.adapter / ADAPTER_WEIGHTS).is_file()
     assert [s for s, _ in ckpt.list_checkpoints(cfg.paths.checkpoints)] == [0, 2, 4]
+
+
+# --- a task subset (a user who brings only some sources)
+
+
+@pytest.fixture(scope="module")
+def generative_only_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("subset") / "unified"
+    return write_synthetic_unified(
+        out, train_per_task=6, validation_per_task=2, test_per_task=1, tasks=("SR", "PM", "AG")
+    )
+
+
+def test_a_subset_run_resumed_from_a_checkpoint_ends_with_the_same_weights(
+    tmp_path, tiny_model_dir, generative_only_dir
+):
+    cfg = make_config(tmp_path, tiny_model_dir, generative_only_dir, steps=6, save_every=2)
+    train(cfg)
+    full = adapter_tensors(cfg.paths.adapter)
+    log = (cfg.paths.train_metrics / "steps.jsonl").read_text()
+    for step in (4, 6):  # as if killed after step 2
+        shutil.rmtree(ckpt.checkpoint_dir(cfg.paths.checkpoints, step))
+    shutil.rmtree(cfg.paths.adapter)
+    outcome = train(cfg)
+    assert outcome.resumed_from == 2
+    resumed = adapter_tensors(cfg.paths.adapter)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert (cfg.paths.train_metrics / "steps.jsonl").read_text() == log
+    state = ckpt.read_state(ckpt.checkpoint_dir(cfg.paths.checkpoints, 6))
+    subset_ids = {str(task_by_code(c).id) for c in ("SR", "PM", "AG")}
+    assert set(state["s2sched"]["loss_history"]) == subset_ids
+
+
+def test_two_processes_train_a_generative_only_subset(
+    tmp_path, tiny_model_dir, generative_only_dir
+):
+    # No embedding task: its experts get no gradient, so DDP must look for unused parameters.
+    cfg = make_config(tmp_path, tiny_model_dir, generative_only_dir, steps=2, save_every=2)
+    params = write_params(cfg, tmp_path / "params.yaml")
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(stage_script(tmp_path)), str(params),
+    ]  # fmt: skip
+    env = {**single_thread_env(), "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    records = [json.loads(line) for line in (cfg.paths.train_metrics / "steps.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:  # 2 ranks x 4 generative slots, no embedding part
+        assert record["loss_emb"] == 0.0
+        assert sum(record[f"n/{c}"] for c in ("SR", "PM", "AG")) == 2 * 4

@@ -73,6 +73,13 @@ def _save(rows_by_split: dict[str, list[dict]], path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _hand_made_datasets_pass_the_build_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests save unified datasets by hand, without a build and its build.json; the
+    gate that refuses a dataset built from other raw data is tested in test_byod.py."""
+    monkeypatch.setattr(validate, "check_built_from_current_data", lambda cfg: None)
+
+
 @pytest.fixture
 def good_rows() -> dict[str, list[dict]]:
     return {split: _rows(split) for split in SPLITS}
@@ -146,9 +153,26 @@ def test_a_task_missing_from_a_split_fails_naming_the_task(tmp_path, good_rows):
     good_rows["validation"] = [r for r in good_rows["validation"] if r["task"] != "PRP"]
     _save(good_rows, cfg.paths.unified)
     message = _run_expecting_failure(cfg)
-    assert "suite unified_split on unified/validation" in message
-    assert "expect_column_distinct_values_to_contain_set(task_id)" in message
-    assert "contain_set(task_id): missing [5]" in message  # PRP is task 5
+    where = "suite unified_across_splits on unified/all: "
+    expectation = "expect_column_pair_values_to_be_in_set(task_id, task_in_every_split)"
+    # PRP is task 5: its train and test rows are the bad ones, and the examples name it.
+    assert f"{where}{expectation}: {2 * ROWS_PER_TASK} bad rows" in message
+    assert "e.g. [[5, False]" in message
+    assert "suite unified_split" not in message  # each split on its own is fine
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [("SR", "UP", "U2I"), ("PM",), ("U2I", "Q2I", "I2I")],
+    ids=["movielens-like", "generative-only", "embedding-only"],
+)
+def test_a_dataset_with_only_some_tasks_passes_the_unified_suites(tmp_path, codes):
+    cfg = _config(tmp_path)
+    subset = [task for task in TASKS if task.code in codes]
+    rows = {split: [_row(split, t, i) for t in subset for i in range(2)] for split in SPLITS}
+    _save(rows, cfg.paths.unified)
+    validate.run(cfg)
+    assert _report(cfg)["success"] is True
 
 
 def test_a_duplicated_id_across_splits_fails_with_the_bad_row_count(tmp_path, good_rows):
@@ -285,16 +309,17 @@ def _write_item_meta(path: Path, n_items: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_a_raw_review_rated_7_fails_the_raw_reviews_suite(tmp_path, good_rows):
+def test_a_raw_review_of_half_a_star_fails_the_raw_reviews_suite(tmp_path, good_rows):
     cfg = _config(tmp_path)
     reviews_dir = cfg.paths.data / "amazon_reviews"
-    _write_reviews(reviews_dir / "Books.jsonl", [5.0, 7.0, 3.0])
+    # 2.5 passes the reader's 1-5 range check; the suite wants whole stars.
+    _write_reviews(reviews_dir / "Books.jsonl", [5.0, 2.5, 3.0])
     _write_item_meta(reviews_dir / "meta_Books.jsonl", 3)
     _save(good_rows, cfg.paths.unified)
     message = _run_expecting_failure(cfg)
     assert (
         "suite raw_reviews on amazon_reviews/Books.jsonl: "
-        "expect_column_values_to_be_in_set(rating): 1 bad rows of 3 checked, e.g. [7.0]"
+        "expect_column_values_to_be_in_set(rating): 1 bad rows of 3 checked, e.g. [2.5]"
     ) in message
     report = _report(cfg)
     meta = next(v for v in report["validations"] if v["suite"] == "raw_item_meta")

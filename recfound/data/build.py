@@ -1,31 +1,46 @@
-"""Stage `build`: raw sources (data/) -> the unified 13-task dataset (artifacts/unified).
+"""Stage `build`: raw sources (data/) -> the unified dataset of the tasks the data can feed.
 
-Reads data/ only through recfound.data.readers, in one streaming pass per file:
-item metadata (catalogue; AVE and IP selections), ESCI (Q2I, QR, PRP), reviews and ratings
-(compact per-user sequences for U2I, SR, UP, I2I; SA selection), AmazonQA (AP, AG),
-Amazon-Google (PM). Rules per task: the modules of recfound/data/tasks/.
-
-Before anything is written the rows are checked; a violation raises BuildError naming the
-task, split, row and reason, and the previous output stays as it was (atomic_dir):
-a task without rows in a split, a duplicate id, a test target that is also a train target.
+1. Which tasks: those whose raw source is present in data/ (`TASK_SOURCES`), narrowed by
+   `build.tasks`; asking for a task whose source is absent is an error naming the source,
+   and a data folder that can feed no task fails here, before anything is read.
+2. Reads data/ only through recfound.data.readers, one streaming pass per file: item
+   metadata (catalogue; AVE and IP selections), ESCI (Q2I, QR, PRP), reviews and ratings
+   (compact per-user sequences for U2I, SR, UP, I2I; SA selection), AmazonQA (AP, AG),
+   Amazon-Google (PM); only the sources the chosen tasks need. What is dropped is counted
+   in the ingest report (recfound/data/ingest.py), and too large a share fails the build.
+3. Rows stream out of the task builders (recfound/data/tasks/) to spill files, one per task
+   and split, so memory stays bounded whatever `train_per_task` allows; they are checked as
+   they pass: a train target that is also a test target, a duplicate id. A task of the
+   automatic set that yields no rows in a split is skipped, with the reason.
+4. The splits become a DatasetDict (Arrow) in `paths.unified`, written atomically, with
+   `build.json` beside it (recfound.data.unified): task set, skipped tasks and why, rows per
+   task, source and split, the ingest report and the fingerprint of the raw data read.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
-from collections.abc import Iterable
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from recfound.atomic import atomic_dir
 from recfound.config import BuildConfig, Config
+from recfound.data.ingest import IngestReport
 from recfound.data.readers import RawSources, discover_sources, read_amazonqa
 from recfound.data.schema import FEATURES, SPLITS
 from recfound.data.tasks.catalog import load_catalog
-from recfound.data.tasks.common import LETTERS, SplitSizes, progress
+from recfound.data.tasks.common import LETTERS, RowStream, SplitSizes, progress
 from recfound.data.tasks.interactions import load_interactions
 from recfound.data.tasks.items import AttributeTask, ItemProfileTask, build_i2i, build_prp
 from recfound.data.tasks.matching import build_pm
@@ -33,27 +48,32 @@ from recfound.data.tasks.qa import QATasks
 from recfound.data.tasks.reviews import SentimentTask
 from recfound.data.tasks.search import build_q2i, build_qr, load_esci
 from recfound.data.tasks.sequences import SequenceTasks
+from recfound.data.unified import BUILD_MANIFEST, data_fingerprint
 from recfound.errors import RecFoundError
-from recfound.tasks import TASKS
+from recfound.tasks import BY_CODE, TASKS
 
-# The raw sources each task is built from (named in the error when a task ends up empty).
+AMAZON_REVIEWS = ("amazon_reviews", "amazon_reviews_2018")
+# The raw sources each task can be built from.
 TASK_SOURCES: dict[str, tuple[str, ...]] = {
-    "U2I": ("amazon_reviews", "movielens"),
+    "U2I": (*AMAZON_REVIEWS, "movielens"),
     "Q2I": ("esci",),
-    "I2I": ("amazon_reviews",),
+    "I2I": AMAZON_REVIEWS,
     "QR": ("esci",),
-    "SR": ("amazon_reviews", "movielens"),
+    "SR": (*AMAZON_REVIEWS, "movielens"),
     "PRP": ("esci",),
-    "SA": ("amazon_reviews",),
-    "AVE": ("amazon_reviews",),
+    "SA": AMAZON_REVIEWS,
+    "AVE": AMAZON_REVIEWS,
     "PM": ("amazon_google",),
-    "UP": ("amazon_reviews", "movielens"),
-    "IP": ("amazon_reviews",),
+    "UP": (*AMAZON_REVIEWS, "movielens"),
+    "IP": AMAZON_REVIEWS,
     "AP": ("amazonqa",),
     "AG": ("amazonqa",),
 }
-
-Rows = dict[str, dict[str, list[dict]]]  # task code -> split -> rows
+# Saving: Arrow shards of at most this size, written by up to SAVE_WORKERS processes.
+SHARD_BYTES = 100 * 2**20
+SAVE_WORKERS = 2
+SEQUENCE_TASKS = ("U2I", "SR", "UP")
+INTERACTION_TASKS = (*SEQUENCE_TASKS, "I2I", "SA")
 
 
 class BuildError(RecFoundError):
@@ -75,113 +95,306 @@ def _check_config(cfg: BuildConfig) -> None:
             raise RecFoundError(f"build.{name} must be at least 1, got {getattr(cfg, name)}")
 
 
-def build_rows(sources: RawSources, cfg: BuildConfig) -> Rows:
-    """Every task's rows per split, from the raw files `sources` lists."""
+def _needs(code: str) -> str:
+    return " or ".join(TASK_SOURCES[code])
+
+
+@dataclass
+class TaskPlan:
+    """The tasks to build (id order) and, for every other task, why not."""
+
+    tasks: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    requested: bool = False  # build.tasks named them: an empty task is an error, not a skip
+
+
+def plan_tasks(present: Sequence[str], wanted: Sequence[str] | None) -> TaskPlan:
+    """Which tasks the present sources can feed, narrowed by `wanted` (build.tasks)."""
+    feedable = {t.code for t in TASKS if set(TASK_SOURCES[t.code]) & set(present)}
+    if wanted is not None:
+        missing = [code for code in wanted if code not in feedable]
+        if missing:
+            raise RecFoundError(
+                "build.tasks asks for "
+                + "; ".join(f"{code}, which needs {_needs(code)}" for code in missing)
+                + f"; sources present in data/: {', '.join(present) or 'none'}"
+            )
+    plan = TaskPlan([], requested=wanted is not None)
+    for task in TASKS:
+        if task.code not in feedable:
+            plan.skipped[task.code] = f"needs {_needs(task.code)}"
+        elif wanted is not None and task.code not in wanted:
+            plan.skipped[task.code] = "not in build.tasks"
+        else:
+            plan.tasks.append(task.code)
+    if not plan.tasks:
+        raise RecFoundError(
+            "no task can be built from the data: sources present: "
+            f"{', '.join(present) or 'none'}; every task needs one of amazon_reviews, "
+            "amazon_reviews_2018, esci, amazonqa, movielens, amazon_google "
+            "(docs/bring-your-own-data.md)"
+        )
+    return plan
+
+
+def task_streams(
+    sources: RawSources, cfg: BuildConfig, tasks: Sequence[str], report: IngestReport
+) -> dict[str, RowStream]:
+    """(split, row) streams of `tasks`, reading only the sources they need.
+
+    The sources are read here (the ingest report is complete on return); the rows are made
+    lazily as each stream is consumed.
+    """
     _check_config(cfg)
+    wanted = set(tasks)
     sizes = SplitSizes.of(cfg)
     attributes, profiles = AttributeTask(cfg, sizes), ItemProfileTask(cfg, sizes)
-    catalog = load_catalog(sources, cfg, observers=(attributes.observe, profiles.observe))
-    queries = load_esci(sources, catalog, cfg)
-    sentiment = SentimentTask(cfg, sizes)
-    log = load_interactions(sources, catalog, observers=(sentiment.observe,))
-    seqs = log.sequences()
-    del log  # the sorted copy is all that is needed from here on
-    qa = QATasks(cfg, sizes)
-    for path in sources.amazonqa:
-        for record in progress(read_amazonqa(path), f"amazonqa {path.name}"):
-            qa.observe(record)
-    rows = {
-        **SequenceTasks(seqs, catalog, cfg).build(sizes),
-        "Q2I": build_q2i(queries, catalog, cfg, sizes),
-        "I2I": build_i2i(catalog, seqs, cfg, sizes),
-        "QR": build_qr(queries, catalog, cfg, sizes),
-        "PRP": build_prp(queries, catalog, cfg, sizes),
-        "SA": sentiment.build(),
-        "AVE": attributes.build(),
-        "PM": build_pm(sources, cfg, sizes),
-        "IP": profiles.build(catalog),
-        "AP": qa.build_ap(),
-        "AG": qa.build_ag(),
-    }
-    return {task.code: rows[task.code] for task in TASKS}
+    observers = [o.observe for code, o in (("AVE", attributes), ("IP", profiles)) if code in wanted]
+    catalog = load_catalog(sources, cfg, observers=observers, report=report)
+    streams: dict[str, RowStream] = {}
+    if wanted & {"Q2I", "QR", "PRP"}:
+        queries = load_esci(sources, catalog, cfg, report)
+        streams["Q2I"] = build_q2i(queries, catalog, cfg, sizes)
+        streams["QR"] = build_qr(queries, catalog, cfg, sizes)
+        streams["PRP"] = build_prp(queries, catalog, cfg, sizes)
+    if wanted & set(INTERACTION_TASKS):
+        sentiment = SentimentTask(cfg, sizes)
+        log = load_interactions(sources, catalog, (sentiment.observe,), report)
+        seqs = log.sequences()
+        del log  # the sorted copy is all that is needed from here on
+        if wanted & set(SEQUENCE_TASKS):
+            seqs.count_short_users(cfg.min_interactions)
+        streams.update(SequenceTasks(seqs, catalog, cfg).build(sizes))
+        streams["I2I"] = build_i2i(catalog, seqs, cfg, sizes)
+        streams["SA"] = sentiment.build()
+    if wanted & {"AP", "AG"}:
+        qa = QATasks(cfg, sizes)
+        for path in sources.amazonqa:
+            counts = report.file("amazonqa", path)
+            for record in progress(read_amazonqa(path), f"amazonqa {path.name}"):
+                counts.read += 1
+                qa.observe(record)
+        streams["AP"], streams["AG"] = qa.build_ap(), qa.build_ag()
+    if "PM" in wanted:
+        streams["PM"] = build_pm(sources, cfg, sizes)
+    if "AVE" in wanted:
+        streams["AVE"] = attributes.build()
+    if "IP" in wanted:
+        streams["IP"] = profiles.build(catalog)
+    return {code: streams[code] for code in tasks}
 
 
-def check_rows(rows: Rows, present: Iterable[str]) -> None:
-    """Raise BuildError for an empty task/split, train/test target overlap, or a duplicate id.
+class RowWriter:
+    """Spills each task's rows to one JSON Lines file per split, checking them on the way.
 
-    Overlap is checked before duplicates: a record listed in both a train and a test file
-    gives the same id twice, and "leaks into test" is the more useful name for that.
+    Memory: the test target keys of the current task and 8 bytes of each row id (duplicate
+    ids are found by sorting those digests once all rows are written).
     """
-    present = tuple(present)
-    for code, by_split in rows.items():
-        for split in SPLITS:
-            if not by_split.get(split):
-                needs = " or ".join(TASK_SOURCES[code])
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (task, source, split) -> rows
+        # Per row written: the first 8 bytes of its id, its task, split and index (compact).
+        self._digests = array("Q")
+        self._task = array("B")
+        self._split = array("B")
+        self._index = array("L")
+
+    def path(self, code: str, split: str) -> Path:
+        return self.directory / f"{code}.{split}.jsonl"
+
+    def rows(self, code: str, split: str) -> int:
+        return sum(n for (c, _, s), n in self.counts.items() if (c, s) == (code, split))
+
+    def write(self, code: str, stream: RowStream) -> None:
+        """Spill one task's stream; a train row whose target a test row holds is an error."""
+        test_keys: dict[str, int] = {}
+        handles = {split: self.path(code, split).open("w", encoding="utf-8") for split in SPLITS}
+        index: Counter[str] = Counter()
+        try:
+            for split, row in progress(stream, f"rows {code}"):
+                if split == "test":
+                    test_keys.setdefault(row["target_key"], index[split])
+                elif split == "train" and row["target_key"] in test_keys:
+                    raise BuildError(
+                        code,
+                        "train",
+                        f"target {row['target_key']!r} is also the target of test row "
+                        f"{test_keys[row['target_key']]}",
+                        row=index[split],
+                    )
+                handles[split].write(json.dumps(row, ensure_ascii=False) + "\n")
+                self._digests.append(int(row["id"][:16], 16))
+                self._task.append(BY_CODE[code].id)
+                self._split.append(SPLITS.index(split))
+                self._index.append(index[split])
+                self.counts[code, row["source"], split] += 1
+                index[split] += 1
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+    def _where(self, position: int) -> tuple[str, str, int]:
+        return (
+            TASKS[self._task[position]].code,
+            SPLITS[self._split[position]],
+            self._index[position],
+        )
+
+    def check_unique_ids(self, kept: Sequence[str]) -> None:
+        """BuildError for the first repeated row id among the kept tasks' rows."""
+        digests = np.frombuffer(self._digests, dtype=np.uint64)
+        order = np.argsort(digests, kind="stable")
+        repeated = np.flatnonzero(digests[order][1:] == digests[order][:-1])
+        clashes = sorted((int(order[i + 1]), int(order[i])) for i in repeated.tolist())
+        for later, first in clashes:
+            (code, split, row), other = self._where(later), self._where(first)
+            if code in kept and other[0] in kept:
                 raise BuildError(
                     code,
                     split,
-                    f"no samples: the task is built from {needs}; sources present: "
-                    f"{', '.join(present) or 'none'}",
+                    f"duplicate id (also {other[0]}/{other[1]} row {other[2]}); "
+                    "the raw data lists the same record twice",
+                    row=row,
                 )
-    for code, by_split in rows.items():
-        test_keys = {row["target_key"]: i for i, row in enumerate(by_split["test"])}
-        for index, row in enumerate(by_split["train"]):
-            if row["target_key"] in test_keys:
-                raise BuildError(
-                    code,
-                    "train",
-                    f"target {row['target_key']!r} is also the target of test row "
-                    f"{test_keys[row['target_key']]}",
-                    row=index,
+
+    def dataset(self, tasks: Sequence[str], cache_dir: Path) -> datasets.DatasetDict:
+        """The kept tasks' rows as a DatasetDict, tasks in id order within each split."""
+
+        def rows(paths: list[str]) -> Iterator[dict]:
+            for path in paths:
+                with open(path, encoding="utf-8") as handle:
+                    for line in handle:
+                        yield json.loads(line)
+
+        return datasets.DatasetDict(
+            {
+                split: datasets.Dataset.from_generator(
+                    rows,
+                    features=FEATURES,
+                    cache_dir=str(cache_dir),
+                    gen_kwargs={"paths": [str(self.path(code, split)) for code in tasks]},
+                    split=split,
                 )
-    first_seen: dict[str, tuple[str, str, int]] = {}
-    for split in SPLITS:
-        for code, by_split in rows.items():
-            for index, row in enumerate(by_split[split]):
-                where = first_seen.setdefault(row["id"], (code, split, index))
-                if where != (code, split, index):
-                    raise BuildError(
-                        code,
-                        split,
-                        f"duplicate id {row['id']} (also {where[0]}/{where[1]} row {where[2]}); "
-                        "the raw data lists the same record twice",
-                        row=index,
-                    )
+                for split in SPLITS
+            }
+        )
 
 
-def to_dataset(rows: Rows) -> datasets.DatasetDict:
-    """The rows as a DatasetDict with the unified FEATURES, tasks in id order per split."""
-    return datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_list(
-                [row for by_split in rows.values() for row in by_split[split]], features=FEATURES
-            )
-            for split in SPLITS
+@dataclass
+class BuildResult:
+    """What `write_unified` built: the task plan, row counts and the ingest report."""
+
+    plan: TaskPlan
+    counts: Counter[tuple[str, str, str]]
+    report: IngestReport
+    fingerprint: str
+
+    def manifest(self) -> dict[str, Any]:
+        """build.json: everything a later stage or a person needs to know about this build."""
+        rows: dict[str, dict[str, dict[str, int]]] = {}
+        for (code, source, split), n in sorted(self.counts.items()):
+            if code in self.plan.tasks:
+                rows.setdefault(code, {}).setdefault(source, dict.fromkeys(SPLITS, 0))[split] = n
+        return {
+            "tasks": self.plan.tasks,
+            "skipped": self.plan.skipped,
+            "rows": rows,
+            "data_fingerprint": self.fingerprint,
+            "ingest": self.report.to_json(),
         }
+
+
+def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -> BuildResult:
+    """Build the unified dataset of the raw data under `data_dir` into `out_dir` (atomically)."""
+    sources = discover_sources(data_dir)
+    plan = plan_tasks(sources.present, cfg.tasks)
+    report = IngestReport()
+    report.ignore(sources.ignored)
+    # MovieLens tags are validated by the raw_movie_tags suite but feed no task (yet).
+    report.ignore(files.tags for files in sources.movielens if files.tags is not None)
+    fingerprint = data_fingerprint(data_dir)
+    with tempfile.TemporaryDirectory(prefix="recfound-build-") as spill:
+        writer = RowWriter(Path(spill))
+        streams = task_streams(sources, cfg, plan.tasks, report)
+        report.check(cfg.max_drop_share.model_dump())
+        for code in plan.tasks:
+            writer.write(code, streams[code])
+        del streams  # the builders' state (catalogue, sequences) is not needed any more
+        _drop_empty_tasks(plan, writer)
+        writer.check_unique_ids(plan.tasks)
+        dataset = writer.dataset(plan.tasks, Path(spill) / "cache")
+        result = BuildResult(plan, writer.counts, report, fingerprint)
+        with atomic_dir(out_dir) as tmp:
+            save_dataset(dataset, tmp)
+            (tmp / BUILD_MANIFEST).write_text(
+                json.dumps(result.manifest(), indent=2, ensure_ascii=False) + "\n",
+                encoding="utf-8",
+            )
+    return result
+
+
+def save_dataset(dataset: datasets.DatasetDict, out_dir: Path) -> None:
+    """`save_to_disk` in shards of at most SHARD_BYTES, written by worker processes when a
+    split is larger: copying reads the memory-mapped cache, and a worker maps only the shard
+    it writes, so the build's resident memory does not grow with the size of the dataset."""
+    large = any(part.data.nbytes > SHARD_BYTES for part in dataset.values())
+    dataset.save_to_disk(
+        str(out_dir), max_shard_size=SHARD_BYTES, num_proc=SAVE_WORKERS if large else None
     )
 
 
-def build_unified(data_dir: str | Path, cfg: BuildConfig) -> datasets.DatasetDict:
-    """Read the raw sources under `data_dir`, build and check every task, return the dataset."""
-    sources = discover_sources(data_dir)
-    rows = build_rows(sources, cfg)
-    check_rows(rows, sources.present)
-    return to_dataset(rows)
-
-
-def _summary(dataset: datasets.DatasetDict) -> Table:
-    counts = {split: dataset[split].to_pandas()["task"].value_counts() for split in SPLITS}
-    table = Table(title="unified dataset: samples per task and split")
-    for column in ("id", "task", "kind", *SPLITS):
-        table.add_column(column, justify="right" if column in SPLITS or column == "id" else "left")
-    for task in TASKS:
-        table.add_row(
-            str(task.id),
-            task.code,
-            task.kind.value,
-            *(str(int(counts[s].get(task.code, 0))) for s in SPLITS),
+def _drop_empty_tasks(plan: TaskPlan, writer: RowWriter) -> None:
+    """A task without rows in a split: an error when build.tasks asked for it, else skipped."""
+    for code in list(plan.tasks):
+        empty = [split for split in SPLITS if not writer.rows(code, split)]
+        if not empty:
+            continue
+        reason = (
+            f"no {'/'.join(empty)} samples from {_needs(code)}: too little data for the task "
+            "(see docs/bring-your-own-data.md)"
         )
-    table.add_row("", "all", "", *(str(dataset[s].num_rows) for s in SPLITS))
+        if plan.requested:
+            raise BuildError(code, empty[0], reason)
+        plan.tasks.remove(code)
+        plan.skipped[code] = reason
+    if not plan.tasks:
+        raise RecFoundError(
+            "no task has samples in every split: "
+            + "; ".join(f"{code}: {why}" for code, why in plan.skipped.items() if "samples" in why)
+        )
+
+
+def build_unified(data_dir: str | Path, cfg: BuildConfig) -> datasets.DatasetDict:
+    """The unified dataset of the raw data under `data_dir`, in memory (tests, notebooks)."""
+    with tempfile.TemporaryDirectory(prefix="recfound-unified-") as tmp:
+        out = Path(tmp) / "unified"
+        write_unified(data_dir, cfg, out)
+        return datasets.load_from_disk(str(out), keep_in_memory=True)
+
+
+def _tasks_table(result: BuildResult) -> Table:
+    table = Table(title="unified dataset: tasks, sources and rows per split")
+    for column in ("task", "kind", "source", *SPLITS):
+        table.add_column(column, justify="right" if column in SPLITS else "left")
+    kinds = {t.code: t.kind.value for t in TASKS}
+    for code, by_source in result.manifest()["rows"].items():
+        for source, counts in by_source.items():
+            table.add_row(code, kinds[code], source, *(f"{counts[s]:,}" for s in SPLITS))
+    totals = Counter()
+    for (code, _, split), n in result.counts.items():
+        if code in result.plan.tasks:
+            totals[split] += n
+    table.add_row("all", "", "", *(f"{totals[s]:,}" for s in SPLITS))
+    return table
+
+
+def _ingest_table(report: IngestReport) -> Table:
+    table = Table(title="ingest report: rows per raw file")
+    for column in ("file", "read", "kept", "dropped", "filtered / notes"):
+        table.add_column(column, justify="right" if column in ("read", "kept") else "left")
+    for row in report.rows():
+        table.add_row(*row)
     return table
 
 
@@ -189,10 +402,14 @@ def run(cfg: Config) -> None:
     """Stage entry: build the unified dataset into `paths.unified` (replaced atomically)."""
     console = Console()
     started = time.perf_counter()
-    dataset = build_unified(cfg.paths.data, cfg.build)
-    with atomic_dir(cfg.paths.unified) as tmp:
-        dataset.save_to_disk(str(tmp))
-    console.print(_summary(dataset))
+    result = write_unified(cfg.paths.data, cfg.build, cfg.paths.unified)
+    console.print(_ingest_table(result.report))
+    if result.report.ignored:
+        console.print(f"ignored (not a source file): {', '.join(result.report.ignored)}")
+    console.print(_tasks_table(result))
+    for code, why in result.plan.skipped.items():
+        console.print(f"skipped {code}: {why}")
     console.print(
-        f"unified dataset written to {cfg.paths.unified} ({time.perf_counter() - started:.1f} s)"
+        f"unified dataset written to {cfg.paths.unified} ({time.perf_counter() - started:.1f} s);"
+        f" build report: {Path(cfg.paths.unified) / BUILD_MANIFEST}"
     )

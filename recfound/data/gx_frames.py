@@ -27,10 +27,11 @@ from recfound.data.gx_suites import (
     SHORTEST_PASSAGE,
     SPLIT,
     TARGET_IN_TRAIN,
+    TASK_IN_EVERY_SPLIT,
     count_of,
 )
 from recfound.data.schema import SPLITS
-from recfound.errors import DataError
+from recfound.data.unified import load_unified
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,11 @@ def _raw_batch(
 def raw_batches(data_dir: str | Path, sample_rows: int, seed: int) -> Iterator[Batch]:
     """One Batch per raw file present under `data_dir`, built lazily (one frame at a time).
 
-    Suites: raw_reviews / raw_item_meta (Amazon Reviews), raw_esci, raw_amazonqa,
-    raw_ratings / raw_movies / raw_movie_users (MovieLens), raw_match_products /
-    raw_match_pairs (Amazon-Google). A directory without any source yields nothing.
+    Suites: raw_reviews / raw_item_meta (Amazon Reviews 2023, 2018 and 2014), raw_esci,
+    raw_amazonqa, raw_ratings / raw_movies / raw_movie_users / raw_movie_tags (MovieLens; the
+    users file of ml-100k and ml-1m, the tags file of the CSV sets when present),
+    raw_match_products / raw_match_pairs (Amazon-Google). A directory without any source
+    yields nothing.
     """
     data_dir = Path(data_dir)
     sources = readers.discover_sources(data_dir)
@@ -114,6 +117,9 @@ def raw_batches(data_dir: str | Path, sample_rows: int, seed: int) -> Iterator[B
     for category in sources.amazon_reviews:
         yield batch("raw_reviews", category.reviews, readers.read_reviews, rec.Review)
         yield batch("raw_item_meta", category.meta, readers.read_item_meta, rec.ItemMeta)
+    for category in sources.amazon_reviews_2018:
+        yield batch("raw_reviews", category.reviews, readers.read_reviews_2018, rec.Review)
+        yield batch("raw_item_meta", category.meta, readers.read_item_meta_2018, rec.ItemMeta)
     for esci in sources.esci:
         name = esci.examples.relative_to(data_dir).as_posix()
         yield _raw_batch(
@@ -129,26 +135,16 @@ def raw_batches(data_dir: str | Path, sample_rows: int, seed: int) -> Iterator[B
     for movielens in sources.movielens:
         yield batch("raw_ratings", movielens.ratings, readers.read_ratings, rec.Rating)
         yield batch("raw_movies", movielens.movies, readers.read_movies, rec.Movie)
-        yield batch("raw_movie_users", movielens.users, readers.read_movie_users, rec.MovieUser)
+        if movielens.users is not None:
+            users = movielens.users
+            yield batch("raw_movie_users", users, readers.read_movie_users, rec.MovieUser)
+        if movielens.tags is not None:
+            yield batch("raw_movie_tags", movielens.tags, readers.read_movie_tags, rec.MovieTag)
     for tables in sources.amazon_google:
         for path in (tables.table_a, tables.table_b):
             yield batch("raw_match_products", path, readers.read_match_products, rec.MatchProduct)
         for path in (tables.train, tables.valid, tables.test):
             yield batch("raw_match_pairs", path, readers.read_match_pairs, rec.MatchPair)
-
-
-def load_unified(path: str | Path) -> datasets.DatasetDict:
-    """The unified DatasetDict saved by the build stage; absent or unreadable is a DataError."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "unified dataset not found; run `recfound stage build` first")
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as err:
-        raise DataError(path, f"not a saved datasets.DatasetDict: {err}") from err
-    if not isinstance(loaded, datasets.DatasetDict):
-        raise DataError(path, "holds a single Dataset; expected a DatasetDict of splits")
-    return loaded
 
 
 def _split_names(dataset: datasets.DatasetDict) -> list[str]:
@@ -198,12 +194,14 @@ def across_splits_frame(dataset: datasets.DatasetDict) -> pd.DataFrame:
     if "target_key" in frame.columns:
         train_keys = set(frame.loc[frame[SPLIT] == "train", "target_key"])
         frame[TARGET_IN_TRAIN] = frame["target_key"].isin(train_keys)
+    if "task_id" in frame.columns:  # task_in_every_split: the row's task has rows in each split
+        frame[TASK_IN_EVERY_SPLIT] = frame.groupby("task_id")[SPLIT].transform(set(SPLITS).issubset)
     return frame
 
 
 def unified_batches(path: str | Path) -> Iterator[Batch]:
     """`unified_split` on each split present, then `unified_across_splits` on all of them."""
-    dataset = load_unified(path)
+    dataset = load_unified(path, splits=())  # a missing split is the suites' finding
     for name in _split_names(dataset):
         frame = split_frame(dataset[name])
         yield Batch("unified_split", f"unified/{name}", frame, len(frame))

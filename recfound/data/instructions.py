@@ -27,3 +27,19 @@ INSTRUCTIONS: dict[str, str] = {
     "AP": "Can the question be answered from the reviews? Answer yes or no.",
     "AG": "Answer the question using the reviews.",
 }
+
+# Where a source's domain is not shopping, its rows name what its users did: a MovieLens
+# history was watched and rated, not purchased. (task code, source) -> instruction.
+DOMAIN_INSTRUCTIONS: dict[tuple[str, str], str] = {
+    ("U2I", "movielens"): "Given the movies a user watched and rated, retrieve the movie the "
+    "user will watch next.",
+    ("SR", "movielens"): "Given the movies the user watched, which candidate will the user "
+    "watch next? Answer with the candidate's letter only.",
+    ("UP", "movielens"): "Summarise the user's taste from the movies they watched and rated: "
+    "favourite genres and average rating.",
+}
+
+
+def instruction_for(code: str, source: str) -> str:
+    """The instruction of task `code` for rows of `source` (its domain's wording if it has one)."""
+    return DOMAIN_INSTRUCTIONS.get((code, source), INSTRUCTIONS[code])

@@ -1,7 +1,9 @@
-"""Typed records the raw readers yield, one class per public source format.
+"""Typed records the raw readers yield, one class per kind of public source record.
 
 Field names follow the public datasets (see docs/data-formats.md), so a reader is a thin,
 streaming parse-and-check of one file, and the builder never touches raw JSON/CSV/parquet.
+Releases of one dataset that differ only in layout (Amazon Reviews 2014/2018/2023; MovieLens
+ml-100k, ml-1m and the CSV sets) map onto the same record, so the builder needs no variants.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Review:
-    """Amazon Reviews 2023, `<Category>.jsonl[.gz]`: one user's review of one item."""
+    """One user's review of one item: Amazon Reviews 2023 `<Category>.jsonl[.gz]`, or 2014/2018
+    `<Category>[_5].json[.gz]` / `reviews_<Category>[_5].json[.gz]` (mapped as documented)."""
 
     rating: float
     title: str
@@ -19,14 +22,15 @@ class Review:
     asin: str
     parent_asin: str
     user_id: str
-    timestamp: int  # milliseconds since the epoch, as in the public files
+    timestamp: int  # milliseconds since the epoch (2014/2018 seconds are converted)
     helpful_vote: int = 0
     verified_purchase: bool = False
 
 
 @dataclass(frozen=True)
 class ItemMeta:
-    """Amazon Reviews 2023, `meta_<Category>.jsonl[.gz]`: one product's catalogue entry."""
+    """One product's catalogue entry: Amazon Reviews 2023 `meta_<Category>.jsonl[.gz]`, or
+    2014/2018 `meta_<Category>.json[.gz]` (mapped as documented)."""
 
     parent_asin: str
     title: str
@@ -83,7 +87,7 @@ class QARecord:
 
 @dataclass(frozen=True)
 class Rating:
-    """MovieLens rating (ml-100k `u.data` / ml-1m `ratings.dat`)."""
+    """MovieLens rating (ml-100k `u.data` / ml-1m `ratings.dat` / CSV sets `ratings.csv`)."""
 
     user_id: str
     item_id: str
@@ -93,11 +97,21 @@ class Rating:
 
 @dataclass(frozen=True)
 class Movie:
-    """MovieLens movie (ml-100k `u.item` / ml-1m `movies.dat`)."""
+    """MovieLens movie (ml-100k `u.item` / ml-1m `movies.dat` / CSV sets `movies.csv`)."""
 
     item_id: str
     title: str
     genres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MovieTag:
+    """MovieLens tag (CSV sets `tags.csv`): a free-text tag one user applied to one movie."""
+
+    user_id: str
+    item_id: str
+    tag: str
+    timestamp: int  # seconds since the epoch
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from recfound.config import Config, ValidateConfig
 from recfound.data.gx_frames import Batch, raw_batches, unified_batches
 from recfound.data.gx_suites import load_suites
 from recfound.data.readers.common import quoted
+from recfound.data.unified import BUILD_MANIFEST, data_fingerprint, read_manifest
 from recfound.errors import DataError, ValidationFailed
 
 REPORT_NAME = "report.json"
@@ -52,6 +53,8 @@ SUITE_PARAMETERS = ("min_text_chars", "max_text_chars", "raw_max_text_chars")
 # Keys of an expectation's kwargs that name the column(s) it is about (a table-level one, such
 # as the column-set check, names none).
 COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
+# A bad value quoted in report.json is cut to this many characters.
+REPORT_VALUE_CHARS = 300
 
 
 def _quote_all(values: list[Any]) -> str:
@@ -119,6 +122,16 @@ class ValidationOutcome:
         return [e for e in self.expectations if not e.success]
 
 
+def _cut_texts(values: list[Any]) -> list[Any]:
+    """Long strings cut to REPORT_VALUE_CHARS (one huge review must not bloat the report)."""
+    return [
+        v[:REPORT_VALUE_CHARS] + f"… ({len(v):,} chars)"
+        if isinstance(v, str) and len(v) > REPORT_VALUE_CHARS
+        else v
+        for v in values
+    ]
+
+
 def _json_safe(value: Any) -> Any:
     """numpy scalars, tuples and sets as plain JSON values (GX results hold all of these)."""
     return json.loads(json.dumps(value, default=_to_builtin))
@@ -173,8 +186,8 @@ def expectation_outcome(result: ExpectationValidationResult, examples: int) -> E
         success=bool(result.success),
         element_count=details.get("element_count"),
         unexpected_count=details.get("unexpected_count"),
-        unexpected_examples=_json_safe(list(unexpected))[:examples],
-        missing=_json_safe(list(missing))[:examples],
+        unexpected_examples=_cut_texts(_json_safe(list(unexpected))[:examples]),
+        missing=_cut_texts(_json_safe(list(missing))[:examples]),
         observed_value=_json_safe(details.get("observed_value")),
         expected=_json_safe(_expected_of(kwargs)),
         error=error,
@@ -261,12 +274,38 @@ class SuiteRunner:
         )
 
 
-def batches(cfg: Config) -> Iterator[Batch]:
-    """Every frame to validate: the raw files present, then the unified splits."""
+def batches(cfg: Config, raw_only: bool = False) -> Iterator[Batch]:
+    """Every frame to validate: the raw files present, then (unless `raw_only`) the unified
+    splits."""
     settings = cfg.validate_
     if cfg.paths.data.is_dir():
         yield from raw_batches(cfg.paths.data, settings.raw_sample_rows, settings.seed)
-    yield from unified_batches(cfg.paths.unified)
+    if not raw_only:
+        yield from unified_batches(cfg.paths.unified)
+
+
+def check_built_from_current_data(cfg: Config) -> None:
+    """Refuse a unified dataset built from other raw data than data/ holds now.
+
+    The build records the fingerprint of the raw files it read in build.json; after a failed
+    or skipped build the old dataset would otherwise be validated and passed.
+    """
+    unified = Path(cfg.paths.unified)
+    if not unified.exists():
+        raise DataError(unified, "unified dataset not found; run `recfound stage build` first")
+    built_from = read_manifest(unified).get("data_fingerprint")
+    if built_from is None:
+        raise ValidationFailed(
+            f"{unified}: has no {BUILD_MANIFEST} recording which raw data it was built from; "
+            "rebuild it (`recfound stage build` or `dvc repro build`)"
+        )
+    now = data_fingerprint(cfg.paths.data)
+    if built_from != now:
+        raise ValidationFailed(
+            f"{unified} was built from other raw data than {cfg.paths.data} holds now "
+            f"(built from {built_from}, {cfg.paths.data} is now {now}); rebuild it "
+            "(`recfound stage build` or `dvc repro build`) before validating"
+        )
 
 
 def write_report(path: Path, outcomes: list[ValidationOutcome], settings: ValidateConfig) -> None:
@@ -322,10 +361,13 @@ def failure_message(outcomes: Iterable[ValidationOutcome], report: Path, docs: P
     )
 
 
-def validate(cfg: Config, console: Console | None = None) -> list[ValidationOutcome]:
+def validate(
+    cfg: Config, console: Console | None = None, raw_only: bool = False
+) -> list[ValidationOutcome]:
     """Validate raw + unified data; write report.json and Data Docs; return the outcomes.
 
-    Outputs are written whether or not every suite passes; nothing raises for failed
+    `raw_only`: the raw-file suites alone, into `paths.validation_raw` (no built dataset
+    needed). Outputs are written whether or not every suite passes; nothing raises for failed
     expectations here (see `run`).
     """
     console = console or Console()
@@ -334,10 +376,12 @@ def validate(cfg: Config, console: Console | None = None) -> list[ValidationOutc
     # GX logs each metric it computes at INFO; the summary table says what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     outcomes: list[ValidationOutcome] = []
-    with atomic_dir(cfg.paths.validation) as out:
+    if not raw_only:
+        check_built_from_current_data(cfg)
+    with atomic_dir(output_dir(cfg, raw_only)) as out:
         runner = SuiteRunner(gx_context(out / DATA_DOCS_DIR), suites, settings)
         with console.status("validating") as status:
-            for batch in batches(cfg):
+            for batch in batches(cfg, raw_only):
                 status.update(f"validating {batch.name} ({batch.suite})")
                 outcomes.append(runner.run(batch, settings.suites))
         with console.status("building Data Docs"):
@@ -346,12 +390,17 @@ def validate(cfg: Config, console: Console | None = None) -> list[ValidationOutc
     return outcomes
 
 
-def run(cfg: Config) -> None:
+def output_dir(cfg: Config, raw_only: bool = False) -> Path:
+    """Where a validation writes: the stage's output, or its own folder for `--raw-only`."""
+    return Path(cfg.paths.validation_raw if raw_only else cfg.paths.validation)
+
+
+def run(cfg: Config, raw_only: bool = False) -> None:
     """Stage `validate`: raise ValidationFailed (after writing the report) if any suite fails."""
     console = Console()
-    outcomes = validate(cfg, console)
-    report = cfg.paths.validation / REPORT_NAME
-    docs = cfg.paths.validation / DATA_DOCS_DIR / "index.html"
+    outcomes = validate(cfg, console, raw_only)
+    report = output_dir(cfg, raw_only) / REPORT_NAME
+    docs = output_dir(cfg, raw_only) / DATA_DOCS_DIR / "index.html"
     console.print(summary_table(outcomes))
     console.print(f"report: {report}\nData Docs: {docs}", soft_wrap=True)
     if not all(o.success for o in outcomes):

@@ -112,9 +112,9 @@ def run_variant(cfg: Config, name: str) -> Path:
     vcfg = variant_config(cfg, name)
     print(f"ablation {name}: training into {Path(vcfg.paths.adapter).parent}")
     train(vcfg)
-    test, train_rows = load_splits(vcfg)
+    data = load_splits(vcfg)
     adapter = Path(vcfg.paths.adapter)
-    run, _ = evaluate_llm(vcfg, name, adapter, test, train_rows, text_scorer(vcfg))
+    run, _ = evaluate_llm(vcfg, name, adapter, data.test, data.train, text_scorer(vcfg))
     out = variant_report_dir(cfg, name)
     with atomic_dir(out) as tmp:
         metrics = {task: result.to_json() for task, result in run.results.items()}

@@ -5,6 +5,9 @@
   concatenated (layers in name order); entry (s, t) = cos(r_s, r_t).
 - Figure 3, `sample_ratios.png`: S2Sched's per-task sample ratio (share of its group's slots)
   over training steps, one panel per task group, from training's ratio_per_task.csv.
+
+Both show the task set of the run only (the tasks with training rows): a dataset without
+embedding tasks gets a Figure 3 with the generative panel alone, and vice versa.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from matplotlib.ticker import MaxNLocator
 
 from recfound.atomic import atomic_file
 from recfound.errors import DataError
-from recfound.tasks import BY_CODE, TASKS
+from recfound.tasks import BY_CODE, TASKS, Kind, Task
 
 ROUTING_FIGURE = "routing_similarity.png"
 RATIO_FIGURE = "sample_ratios.png"
+# Figure 3 size in inches: one panel of this width per task kind shown.
+FIGURE_PANEL_WIDTH = 5.5
+FIGURE_HEIGHT = 4.0
 
 
 def routing_vectors(per_task_weights: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray:
@@ -44,8 +50,11 @@ def cosine_similarity_matrix(vectors: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def adapter_routing_similarity(adapter) -> tuple[list[str], np.ndarray]:
-    """Task codes and the routing-similarity matrix of a loaded adapter."""
+def adapter_routing_similarity(
+    adapter, tasks: Sequence[Task] = TASKS
+) -> tuple[list[str], np.ndarray]:
+    """Codes of `tasks` (default all) and the routing-similarity matrix of a loaded adapter
+    over them."""
     from recfound.model.adapters import routing_weights
 
     weights = {
@@ -53,7 +62,7 @@ def adapter_routing_similarity(adapter) -> tuple[list[str], np.ndarray]:
             name: gate.float().cpu().numpy()
             for name, gate in routing_weights(adapter, task.id).items()
         }
-        for task in TASKS
+        for task in tasks
     }
     return list(weights), cosine_similarity_matrix(routing_vectors(weights))
 
@@ -113,18 +122,22 @@ def read_ratio_csv(path: Path) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def plot_sample_ratios(series: Mapping[str, tuple[list[int], list[float]]], path: Path) -> Path:
-    """Per-task sample ratio over training steps (Figure 3): embedding and generative panels."""
-    figure = Figure(figsize=(11, 4))
-    axes = figure.subplots(1, 2, sharex=True)
-    for ax, embedding, title in (
-        (axes[0], True, "Embedding tasks"),
-        (axes[1], False, "Generative tasks"),
-    ):
-        for task in TASKS:
-            if task.is_embedding == embedding and task.code in series:
-                steps, ratios = series[task.code]
-                ax.plot(steps, ratios, label=task.code, linewidth=1.2)
-        ax.set_title(title)
+    """Per-task sample ratio over training steps (Figure 3): one panel per task kind in
+    `series` (embedding, generative), so a one-kind task set gets one panel."""
+    panels = [
+        (kind, [t for t in TASKS if t.kind is kind and t.code in series])
+        for kind in (Kind.EMBEDDING, Kind.GENERATIVE)
+    ]
+    panels = [(kind, tasks) for kind, tasks in panels if tasks]
+    if not panels:
+        raise ValueError("no sample ratio of a known task to plot")
+    figure = Figure(figsize=(FIGURE_PANEL_WIDTH * len(panels), FIGURE_HEIGHT))
+    axes = np.atleast_1d(figure.subplots(1, len(panels), sharex=True))
+    for ax, (kind, tasks) in zip(axes, panels, strict=True):
+        for task in tasks:
+            steps, ratios = series[task.code]
+            ax.plot(steps, ratios, label=task.code, linewidth=1.2)
+        ax.set_title(f"{kind.value.capitalize()} tasks")
         ax.set_xlabel("training step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("share of the group's samples")

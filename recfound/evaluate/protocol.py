@@ -9,15 +9,22 @@
 
 Metric keys in results and reports/metrics.json: `MRR@k`, `NDCG@k`, `Recall@1`, `macro_F1`,
 `F1_yes`, `F1` (+ `precision`, `recall`), `BERTScore_F1` (+ `ROUGE-L_F1`), and `n`, `invalid`.
+
+Results per source: when a task's test rows come from several sources (the `source` column,
+e.g. amazon_reviews and movielens), its result also carries one result per source, scored on
+that source's rows alone from the same answers (nothing is generated or embedded twice). With
+one source there is nothing to split and the result is exactly the overall one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from recfound.errors import DataError
@@ -26,6 +33,8 @@ from recfound.evaluate.parsing import parse_output, parse_reference
 from recfound.evaluate.systems import Row, System
 from recfound.tasks import TASKS, Task
 
+# Key of the per-source results inside a task's entry of metrics.json.
+SOURCES_KEY = "sources"
 # Task.metric (recfound/tasks.py, the authority) -> key under which the score is stored.
 _LABEL_METRIC_KEYS = {
     "Recall@1": "Recall@1",
@@ -47,23 +56,30 @@ def primary_metric(task: Task, cutoff: int) -> str:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """One system's scores on one task: `metrics[primary]` is the table entry."""
+    """One system's scores on one task: `metrics[primary]` is the table entry.
+
+    `by_source`: the same scores per data source, when the task's rows come from several.
+    """
 
     task: str
     primary: str
     metrics: dict[str, float]
     n: int
     invalid: int | None = None  # generative tasks only
+    by_source: dict[str, TaskResult] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
         return self.metrics[self.primary]
 
-    def to_json(self) -> dict[str, float | int]:
-        """Flat JSON for reports/metrics.json: metric keys, `n`, and `invalid` if generative."""
-        out: dict[str, float | int] = {**self.metrics, "n": self.n}
+    def to_json(self) -> dict[str, Any]:
+        """JSON for reports/metrics.json: metric keys, `n`, `invalid` if generative, and
+        `sources` ({source: the same keys}) if the rows come from several sources."""
+        out: dict[str, Any] = {**self.metrics, "n": self.n}
         if self.invalid is not None:
             out["invalid"] = self.invalid
+        if self.by_source:
+            out[SOURCES_KEY] = {name: r.to_json() for name, r in self.by_source.items()}
         return out
 
     @classmethod
@@ -72,9 +88,13 @@ class TaskResult:
         primary = primary_metric(task, cutoff)
         if primary not in values:
             raise ValueError(f"{task.code}: no {primary!r} among {sorted(values)}")
-        metrics = {k: float(v) for k, v in values.items() if k not in ("n", "invalid")}
+        metrics = {k: float(v) for k, v in values.items() if k not in ("n", "invalid", SOURCES_KEY)}
+        by_source = {
+            name: cls.from_json(task, per_source, cutoff)
+            for name, per_source in values.get(SOURCES_KEY, {}).items()
+        }
         invalid = values.get("invalid")
-        return cls(task.code, primary, metrics, int(values["n"]), invalid)
+        return cls(task.code, primary, metrics, int(values["n"]), invalid, by_source)
 
 
 @dataclass
@@ -86,26 +106,71 @@ class SystemRun:
     generations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def rows_by_task(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    """Group a split's rows by task code, in TASKS order; tasks without rows are left out."""
+def rows_by_task(rows: Sequence[Row], tasks: Sequence[Task] = TASKS) -> dict[str, list[Row]]:
+    """Group a split's rows by task code, in TASKS order, keeping only `tasks` (default all);
+    tasks without rows are left out."""
+    wanted = {t.code for t in tasks}
     grouped: dict[str, list[Row]] = {}
     for row in rows:
-        grouped.setdefault(row["task"], []).append(row)
+        if row["task"] in wanted:
+            grouped.setdefault(row["task"], []).append(row)
     return {t.code: grouped[t.code] for t in TASKS if t.code in grouped}
 
 
-def evaluate_embedding_task(
-    system: System, task: Task, rows: Sequence[Row], cutoff: int
+def source_indices(rows: Sequence[Row]) -> dict[str, list[int]]:
+    """Row positions per `source`, sources sorted; {} when the rows come from one source only
+    (or carry no source column): then there is nothing to report per source."""
+    by_source: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_source.setdefault(str(row.get("source", "")), []).append(i)
+    return dict(sorted(by_source.items())) if len(by_source) > 1 else {}
+
+
+def _pick(values: Sequence[Any], indices: Sequence[int]) -> list[Any]:
+    return [values[i] for i in indices]
+
+
+def _ranking_result(
+    task: Task, pools: Sequence[np.ndarray], n_positives: Sequence[int], cutoff: int
 ) -> TaskResult:
-    """Rank each row's pool by the system's scores; MRR@k (U2I, Q2I) or NDCG@k (I2I)."""
-    pools = system.score_pools(task, rows)
-    n_positives = [len(row["positives"]) for row in rows]
     key = primary_metric(task, cutoff)
     if key.startswith("MRR@"):
         value = m.mrr_at_k(pools, n_positives, cutoff)
     else:
         value = m.ndcg_at_k(pools, n_positives, cutoff)
-    return TaskResult(task.code, key, {key: value}, n=len(rows))
+    return TaskResult(task.code, key, {key: value}, n=len(pools))
+
+
+def evaluate_embedding_task(
+    system: System, task: Task, rows: Sequence[Row], cutoff: int
+) -> TaskResult:
+    """Rank each row's pool by the system's scores; MRR@k (U2I, Q2I) or NDCG@k (I2I),
+    overall and, for rows of several sources, per source."""
+    pools = system.score_pools(task, rows)
+    n_positives = [len(row["positives"]) for row in rows]
+    overall = _ranking_result(task, pools, n_positives, cutoff)
+    by_source = {
+        source: _ranking_result(task, _pick(pools, idx), _pick(n_positives, idx), cutoff)
+        for source, idx in source_indices(rows).items()
+    }
+    return dataclasses.replace(overall, by_source=by_source)
+
+
+class _RememberingScorer:
+    """A PairScorer that scores each distinct (candidate, reference) pair once: the per-source
+    results re-read the scores of the overall one instead of running the encoder again."""
+
+    def __init__(self, scorer: m.PairScorer) -> None:
+        self.scorer = scorer
+        self.known: dict[tuple[str, str], float] = {}
+
+    def __call__(self, candidates: list[str], references: list[str]) -> list[float]:
+        pairs = list(zip(candidates, references, strict=True))
+        new = [p for p in dict.fromkeys(pairs) if p not in self.known]
+        if new:
+            scores = self.scorer([c for c, _ in new], [r for _, r in new])
+            self.known.update(zip(new, (float(x) for x in scores), strict=True))
+        return [self.known[p] for p in pairs]
 
 
 def _references(task: Task, rows: Sequence[Row], source: Path) -> list[Any]:
@@ -136,6 +201,25 @@ def score_generations(
         parse_output(task, out, row["options"]) for out, row in zip(outputs, rows, strict=True)
     ]
     references = _references(task, rows, source)
+    per_source = source_indices(rows)
+    if per_source:
+        text_scorer = _RememberingScorer(text_scorer)
+    overall = _generative_result(task, predictions, references, text_scorer)
+    by_source = {
+        name: _generative_result(task, _pick(predictions, idx), _pick(references, idx), text_scorer)
+        for name, idx in per_source.items()
+    }
+    records = [
+        {"id": row["id"], "output": out, "valid": pred is not None, "reference": row["output"]}
+        for row, out, pred in zip(rows, outputs, predictions, strict=True)
+    ]
+    return dataclasses.replace(overall, by_source=by_source), records
+
+
+def _generative_result(
+    task: Task, predictions: Sequence[Any], references: Sequence[Any], text_scorer: m.PairScorer
+) -> TaskResult:
+    """The task's metric(s) of parsed predictions against parsed references."""
     key = _LABEL_METRIC_KEYS[task.metric]
     scores: dict[str, float]
     if key == "Recall@1":
@@ -153,11 +237,7 @@ def score_generations(
             "ROUGE-L_F1": m.mean_pair_score(predictions, references, m.rouge_l_f1),
         }
     invalid = sum(p is None for p in predictions)
-    records = [
-        {"id": row["id"], "output": out, "valid": pred is not None, "reference": row["output"]}
-        for row, out, pred in zip(rows, outputs, predictions, strict=True)
-    ]
-    return TaskResult(task.code, key, scores, n=len(rows), invalid=invalid), records
+    return TaskResult(task.code, key, scores, n=len(predictions), invalid=invalid)
 
 
 def evaluate_system(

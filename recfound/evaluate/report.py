@@ -6,6 +6,14 @@ metrics.json is nested JSON that `dvc metrics show` / `dvc metrics diff` flatten
      "no_merge": {…}, "base": {…}, "minilm": {…}, "popularity": {…}, "random": {…},
      "average_rank": {"generative": {"recfound": {"mean": 1.3, "std": 0.46}, …}, "embedding": …}}
 
+A task whose test rows come from several sources also has, beside its overall keys,
+`"sources": {"amazon_reviews": {"MRR@20": …, "n": …}, "movielens": {…}}`
+(recfound.evaluate.protocol); the overall keys stay where they were.
+
+The tables cover the tasks evaluated (the task set of the dataset, any non-empty subset of the
+13): a table with no task of its kind (e.g. Table 2 for an embedding-only dataset) is left out
+with a one-line note, and so is its `average_rank` entry.
+
 Average Rank (recfound.md §5): on each task the compared systems are ranked by their score
 (1 = best; tied scores share the best of their ranks), then each system's ranks are averaged
 over the tasks; std is the population standard deviation of those ranks. Only systems scored
@@ -15,7 +23,7 @@ on every task of a table are ranked (a popularity baseline that answers SR alone
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +33,16 @@ from scipy.stats import rankdata
 from recfound.atomic import atomic_file
 from recfound.errors import DataError
 from recfound.evaluate.protocol import TaskResult
-from recfound.tasks import BY_CODE, TASKS
+from recfound.tasks import BY_CODE, TASKS, Kind
 
 # Column orders of the paper's Table 2 (generative) and Table 3 (embedding).
 GENERATIVE_COLUMNS: tuple[str, ...] = ("QR", "AVE", "AG", "SR", "SA", "UP", "AP", "PRP", "PM", "IP")
 EMBEDDING_COLUMNS: tuple[str, ...] = ("I2I", "Q2I", "U2I")
 TEXT_COLUMNS: tuple[str, ...] = tuple(t.code for t in TASKS if t.metric == "BERTScore F1")
+COLUMNS_BY_KIND: dict[Kind, tuple[str, ...]] = {
+    Kind.GENERATIVE: GENERATIVE_COLUMNS,
+    Kind.EMBEDDING: EMBEDDING_COLUMNS,
+}
 
 # Rows of the tables, in order, with the names the paper's tables use.
 DISPLAY_NAMES: dict[str, str] = {
@@ -86,18 +98,35 @@ def average_ranks(
     }
 
 
+def evaluated_tasks(results: Mapping[str, Mapping[str, TaskResult]]) -> set[str]:
+    """The task codes any system was scored on (the evaluated task set)."""
+    return {code for per_task in results.values() for code in per_task}
+
+
+def present_columns(columns: Sequence[str], tasks: Collection[str]) -> tuple[str, ...]:
+    """`columns` (a table's task order) restricted to the task set `tasks`."""
+    return tuple(c for c in columns if c in tasks)
+
+
+def source_label(code: str, source: str) -> str:
+    """Column name of a task's result on one source, e.g. "U2I[movielens]"."""
+    return f"{code}[{source}]"
+
+
 def metrics_json(results: Results) -> dict:
     """The reports/metrics.json object (module docstring)."""
     out: dict = {
         name: {task: result.to_json() for task, result in per_task.items()}
         for name, per_task in results.items()
     }
+    tasks = evaluated_tasks(results)
     out["average_rank"] = {
-        kind: {
+        kind.value: {
             name: {"mean": rank.mean, "std": rank.std}
-            for name, rank in average_ranks(results, columns).items()
+            for name, rank in average_ranks(results, present_columns(columns, tasks)).items()
         }
-        for kind, columns in (("generative", GENERATIVE_COLUMNS), ("embedding", EMBEDDING_COLUMNS))
+        for kind, columns in COLUMNS_BY_KIND.items()
+        if present_columns(columns, tasks)
     }
     return out
 
@@ -221,9 +250,47 @@ def extra_metric_table(
     return "\n".join(lines) + "\n"
 
 
-def _metric_legend(cutoff: int) -> str:
-    parts = [f"{t.code} {t.metric}" for t in TASKS]
+def _metric_legend(cutoff: int, tasks: Collection[str]) -> str:
+    parts = [f"{t.code} {t.metric}" for t in TASKS if t.code in tasks]
     return ", ".join(parts).replace("@20", f"@{cutoff}")
+
+
+def _omitted(what: str, why: str) -> str:
+    """The one-line note that stands in for a table the task set gives nothing to show."""
+    return f"_{what} omitted: {why}._\n"
+
+
+def per_source_results(
+    results: Mapping[str, Mapping[str, TaskResult]],
+) -> tuple[Results, tuple[str, ...], dict[str, int]]:
+    """Results keyed by column for the per-source table: each task that has results per
+    source appears as "U2I" (overall) followed by "U2I[<source>]" per source.
+
+    Returns (system -> column -> result, the columns in task order, test rows per source
+    column).
+    """
+    sources: dict[str, set[str]] = {}
+    sizes: dict[str, int] = {}
+    for per_task in results.values():
+        for code, result in per_task.items():
+            for source, part in result.by_source.items():
+                sources.setdefault(code, set()).add(source)
+                sizes.setdefault(source_label(code, source), part.n)
+    columns: list[str] = []
+    for task in TASKS:
+        if task.code in sources:
+            columns += [
+                task.code,
+                *(source_label(task.code, s) for s in sorted(sources[task.code])),
+            ]
+    flat: Results = {}
+    for name, per_task in results.items():
+        row = {code: r for code, r in per_task.items() if code in sources}
+        for code, result in row.copy().items():
+            row.update({source_label(code, s): part for s, part in result.by_source.items()})
+        if row:
+            flat[name] = row
+    return flat, tuple(columns), {c: sizes[c] for c in columns if c in sizes}
 
 
 def render_results(
@@ -233,9 +300,16 @@ def render_results(
     n_by_task: Mapping[str, int],
     stale: Sequence[str] = (),
 ) -> str:
-    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), #invalid.
+    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), #invalid,
+    ROUGE-L and, when some task's rows come from several sources, the results per source.
 
-    `stale` names variants left out because they ran with other settings than today's."""
+    The tables cover the tasks of `n_by_task` (test rows per task code: the evaluated task
+    set); a table none of them belongs to is replaced by a one-line note. `stale` names
+    variants left out because they ran with other settings than today's."""
+    tasks = set(n_by_task)
+    generative = present_columns(GENERATIVE_COLUMNS, tasks)
+    embedding = present_columns(EMBEDDING_COLUMNS, tasks)
+    text_columns = present_columns(TEXT_COLUMNS, tasks)
     ablation = {name: results[name] for name in ABLATION_ROWS if name in results}
     ablation.update({name: res for name, res in variants.items() if name not in ablation})
     missing_variants = [n for n in ABLATION_ROWS if n not in ablation and n not in stale]
@@ -243,19 +317,25 @@ def render_results(
     sections = [
         "# RecFound: results on the test split\n",
         "Written by `recfound stage evaluate` (DVC stage `evaluate`); numbers also in "
-        "`reports/metrics.json`. Metrics: " + _metric_legend(cutoff) + ". "
+        "`reports/metrics.json`. Metrics: " + _metric_legend(cutoff, tasks) + ". "
         "Unparseable outputs count as wrong. Average Rank: rank per task among the rows of the "
         "table scored on all its tasks (1 = best, ties share the best rank), then mean "
         "(population std) over tasks; rows covering only some tasks are shown for reference.\n",
         f"Test rows per task: {sizes}.\n",
-        "## Generative tasks (cf. paper Table 2)\n",
-        score_table(results, GENERATIVE_COLUMNS),
-        "## Embedding tasks (cf. paper Table 3)\n",
-        score_table(results, EMBEDDING_COLUMNS),
+    ]
+    if generative:
+        sections += ["## Generative tasks (cf. paper Table 2)\n", score_table(results, generative)]
+    else:
+        sections.append(_omitted("Generative tasks (Table 2)", "no generative task in the data"))
+    if embedding:
+        sections += ["## Embedding tasks (cf. paper Table 3)\n", score_table(results, embedding)]
+    else:
+        sections.append(_omitted("Embedding tasks (Table 3)", "no embedding task in the data"))
+    sections += [
         "## Ablations (cf. paper Table 4)\n",
         "Variants are compared without Model Merge, as in the paper; "
         "`recfound ablate` trains and evaluates them into `reports/variants/<name>/`.\n",
-        score_table(ablation, GENERATIVE_COLUMNS + EMBEDDING_COLUMNS),
+        score_table(ablation, generative + embedding),
     ]
     if missing_variants:
         names = ", ".join(f"`{n}`" for n in missing_variants)
@@ -266,12 +346,30 @@ def render_results(
             f"Left out, trained with other settings than params.yaml now holds: {names} "
             "(re-run `recfound ablate`).\n"
         )
-    sections += [
-        "## Invalid outputs (#invalid / #rows)\n",
-        count_table({**results, **variants}, GENERATIVE_COLUMNS),
-        "## ROUGE-L F1 of the free-text tasks\n",
-        extra_metric_table(results, TEXT_COLUMNS, "ROUGE-L_F1"),
-    ]
+    if generative:
+        sections += [
+            "## Invalid outputs (#invalid / #rows)\n",
+            count_table({**results, **variants}, generative),
+        ]
+    else:
+        sections.append(_omitted("Invalid outputs", "only generative tasks have answers to parse"))
+    if text_columns:
+        sections += [
+            "## ROUGE-L F1 of the free-text tasks\n",
+            extra_metric_table(results, text_columns, "ROUGE-L_F1"),
+        ]
+    else:
+        sections.append(_omitted("ROUGE-L F1", f"no free-text task ({', '.join(TEXT_COLUMNS)})"))
+    by_source, source_columns, source_sizes = per_source_results(results)
+    if source_columns:
+        counts = ", ".join(f"{c} {n}" for c, n in source_sizes.items())
+        sections += [
+            "## Results per source\n",
+            "Tasks whose test rows come from several sources: the overall score, then the score "
+            "on each source's rows alone (same answers, same metric). "
+            f"Test rows per source: {counts}.\n",
+            score_table(by_source, source_columns, with_rank=False),
+        ]
     return "\n".join(sections)
 
 

@@ -1,12 +1,17 @@
 """DVC stage `evaluate`: every compared system on the TEST split -> metrics, tables, figures.
 
 Systems: RecFound (base + merged adapter), RecFound w/o Model Merge (base + the final training
-adapter), and the baselines in `evaluate.baselines` (recfound.evaluate.baselines). Ablation
-variants that `recfound ablate` wrote to reports/variants/<name>/metrics.json join the tables.
+adapter), and the baselines in `evaluate.baselines` (recfound.evaluate.baselines) that apply to
+the task set (MiniLM needs an embedding task, popularity SR or U2I). Ablation variants that
+`recfound ablate` wrote to reports/variants/<name>/metrics.json join the tables.
+
+The tasks evaluated are the task set of the dataset (recfound.data.unified.present_tasks: the
+tasks with training rows, any non-empty subset of the 13) that have test rows.
 
 Outputs under `paths.reports`:
-    metrics.json            per system and task (DVC metrics; recfound.evaluate.report)
-    results.md              the paper's Tables 2-4 + #invalid + ROUGE-L
+    metrics.json            per system and task, and per source where a task's test rows
+                            come from several (DVC metrics; recfound.evaluate.report)
+    results.md              the paper's Tables 2-4 + #invalid + ROUGE-L (+ per source)
     figures/                routing_similarity.png (Figure 2), sample_ratios.png (Figure 3)
     predictions/<system>.jsonl   every generated answer, whether it parsed, and its reference
 """
@@ -14,17 +19,21 @@ Outputs under `paths.reports`:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recfound.atomic import atomic_dir
 from recfound.config import Config
+from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import ablate, figures, report
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
 from recfound.merge.stage import MERGED_ADAPTER_DIR
+from recfound.tasks import Task
 
 METRICS_FILE = "metrics.json"
 RESULTS_FILE = "results.md"
@@ -35,23 +44,35 @@ VARIANTS_DIR = "variants"
 _TRAIN_COLUMNS = ["task", "kind", "output", "options", "option_ids", "positive_ids"]
 
 
-def load_splits(cfg: Config) -> tuple[dict[str, list[Row]], list[Row]]:
-    """Test rows grouped by task, and the train columns the baselines need."""
-    import datasets
+@dataclass(frozen=True)
+class EvalData:
+    """What evaluation reads of the unified dataset."""
 
+    tasks: tuple[Task, ...]  # the task set: tasks with training rows
+    test: dict[str, list[Row]]  # test rows of those tasks, by code (tasks without any left out)
+    train: list[Row]  # the train columns the baselines and answer budgets need
+
+
+def load_splits(cfg: Config) -> EvalData:
+    """The task set, its test rows grouped by task, and the train columns the baselines need.
+
+    A task of the set without test rows is named and skipped; none with test rows at all is a
+    DataError.
+    """
     path = Path(cfg.paths.unified)
-    try:
-        dataset = datasets.load_from_disk(str(path))
-    except FileNotFoundError:
-        raise DataError(path, "no unified dataset here; run `recfound stage build`") from None
-    for split in ("train", "test"):
-        if split not in dataset:
-            raise DataError(path, f"missing split {split!r}")
-    test = rows_by_task(dataset["test"].to_list())
+    dataset = load_unified(path, ("train", "test"))
+    tasks = present_tasks(dataset)
+    if not tasks:
+        raise DataError(path / "train", "no training rows of any task")
+    test = rows_by_task(dataset["test"].to_list(), tasks)
     if not test:
-        raise DataError(path / "test", "the test split is empty")
+        codes = ", ".join(t.code for t in tasks)
+        raise DataError(path / "test", f"no test rows of any task of the task set ({codes})")
+    untested = [t.code for t in tasks if t.code not in test]
+    if untested:
+        print(f"not evaluated, no test rows: {', '.join(untested)}")
     train = dataset["train"].select_columns(_TRAIN_COLUMNS).to_list()
-    return test, train
+    return EvalData(tasks, test, train)
 
 
 def text_scorer(cfg: Config) -> PairScorer:
@@ -91,8 +112,10 @@ def evaluate_llm(
     return run, model.adapter
 
 
-def baseline_systems(cfg: Config, train: list[Row]) -> list[System]:
-    """The non-LLM baselines named in `evaluate.baselines` ("base" is evaluated separately)."""
+def baseline_systems(cfg: Config, train: list[Row], tasks: Sequence[Task]) -> list[System]:
+    """The non-LLM baselines named in `evaluate.baselines` ("base" is evaluated separately)
+    that answer at least one of `tasks`; the others are named and skipped (MiniLM on a
+    dataset without embedding tasks would load an encoder for nothing)."""
     from recfound.evaluate.baselines import (
         MiniLMSystem,
         PopularitySystem,
@@ -100,9 +123,16 @@ def baseline_systems(cfg: Config, train: list[Row]) -> list[System]:
         resolve_text_encoder,
     )
 
+    codes = {task.code for task in tasks}
+    applies = {
+        "minilm": any(task.is_embedding for task in tasks),
+        "popularity": bool(codes & set(PopularitySystem.tasks)),
+    }
     systems: list[System] = []
     for name in cfg.evaluate.baselines:
-        if name == "minilm":
+        if not applies.get(name, True):
+            print(f"baseline {name} skipped: it answers none of {', '.join(sorted(codes))}")
+        elif name == "minilm":
             encoder = resolve_text_encoder(cfg.evaluate.text_encoder)
             systems.append(MiniLMSystem(encoder, cfg.evaluate.encoder_batch_size))
         elif name == "popularity":
@@ -126,15 +156,16 @@ def write_predictions(out_dir: Path, runs: dict[str, SystemRun]) -> Path:
     return out_dir
 
 
-def write_figures(cfg: Config, out_dir: Path, adapter: Any) -> list[Path]:
-    """Figure 2 from the merged adapter (TMoLE only) and Figure 3 from the training log."""
+def write_figures(cfg: Config, out_dir: Path, adapter: Any, tasks: Sequence[Task]) -> list[Path]:
+    """Figure 2 from the merged adapter (TMoLE only) over the task set `tasks`, and Figure 3
+    from the training log."""
     from recfound.model.adapters import TMoLEAdapter
     from recfound.train.metrics_log import RATIO_CSV
 
     written = []
     with atomic_dir(out_dir) as tmp:
         if isinstance(adapter, TMoLEAdapter):
-            codes, similarity = figures.adapter_routing_similarity(adapter)
+            codes, similarity = figures.adapter_routing_similarity(adapter, tasks)
             figures.plot_routing_similarity(codes, similarity, tmp / figures.ROUTING_FIGURE)
             written.append(out_dir / figures.ROUTING_FIGURE)
         else:
@@ -155,20 +186,21 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
 
     `scorer` rates free-text answers against references (BERTScore F1 in the stage).
     """
-    test, train = load_splits(cfg)
+    data = load_splits(cfg)
+    test, train = data.test, data.train
     reports = Path(cfg.paths.reports)
     runs: dict[str, SystemRun] = {}
     runs["recfound"], merged_adapter = evaluate_llm(
         cfg, "recfound", Path(cfg.paths.merged) / MERGED_ADAPTER_DIR, test, train, scorer
     )
-    figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter)
+    figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
     runs["no_merge"], _ = evaluate_llm(
         cfg, "no_merge", Path(cfg.paths.adapter), test, train, scorer
     )
     if "base" in cfg.evaluate.baselines:
         runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer)
-    for system in baseline_systems(cfg, train):
+    for system in baseline_systems(cfg, train, data.tasks):
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )

@@ -1,8 +1,9 @@
 """Which training checkpoints to merge (`merge.checkpoints` in params.yaml).
 
 - `all`: every saved checkpoint after the initial one (step 0).
-- `best_per_task`: for each task, the checkpoint with the lowest loss on the VALIDATION split
-  (never the test split); the union of those steps. The loss is training's own per-task
+- `best_per_task`: for each task of the task set (the tasks with training rows,
+  recfound.data.unified.present_tasks), the checkpoint with the lowest loss on the VALIDATION
+  split (never the test split); the union of those steps. The loss is training's own per-task
   validation loss (recfound.train.objective.task_validation_loss) over every validation row,
   with training's encoding settings and `train.eval_batch_size`.
 - a list of steps, e.g. [16, 32, 48]: exactly those. Negative entries count from the newest
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from recfound.config import Config
 from recfound.errors import RecFoundError
-from recfound.tasks import TASKS
+from recfound.tasks import TASKS, Task
 from recfound.train.checkpoint import ADAPTER_DIR, list_checkpoints
 
 INITIAL_STEP = 0
@@ -48,10 +49,15 @@ def adapter_dirs(checkpoints_root: Path) -> dict[int, Path]:
     return found
 
 
-def best_steps(losses: Mapping[int, Mapping[str, float]]) -> dict[str, int]:
-    """Per task code, the step with the lowest (non-NaN) loss; the earliest step on a tie."""
+def best_steps(
+    losses: Mapping[int, Mapping[str, float]], tasks: Sequence[Task] = TASKS
+) -> dict[str, int]:
+    """Per code of `tasks`, the step with the lowest (non-NaN) loss; the earliest on a tie.
+
+    A task without any loss (no validation rows) is left out.
+    """
     best: dict[str, int] = {}
-    for task in TASKS:
+    for task in tasks:
         scored = [
             (loss[task.code], step)
             for step, loss in sorted(losses.items())
@@ -64,17 +70,23 @@ def best_steps(losses: Mapping[int, Mapping[str, float]]) -> dict[str, int]:
 
 def validation_losses_per_step(
     cfg: Config, adapters: Mapping[int, Path], steps: Sequence[int]
-) -> dict[int, dict[str, float]]:
-    """step -> task code -> loss on the whole validation split (training's loss definition)."""
-    import datasets
+) -> tuple[tuple[Task, ...], dict[int, dict[str, float]]]:
+    """The task set, and step -> task code -> loss on the whole validation split (training's
+    loss definition) for each task of the set with validation rows."""
     from tqdm.auto import tqdm
 
+    from recfound.data.unified import load_unified, present_tasks
     from recfound.model.inference import load_recfound
-    from recfound.train.batches import BatchEncoder, rows_by_task
+    from recfound.train.batches import BatchEncoder, validation_rows
     from recfound.train.objective import validation_losses
 
-    validation = datasets.load_from_disk(str(cfg.paths.unified))["validation"]
-    rows = rows_by_task(validation)
+    dataset = load_unified(cfg.paths.unified, ("train", "validation"))
+    task_set = present_tasks(dataset)
+    validation = dataset["validation"]
+    # The same seeded rows as training's before/after validation losses.
+    rows = validation_rows(
+        validation, cfg.train.val_rows_per_task, cfg.seed, [t.id for t in task_set]
+    )
     tasks = [t for t, indices in rows.items() if len(indices)]
     losses: dict[int, dict[str, float]] = {}
     for step in tqdm(steps, desc="validation loss per checkpoint", unit="ckpt"):
@@ -85,7 +97,7 @@ def validation_losses_per_step(
         )
         losses[step] = {TASKS[t].code: loss for t, loss in per_task.items()}
         del model
-    return losses
+    return task_set, losses
 
 
 def select_checkpoints(cfg: Config, adapters: Mapping[int, Path]) -> Selection:
@@ -99,8 +111,8 @@ def select_checkpoints(cfg: Config, adapters: Mapping[int, Path]) -> Selection:
     if spec == "all":
         return Selection(trained, "all")
     if spec == "best_per_task":
-        losses = validation_losses_per_step(cfg, adapters, trained)
-        best = best_steps(losses)
+        task_set, losses = validation_losses_per_step(cfg, adapters, trained)
+        best = best_steps(losses, task_set)
         if not best:
             raise RecFoundError("best_per_task: no task has a finite validation loss")
         return Selection(sorted(set(best.values())), "best_per_task", best, losses)

@@ -1,18 +1,21 @@
 """DVC stage `merge`: checkpoints of the training run -> one merged adapter + per-task LoRAs.
 
-Reads `paths.checkpoints/step-XXXXXX/adapter/` (step 0 = the initial adapter), the base model
-and, for `best_per_task` only, the validation split. Writes `paths.merged/` atomically:
+Reads `paths.checkpoints/step-XXXXXX/adapter/` (step 0 = the initial adapter), the base model,
+the task set of the unified dataset (the tasks with training rows) and, for `best_per_task`
+only, the validation split. Writes `paths.merged/` atomically:
 
     adapter/          the merged adapter (same format as training's: load_adapter reads it)
-    tasks/<CODE>/     each task exported as a standard PEFT LoRA (recfound.model.export)
-    merge.json        which checkpoints, how chosen, method, density (and the losses behind
-                      best_per_task)
+    tasks/<CODE>/     each task of the task set exported as a standard PEFT LoRA
+                      (recfound.model.export); tasks/tasks.json lists them
+    merge.json        the task set, which checkpoints, how chosen, method, density (and the
+                      losses behind best_per_task)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,12 @@ from safetensors.torch import load_file, save_file
 
 from recfound.atomic import atomic_dir
 from recfound.config import Config
+from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
 from recfound.merge.methods import StateDict, merge_state_dicts
 from recfound.merge.select import INITIAL_STEP, Selection, adapter_dirs, select_checkpoints
 from recfound.model.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
+from recfound.tasks import Task
 
 MERGED_ADAPTER_DIR = "adapter"
 TASK_ADAPTERS_DIR = "tasks"
@@ -62,9 +67,10 @@ def _same_adapter_config(initial_dir: Path, others: list[Path]) -> dict[str, Any
     return reference
 
 
-def merge_info(cfg: Config, selection: Selection) -> dict[str, Any]:
-    """The content of merge.json."""
+def merge_info(cfg: Config, selection: Selection, tasks: Sequence[Task]) -> dict[str, Any]:
+    """The content of merge.json; `tasks` is the task set (what tasks/ holds)."""
     return {
+        "tasks": [task.code for task in tasks],
         "method": cfg.merge.method,
         "density": cfg.merge.density,
         "slerp_t": cfg.merge.slerp_t if cfg.merge.method == "slerp" else None,
@@ -100,6 +106,9 @@ def run(cfg: Config) -> None:
     from recfound.model.export import export_all_tasks
     from recfound.model.inference import load_recfound
 
+    tasks = present_tasks(load_unified(cfg.paths.unified, ("train",)))
+    if not tasks:
+        raise DataError(cfg.paths.unified / "train", "no training rows of any task")
     adapters = adapter_dirs(cfg.paths.checkpoints)
     selection = select_checkpoints(cfg, adapters)
     if cfg.merge.method == "slerp" and len(selection.steps) != 2:
@@ -118,10 +127,11 @@ def run(cfg: Config) -> None:
         )
         # Loading through the model checks the merged adapter really loads, then exports it.
         model, _ = load_recfound(cfg.paths.base_model, adapter_dir, cfg, device="cpu")
-        export_all_tasks(model.adapter, tmp / TASK_ADAPTERS_DIR, str(cfg.paths.base_model))
+        export_all_tasks(model.adapter, tmp / TASK_ADAPTERS_DIR, str(cfg.paths.base_model), tasks)
         (tmp / MERGE_INFO_FILE).write_text(
-            json.dumps(merge_info(cfg, selection), indent=2) + "\n", encoding="utf-8"
+            json.dumps(merge_info(cfg, selection, tasks), indent=2) + "\n", encoding="utf-8"
         )
     print(f"merged adapter: {cfg.paths.merged / MERGED_ADAPTER_DIR}")
-    print(f"per-task PEFT LoRA adapters: {cfg.paths.merged / TASK_ADAPTERS_DIR}/<TASK>/")
+    codes = ", ".join(task.code for task in tasks)
+    print(f"per-task PEFT LoRA adapters ({codes}): {cfg.paths.merged / TASK_ADAPTERS_DIR}/<TASK>/")
     print(f"merge record: {cfg.paths.merged / MERGE_INFO_FILE}")

@@ -14,6 +14,8 @@ its delta is (α/r) B A for all t and its export is the LoRA itself.
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +32,11 @@ from recfound.model.adapters import (
     remove_adapter_modules,
     write_peft_lora_dir,
 )
-from recfound.tasks import NUM_TASKS, TASKS
+from recfound.tasks import NUM_TASKS, TASKS, Task
 
 TASK_INFO_FILE = "recfound_task.json"
+# Beside the per-task directories: which tasks were exported (the task set of the run).
+EXPORT_INDEX_FILE = "tasks.json"
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,24 @@ def export_task_lora(
 
 
 def export_all_tasks(
-    adapter: Adapter, out_dir: Path, base_model_name_or_path: str
+    adapter: Adapter,
+    out_dir: Path,
+    base_model_name_or_path: str,
+    tasks: Sequence[Task] = TASKS,
 ) -> dict[str, Path]:
-    """Export every task to `out_dir/<task code>/` (one atomic write); returns code -> dir."""
+    """Export each of `tasks` to `out_dir/<task code>/` (one atomic write); code -> dir.
+
+    `tasks` is the task set the adapter was trained on (default all 13): a task it never saw
+    would export an untrained delta, so the merge stage passes only the present ones.
+    `out_dir/tasks.json` records which tasks were exported, in id order.
+    """
+    if not tasks:
+        raise ValueError("no task to export")
+    ordered = sorted({task.id: task for task in tasks}.values(), key=lambda task: task.id)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        for task in tqdm(TASKS, desc="export per-task LoRA", unit="task"):
+        for task in tqdm(ordered, desc="export per-task LoRA", unit="task"):
             export_task_lora(adapter, task.id, tmp / task.code, base_model_name_or_path)
-    return {task.code: out_dir / task.code for task in TASKS}
+        index = {"tasks": [task.code for task in ordered], "source_adapter": adapter.kind}
+        (tmp / EXPORT_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+    return {task.code: out_dir / task.code for task in ordered}

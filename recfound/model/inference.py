@@ -7,7 +7,7 @@ the same way whether it is scored or asked by hand.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +95,7 @@ def generate_batch(
 
     Prompts are left-padded in batches of `batch_size`; every sample is routed to `task_id`.
     """
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    lengths = [len(fmt.token_ids(tokenizer, p)) for p in prompts]
     order = _longest_first(lengths)
     device = _device_of(model)
     answers: list[str] = [""] * len(prompts)
@@ -125,23 +125,15 @@ def embedding_max_len(model: RecFoundModel, tokenizer) -> int:
 
 
 @torch.no_grad()
-def embed_texts(
+def embed_examples(
     model: RecFoundModel,
     tokenizer,
-    texts: Sequence[str],
-    instruction: str,
+    examples: Sequence[fmt.EmbeddingExample],
     task_id: int,
     batch_size: int,
-    max_len: int | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Unit-norm embeddings (len(texts), d) on the CPU, as float32 (numpy has no bfloat16).
-
-    Queries take their task's instruction; passages take `instruction=""` (GritLM style).
-    Texts longer than `max_len` tokens (default: the model's limit) are cut at the end.
-    """
-    max_len = max_len or embedding_max_len(model, tokenizer)
-    examples = [fmt.encode_embedding(tokenizer, instruction, t, max_len) for t in texts]
+    """Unit-norm embeddings (len(examples), d) of encoded inputs, on the CPU as float32."""
     order = _longest_first([len(e.input_ids) for e in examples])
     device = _device_of(model)
     vectors: list[torch.Tensor | None] = [None] * len(examples)
@@ -165,16 +157,54 @@ def embed_texts(
     return torch.stack(vectors)
 
 
+def embed_texts(
+    model: RecFoundModel,
+    tokenizer,
+    texts: Sequence[str],
+    instruction: str,
+    task_id: int,
+    batch_size: int,
+    max_len: int | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Unit-norm embeddings (len(texts), d) on the CPU, as float32 (numpy has no bfloat16).
+
+    Queries take their task's instruction; passages take `instruction=""` (GritLM style).
+    Texts longer than `max_len` tokens (default: the model's limit) are cut at the end, by the
+    tokenizer, before the model runs.
+    """
+    max_len = max_len or embedding_max_len(model, tokenizer)
+    examples = [fmt.encode_embedding(tokenizer, instruction, t, max_len) for t in texts]
+    return embed_examples(model, tokenizer, examples, task_id, batch_size, progress)
+
+
+def text_inputs(texts: Sequence[str], instruction: str = "") -> list[TextInput]:
+    """Requests from command-line texts; a blank text is an error naming its position."""
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise RecFoundError(f"input argument {number} is empty")
+    return [TextInput(text, instruction) for text in texts]
+
+
 def read_inputs(path: str | Path) -> list[TextInput]:
     """Requests from a file: JSONL objects with `input` (and optional `instruction`) when the
-    name ends in .jsonl, else one input per non-empty line."""
+    name ends in .jsonl, else one input per non-blank line.
+
+    An empty file, a file of blank lines and a blank `input` are errors naming the file (and
+    line): there is nothing to answer, and a model fed nothing answers noise.
+    """
     path = Path(path)
     if path.suffix != ".jsonl":
-        return [TextInput(line.strip("\r\n")) for _, line in iter_lines(path) if line.strip()]
+        requests = [TextInput(line.strip("\r\n")) for _, line in iter_lines(path) if line.strip()]
+        if not requests:
+            raise DataError(path, "file holds no inputs (only blank lines)")
+        return requests
     requests = []
     for number, row in iter_json_objects(path):
         if not isinstance(row.get("input"), str):
             raise DataError(path, 'expected an object with a string "input"', line=number)
+        if not row["input"].strip():
+            raise DataError(path, '"input" is empty', line=number)
         instruction = row.get("instruction", "")
         if not isinstance(instruction, str):
             raise DataError(path, '"instruction" must be a string', line=number)
@@ -203,13 +233,37 @@ def generate_requests(
     model_dir: str | Path,
     adapter_dir: str | Path | None,
     cfg: Config,
+    notify: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Load the model and answer each request with the chat-formatted prompt of `task_code`."""
+    """Load the model and answer each request with the chat-formatted prompt of `task_code`.
+
+    Each prompt is fitted to `train.max_len_prompt`, the budget the model was trained with, by
+    dropping the start of its input (`prompts.fit_prompt`); `notify` gets one line saying how
+    many inputs were cut. A request whose instruction alone is over the budget is an error.
+    """
     task = _task_of_kind(task_code, embedding=False)
     model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
-    texts = [fmt.generation_prompt(tokenizer, r.instruction, r.input) for r in requests]
+    budget = cfg.train.max_len_prompt
+    fitted = [fmt.fit_prompt(tokenizer, r.instruction, r.input, budget) for r in requests]
+    for number, prompt in enumerate(fitted, start=1):
+        if len(prompt.input_ids) > budget:
+            raise RecFoundError(
+                f"input {number}: its instruction alone makes a {len(prompt.input_ids)}-token "
+                f"prompt, over train.max_len_prompt={budget}; shorten the instruction"
+            )
+    cut = sum(prompt.truncated for prompt in fitted)
+    if cut and notify:
+        notify(
+            f"{cut} of {len(requests)} inputs cut to fit train.max_len_prompt={budget} tokens "
+            "(the start of each was dropped)"
+        )
     return generate_batch(
-        model, tokenizer, texts, task.id, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size
+        model,
+        tokenizer,
+        [prompt.text for prompt in fitted],
+        task.id,
+        cfg.evaluate.max_new_tokens,
+        cfg.evaluate.batch_size,
     )
 
 
@@ -219,21 +273,32 @@ def embed_requests(
     model_dir: str | Path,
     adapter_dir: str | Path | None,
     cfg: Config,
+    notify: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
-    """Load the model and embed each request (its instruction excluded from the pooled vector)."""
+    """Load the model and embed each request (its instruction excluded from the pooled vector).
+
+    Inputs are cut at the end to the model's limit (`embedding_max_len`) before the model runs;
+    `notify` gets one line saying how many were cut.
+    """
     task = _task_of_kind(task_code, embedding=True)
     model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
-    # Requests sharing an instruction are embedded together (one instruction per call).
-    by_instruction: dict[str, list[int]] = {}
-    for index, request in enumerate(requests):
-        by_instruction.setdefault(request.instruction, []).append(index)
-    vectors = torch.empty(len(requests), model.lm.config.hidden_size)
-    for instruction, indices in by_instruction.items():
-        texts = [requests[i].input for i in indices]
-        vectors[indices] = embed_texts(
-            model, tokenizer, texts, instruction, task.id, cfg.evaluate.batch_size
+    max_len = embedding_max_len(model, tokenizer)
+    examples = []
+    for number, request in enumerate(requests, start=1):
+        try:
+            examples.append(
+                fmt.encode_embedding(tokenizer, request.instruction, request.input, max_len)
+            )
+        except ValueError as err:  # an instruction that leaves no room for the text
+            raise RecFoundError(f"input {number}: {err}") from None
+    cut = sum(example.truncated for example in examples)
+    if cut and notify:
+        notify(
+            f"{cut} of {len(requests)} inputs cut to the model's limit of {max_len} tokens "
+            "(the end of each was dropped)"
         )
-    return vectors
+    # Each example carries its own instruction and pool mask, so one batch can mix them.
+    return embed_examples(model, tokenizer, examples, task.id, cfg.evaluate.batch_size)
 
 
 def generation_lines(requests: Sequence[TextInput], answers: Sequence[str]) -> list[str]:

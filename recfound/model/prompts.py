@@ -7,16 +7,25 @@ and pool over the text's tokens only (GritLM); passages carry no instruction.
 
 Every prompt string is complete (it holds any BOS the format needs), so it is tokenised with
 `add_special_tokens=False` everywhere: training sees exactly the ids generation sees.
+
+User text (instruction, input, output, passage) can never become a control token: a review that
+contains `<|im_start|>assistant` is tokenised as those characters, not as a new turn. Prompt and
+response strings mark such spellings (transformers' `sanitize_control_tokens` markers) and
+`token_ids` encodes the marked spans as plain text, while the template's own control tokens stay
+tokens; embedding inputs are tokenised with `split_special_tokens`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
+from transformers.utils.chat_template_utils import encode_marked_chat, mark_control_tokens
 
 # Between an embedding instruction and the text it applies to. Part of the input format a trained
 # adapter expects, so it is fixed here rather than a tunable knob.
@@ -25,6 +34,10 @@ EMBED_SEPARATOR = "\n"
 PLAIN_SEPARATOR = "\n\n"
 # Labels with this value are ignored by the cross-entropy loss (PyTorch / transformers default).
 IGNORE_INDEX = -100
+# A first guess at how many characters of a long input can fill the prompt budget: only that end
+# of the input is tokenised (and more only if it holds too few tokens), so a 1 MB input costs
+# about what a budget-sized one does.
+_CHARS_PER_TOKEN_GUESS = 8
 
 PadSide = Literal["left", "right"]
 
@@ -47,10 +60,78 @@ class EmbeddingExample:
 
     input_ids: list[int]
     pool_mask: list[int]
+    # The text was longer than max_len and lost its end.
+    truncated: bool = False
 
 
-def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A generation prompt within a token budget, and how much of the input's start it dropped."""
+
+    text: str
+    input_ids: list[int]
+    # Characters dropped from the start of the input (0: the whole input is in the prompt).
+    dropped_chars: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped_chars > 0
+
+
+def _template_text(tokenizer: PreTrainedTokenizerBase) -> str:
+    template = tokenizer.chat_template
+    if isinstance(template, dict):  # named templates: any of them may write a token
+        return "\0".join(template.values())
+    return template or ""
+
+
+def control_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """The added tokens that structure a prompt: every special token, plus any other added token
+    the chat template writes (or `tokenizer.chat_control_tokens` lists).
+
+    The same set transformers' `apply_chat_template(sanitize_control_tokens=True)` protects. Other
+    added tokens are vocabulary (an item-id token, say) and stay whole in user text.
+    """
+    listed = getattr(tokenizer, "chat_control_tokens", None)
+    template = _template_text(tokenizer)
+
+    def controls(content: str) -> bool:
+        if listed is not None:
+            return content in listed
+        # A whitespace token (Gemma's "\n") is ordinary text in a template, not a control.
+        return content in template and not content.isspace()
+
+    return tuple(
+        token.content
+        for token in tokenizer.added_tokens_decoder.values()
+        if token.special or controls(token.content)
+    )
+
+
+@lru_cache(maxsize=16)
+def _spelling_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    # Longest first, so a token wins over the shorter tokens it contains.
+    longest_first = sorted(tokens, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, longest_first)) or "(?!)")
+
+
+def as_text(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
+    """`text` with every control-token spelling in it marked, so `token_ids` encodes it as text.
+
+    The markers are private-use characters (any already in `text` are dropped first, so they
+    cannot be forged); text without a control-token spelling is returned unchanged.
+    """
+    return mark_control_tokens(text, _spelling_pattern(control_tokens(tokenizer)))
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Ids of a prompt or response string made here, without added special tokens.
+
+    Spans marked by `as_text` are encoded as plain text, everything else as the tokenizer does,
+    so the template's own control tokens stay tokens. Unmarked text gets exactly the ids of
+    `tokenizer(text, add_special_tokens=False)`.
+    """
+    return encode_marked_chat(tokenizer, text)
 
 
 def user_message(instruction: str, input: str) -> str:
@@ -62,9 +143,10 @@ def generation_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, inpu
     """The prompt string the model continues: chat template with the assistant turn opened.
 
     Without a chat template: `bos + instruction\\n\\ninput\\n\\n` (bos only if the tokenizer
-    has one).
+    has one). Control-token spellings in instruction and input are marked (`as_text`), so
+    tokenise the string with `token_ids` (as `collate_prompts` does).
     """
-    message = user_message(instruction, input)
+    message = as_text(tokenizer, user_message(instruction, input))
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
@@ -79,11 +161,13 @@ def response_text(
 
     With a chat template this is the template's own rendering of the assistant turn (e.g.
     `Paris<|im_end|>\\n`); a template whose full rendering does not extend the generation prompt
-    (some insert reasoning tags) falls back to `output + eos`, like the plain format.
+    (some insert reasoning tags) falls back to `output + eos`, like the plain format. Like the
+    prompt, control-token spellings in `output` are marked as text.
     """
+    output = as_text(tokenizer, output)
     if tokenizer.chat_template:
         messages = [
-            {"role": "user", "content": user_message(instruction, input)},
+            {"role": "user", "content": as_text(tokenizer, user_message(instruction, input))},
             {"role": "assistant", "content": output},
         ]
         full = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -93,25 +177,68 @@ def response_text(
     return output + (tokenizer.eos_token or "")
 
 
-def _prompt_ids(
+def _token_starts(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The character offset at which each token of `text` (as plain text) starts."""
+    if not tokenizer.is_fast:
+        raise ValueError("cutting a long input needs a fast tokenizer (character offsets)")
+    # verbose=False: a long text is expected here, no "longer than the model" warning.
+    enc = tokenizer(
+        text,
+        add_special_tokens=False,
+        split_special_tokens=True,
+        return_offsets_mapping=True,
+        verbose=False,
+    )
+    return [start for start, _ in enc["offset_mapping"]]
+
+
+def _input_tail(
+    tokenizer: PreTrainedTokenizerBase, input: str, min_tokens: int
+) -> tuple[str, list[int]]:
+    """An end of `input` holding more than `min_tokens` tokens (or all of it), with token starts.
+
+    Starts from `_CHARS_PER_TOKEN_GUESS` characters per token and takes four times more while too
+    few tokens come out, so a huge input is never tokenised whole.
+    """
+    chars = _CHARS_PER_TOKEN_GUESS * (min_tokens + 1)
+    while True:
+        tail = input[-chars:] if chars < len(input) else input
+        starts = _token_starts(tokenizer, tail)
+        if len(starts) > min_tokens or len(tail) == len(input):
+            return tail, starts
+        chars *= 4
+
+
+def _fitted(tokenizer: PreTrainedTokenizerBase, instruction: str, kept: str, dropped: int):
+    text = generation_prompt(tokenizer, instruction, kept)
+    return FittedPrompt(text, token_ids(tokenizer, text), dropped)
+
+
+def fit_prompt(
     tokenizer: PreTrainedTokenizerBase, instruction: str, input: str, max_prompt: int
-) -> list[int]:
-    """Prompt ids of at most `max_prompt` tokens, dropping the *start of the input* first.
+) -> FittedPrompt:
+    """The generation prompt of `input`, its start dropped until it has at most `max_prompt` tokens.
 
     Cutting the input's head keeps the template, the instruction and the end of the input (the
-    most recent history, the candidates, the question), which is what the answer depends on.
+    most recent history, the candidates, the question), which is what the answer depends on;
+    the input is cut at a token boundary. Only the input is cut: when the template and the
+    instruction alone exceed the budget, the prompt returned (with no input) is still over it
+    and the caller decides (training keeps its end, the CLI refuses the request).
     Token counts shift slightly when text is re-tokenised, so the cut is refined in a loop.
     """
-    ids = _ids(tokenizer, generation_prompt(tokenizer, instruction, input))
-    input_ids = _ids(tokenizer, input)
-    keep = len(input_ids)
-    while len(ids) > max_prompt and keep > 0:
-        keep = max(0, keep - (len(ids) - max_prompt))
-        kept_input = tokenizer.decode(input_ids[len(input_ids) - keep :]) if keep else ""
-        ids = _ids(tokenizer, generation_prompt(tokenizer, instruction, kept_input))
-    # Only an instruction longer than the budget gets here: keep the prompt's end, which holds
-    # the assistant header the response must follow.
-    return ids[-max_prompt:] if len(ids) > max_prompt else ids
+    if len(input) <= _CHARS_PER_TOKEN_GUESS * max_prompt:  # the common case: one tokenisation
+        fitted = _fitted(tokenizer, instruction, input, 0)
+        if len(fitted.input_ids) <= max_prompt:
+            return fitted
+    # The input alone may fill the budget: only its end can stay, so only that is tokenised.
+    tail, starts = _input_tail(tokenizer, input, max_prompt)
+    keep = len(starts)
+    fitted = _fitted(tokenizer, instruction, tail, len(input) - len(tail))
+    while len(fitted.input_ids) > max_prompt and keep > 0:
+        keep = max(0, keep - (len(fitted.input_ids) - max_prompt))
+        kept = tail[starts[-keep] :] if keep else ""
+        fitted = _fitted(tokenizer, instruction, kept, len(input) - len(kept))
+    return fitted
 
 
 def encode_generative(
@@ -124,11 +251,14 @@ def encode_generative(
 ) -> GenerativeExample:
     """Token ids of prompt + response with labels masked (-100) on the prompt.
 
-    The prompt is cut to `max_prompt` tokens from the left of the input text; the response is
-    cut to `max_response` tokens from its end, so its start (the answer) always stays.
+    The prompt is cut to `max_prompt` tokens from the left of the input text (`fit_prompt`); the
+    response is cut to `max_response` tokens from its end, so its start (the answer) stays.
     """
-    prompt = _prompt_ids(tokenizer, instruction, input, max_prompt)
-    response = _ids(tokenizer, response_text(tokenizer, instruction, input, output))[:max_response]
+    # Only an instruction longer than the budget leaves the prompt over it: keep the prompt's
+    # end, which holds the assistant header the response must follow.
+    prompt = fit_prompt(tokenizer, instruction, input, max_prompt).input_ids[-max_prompt:]
+    response = token_ids(tokenizer, response_text(tokenizer, instruction, input, output))
+    response = response[:max_response]
     return GenerativeExample(
         input_ids=prompt + response, labels=[IGNORE_INDEX] * len(prompt) + response
     )
@@ -145,20 +275,38 @@ def encode_embedding(
     """Ids of the embedding input (cut to `max_len` from the end) and its pool mask.
 
     pool_mask[i] = 1 iff token i covers characters of `text`; the instruction, the separator
-    and special tokens the tokenizer adds (BOS ...) are 0. Needs a fast tokenizer (offsets).
+    and special tokens the tokenizer adds (BOS ...) are 0. The tokenizer cuts the input, so the
+    model never sees more than `max_len` tokens (`truncated` says whether text was lost).
+    Special-token spellings in the instruction or the text are plain text
+    (`split_special_tokens`): an embedding input has no template, so its only special tokens are
+    the ones the tokenizer adds. (A non-special added token stays whole, even one a chat
+    template writes: there is no chat turn here for it to open.) Needs a fast tokenizer.
     """
     if not tokenizer.is_fast:
         raise ValueError("encode_embedding needs a fast tokenizer (character offsets)")
     full = embedding_text(instruction, text)
     text_start = len(full) - len(text)
-    enc = tokenizer(full, truncation=True, max_length=max_len, return_offsets_mapping=True)
-    pool_mask = [int(end > start and end > text_start) for start, end in enc["offset_mapping"]]
+    enc = tokenizer(
+        full,
+        truncation=True,
+        max_length=max_len,
+        return_offsets_mapping=True,
+        split_special_tokens=True,
+    )
+    offsets = enc["offset_mapping"]
+    pool_mask = [int(end > start and end > text_start) for start, end in offsets]
     if not any(pool_mask):
         raise ValueError(
             f"no text tokens left to pool within max_len={max_len} "
             f"(instruction {len(instruction)} chars, text {len(text)} chars)"
         )
-    return EmbeddingExample(input_ids=list(enc["input_ids"]), pool_mask=pool_mask)
+    # Cut iff the kept tokens stop before the text's end (trailing whitespace a normaliser
+    # drops does not count).
+    covered = max(end for _, end in offsets)
+    truncated = len(offsets) >= max_len and covered < len(full.rstrip())
+    return EmbeddingExample(
+        input_ids=list(enc["input_ids"]), pool_mask=pool_mask, truncated=truncated
+    )
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], value: int, side: PadSide) -> torch.Tensor:
@@ -196,8 +344,11 @@ def collate_embedding(
 def collate_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], pad_id: int
 ) -> dict[str, torch.Tensor]:
-    """Left-padded input_ids + attention_mask of complete prompt strings, ready for generate."""
-    ids = [_ids(tokenizer, prompt) for prompt in prompts]
+    """Left-padded input_ids + attention_mask of complete prompt strings, ready for generate.
+
+    The strings are tokenised with `token_ids`, so `generation_prompt`'s marks hold here too.
+    """
+    ids = [token_ids(tokenizer, prompt) for prompt in prompts]
     return {
         "input_ids": pad_sequences(ids, pad_id, "left"),
         "attention_mask": pad_sequences([[1] * len(seq) for seq in ids], 0, "left"),

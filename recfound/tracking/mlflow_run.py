@@ -241,6 +241,7 @@ def stage_artifacts(cfg: Config, stage: str) -> list[tuple[Path, str]]:
     """(local path, artifact dir) pairs a finished stage leaves in MLflow; absent paths skipped."""
     reports = cfg.paths.reports
     wanted: dict[str, list[tuple[Path, str]]] = {
+        "build": [(cfg.paths.unified / "build.json", "build")],  # task set + ingest report
         "validate": [(cfg.paths.validation, "validation")],
         "train": [(cfg.paths.train_metrics, "train")],
         "merge": [(cfg.paths.merged / "adapter", "merged_adapter")],

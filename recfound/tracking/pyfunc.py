@@ -1,17 +1,22 @@
 """The registered model as an `mlflow.pyfunc` model: one DataFrame in, generations/embeddings out.
 
-Its artifacts are the base model directory, the merged adapter and the params.yaml it was
-trained with; loading goes through recfound.model.inference, the same code evaluation and
-`recfound generate` / `recfound embed` use, so a served model answers exactly as it was scored.
+Its artifacts are the base model directory, the merged adapter, the params.yaml it was
+trained with and the task set it was trained on (the merge stage's tasks/tasks.json; a model
+logged without it serves all 13 tasks). Loading goes through recfound.model.inference, the same
+code evaluation and `recfound generate` / `recfound embed` use, so a served model answers
+exactly as it was scored.
 
-Input: a DataFrame with string columns `task` (a task code, e.g. SR or U2I), `input` and
-optionally `instruction`. Output: a DataFrame with one row per input row and the columns
-`task`, `generation` (text, generative tasks; None otherwise) and `embedding` (unit-norm list
-of floats, embedding tasks; None otherwise).
+Input: a DataFrame with string columns `task` (a task code of the model's task set, e.g. SR or
+U2I), `input` and optionally `instruction`. Output: a DataFrame with one row per input row and
+the columns `task`, `generation` (text, generative tasks; None otherwise) and `embedding`
+(unit-norm list of floats, embedding tasks; None otherwise). A task outside the task set is
+refused: its routing was never trained, so its answers would mean nothing.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -23,9 +28,22 @@ from recfound.errors import RecFoundError
 BASE_MODEL = "base_model"
 ADAPTER = "adapter"
 PARAMS = "params"
+TASK_SET = "task_set"  # optional: absent in a model logged before task subsets existed
 
 INPUT_COLUMNS = ("task", "input")
 OPTIONAL_COLUMNS = ("instruction",)
+
+
+def read_task_set(path: str | Path | None) -> tuple[str, ...]:
+    """Task codes of the export index at `path` (recfound.model.export); all 13 when None."""
+    from recfound.tasks import TASKS
+
+    if path is None:
+        return tuple(task.code for task in TASKS)
+    try:
+        return tuple(json.loads(Path(path).read_text(encoding="utf-8"))["tasks"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RecFoundError(f"{path}: unreadable task set of the model: {err}") from None
 
 
 class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
@@ -37,6 +55,7 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         from recfound.model.inference import load_recfound
 
         self.cfg = load_config(context.artifacts[PARAMS])
+        self.task_codes = read_task_set(context.artifacts.get(TASK_SET))
         self.model, self.tokenizer = load_recfound(
             context.artifacts[BASE_MODEL], context.artifacts[ADAPTER], self.cfg
         )
@@ -73,6 +92,11 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
                 task = task_by_code(code)
             except KeyError as err:
                 raise RecFoundError(f"row {rows[0]}: {err.args[0]}") from None
+            if task.code not in self.task_codes:
+                raise RecFoundError(
+                    f"row {rows[0]}: task {task.code} is not one this model was trained on "
+                    f"({', '.join(self.task_codes)})"
+                )
             texts = [str(frame.at[row, "input"]) for row in rows]
             if task.is_embedding:
                 vectors = embed_texts(

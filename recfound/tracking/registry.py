@@ -1,7 +1,8 @@
 """Log the evaluated, merged model as an MLflow pyfunc model and register it as a new version.
 
 Called by the `evaluate` stage run (mlflow_run.stage_run). The logged model carries
-- artifacts: the base model dir, the merged adapter, the params.yaml it was trained with;
+- artifacts: the base model dir, the merged adapter, the params.yaml it was trained with and
+  the task set it was trained on (the merge stage's export index);
 - code: a copy of the `recfound` package, so the version keeps working after the code moves on;
 - requirements: the installed versions of the packages the inference path imports;
 - metrics: the evaluation metrics (logged against the model, so the version shows them);
@@ -65,15 +66,26 @@ def input_signature() -> ModelSignature:
 
 
 def model_artifacts(cfg: Config, params_path: str | Path) -> dict[str, str]:
-    """The files the pyfunc model needs; a missing one is an error naming it."""
+    """The files the pyfunc model needs; a missing one is an error naming it.
+
+    The task set (merged/tasks/tasks.json) joins them when the merge stage wrote it; without
+    it the model serves all 13 tasks, as models merged before task subsets did.
+    """
+    from recfound.merge.stage import MERGED_ADAPTER_DIR, TASK_ADAPTERS_DIR
+    from recfound.model.export import EXPORT_INDEX_FILE
+
+    merged = Path(cfg.paths.merged)
     artifacts = {
-        pyfunc.BASE_MODEL: cfg.paths.base_model,
-        pyfunc.ADAPTER: cfg.paths.merged / "adapter",
+        pyfunc.BASE_MODEL: Path(cfg.paths.base_model),
+        pyfunc.ADAPTER: merged / MERGED_ADAPTER_DIR,
         pyfunc.PARAMS: Path(params_path),
     }
     for name, path in artifacts.items():
         if not path.exists():
             raise RecFoundError(f"{path}: needed to register the model ({name}) but absent")
+    task_set = merged / TASK_ADAPTERS_DIR / EXPORT_INDEX_FILE
+    if task_set.is_file():
+        artifacts[pyfunc.TASK_SET] = task_set
     return {name: str(path) for name, path in artifacts.items()}
 
 

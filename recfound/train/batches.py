@@ -1,9 +1,12 @@
 """From the unified dataset to tokenised training batches.
 
+* The task set is whatever the dataset holds (recfound.data.unified.present_tasks): the two
+  groups (embedding / generative) hold the present tasks of their kind, and either may be
+  empty (a generative-only dataset has no embedding part in any batch).
 * `EpochSampler` turns S2Sched's per-task counts into concrete rows: each task walks a seeded
-  permutation of its rows (no replacement); a group (embedding / generative) starts a new epoch,
-  reshuffling all its tasks, when it cannot fill its slots from unseen rows. Permutations
-  depend only on (seed, task, epoch), so every rank draws the same rows.
+  permutation of its rows (no replacement); a group starts a new epoch, reshuffling all its
+  tasks, when it cannot fill its slots from unseen rows. Permutations depend only on
+  (seed, task, epoch), so every rank draws the same rows.
 * `split_step` deals one step's rows out to (micro-batch, rank) chunks, each with exactly the
   configured slots per group, so every rank runs the same shapes (InfoNCE gathers across ranks).
 * `BatchEncoder` formats and tokenises rows with recfound.model.prompts (the one formatter):
@@ -14,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +29,34 @@ from transformers import PreTrainedTokenizerBase
 from recfound.config import TrainConfig
 from recfound.errors import DataError
 from recfound.model import prompts
-from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS, TASKS
-
-GROUPS: tuple[tuple[int, ...], tuple[int, ...]] = (EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS)
+from recfound.tasks import TASKS
+from recfound.train.s2sched import task_groups
 
 Batch = dict[str, Any]
 
 
-def rows_by_task(split: datasets.Dataset) -> dict[int, np.ndarray]:
-    """Row indices of `split` per task id (every task present, possibly empty), in row order."""
-    task_ids = np.asarray(split["task_id"], dtype=np.int64)
-    return {t: np.flatnonzero(task_ids == t) for t in range(NUM_TASKS)}
+def rows_by_task(
+    split: datasets.Dataset, task_ids: Iterable[int] | None = None
+) -> dict[int, np.ndarray]:
+    """Row indices of `split` per task id, in row order.
+
+    Keys: `task_ids` (each, possibly with no rows), or by default the tasks `split` holds.
+    """
+    column = np.asarray(split["task_id"], dtype=np.int64)
+    keys = sorted(set(column.tolist())) if task_ids is None else list(task_ids)
+    return {t: np.flatnonzero(column == t) for t in keys}
 
 
-def validation_rows(split: datasets.Dataset, n_per_task: int, seed: int) -> dict[int, np.ndarray]:
+def validation_rows(
+    split: datasets.Dataset, n_per_task: int, seed: int, task_ids: Iterable[int] | None = None
+) -> dict[int, np.ndarray]:
     """A fixed, seeded choice of up to `n_per_task` rows per task (S2Sched's validation batch).
 
-    The same rows every time, so successive validation losses are comparable.
+    The same rows every time, so successive validation losses are comparable. Tasks: as in
+    `rows_by_task`.
     """
     chosen = {}
-    for task, rows in rows_by_task(split).items():
+    for task, rows in rows_by_task(split, task_ids).items():
         rng = np.random.default_rng([seed, task])
         chosen[task] = np.sort(rng.permutation(rows)[:n_per_task])
     return chosen
@@ -58,8 +69,10 @@ class EpochSampler:
         self,
         task_rows: Mapping[int, np.ndarray],
         seed: int,
-        groups: Sequence[Sequence[int]] = GROUPS,
+        groups: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        """`groups` default: the tasks of `task_rows` split by kind (`task_groups`)."""
+        groups = task_groups(task_rows) if groups is None else groups
         self.task_rows = {
             t: np.asarray(task_rows.get(t, []), dtype=np.int64) for g in groups for t in g
         }
@@ -127,13 +140,14 @@ def split_step(
 ) -> list[list[list[int]]]:
     """Deal one step's rows into `chunks` (= grad_accum × world) parts, per group.
 
-    Returns chunks[c][g] = the row indices of group g for chunk c (task order within a group,
-    tasks spread round-robin over chunks). Each chunk gets the same count per group:
-    min(slots[g], rows of the group // chunks); rows beyond that (tiny datasets) are dropped so
-    that every rank runs the same shapes.
+    Returns chunks[c][g] = the row indices of group g (0 embedding, 1 generative; `task_groups`)
+    for chunk c (task order within a group, tasks spread round-robin over chunks). Each chunk
+    gets the same count per group: min(slots[g], rows of the group // chunks); rows beyond that
+    (tiny datasets) are dropped so that every rank runs the same shapes. A group with no rows
+    (a kind absent from the task set) gets an empty list in every chunk.
     """
     out: list[list[list[int]]] = [[] for _ in range(chunks)]
-    for g, group in enumerate(GROUPS):
+    for g, group in enumerate(task_groups(drawn)):
         rows = [r for t in group for r in drawn.get(t, [])]
         per_chunk = min(slots[g], len(rows) // chunks)
         for c in range(chunks):

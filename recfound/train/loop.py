@@ -1,7 +1,9 @@
 """The training loop: accelerate, S2Sched-scheduled multi-task batches, resumable checkpoints.
 
 One *step* is one optimizer update = `train.grad_accum` micro-batches on each of the
-`accelerator.num_processes` ranks. Per step:
+`accelerator.num_processes` ranks. The tasks trained are those the dataset has training rows
+for (recfound.data.unified.present_tasks): all 13, or any non-empty subset; validation, the
+logs and the plots cover exactly those. Per step:
 
 1. every `s2sched.update_interval` steps: per-task validation losses (no grad) — each rank
    computes a share of the tasks, an all-reduce (sum) gives every rank the same numbers;
@@ -36,8 +38,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from recfound.config import Config, TrainConfig
+from recfound.data.unified import present_tasks
 from recfound.model.unified import RecFoundModel
-from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS, TASKS
+from recfound.tasks import NUM_TASKS, TASKS, Task
 from recfound.train import checkpoint as ckpt
 from recfound.train.batches import (
     BatchEncoder,
@@ -56,7 +59,7 @@ from recfound.train.metrics_log import (
     write_val_loss,
 )
 from recfound.train.objective import MultiTaskObjective, validation_losses
-from recfound.train.s2sched import S2Sched
+from recfound.train.s2sched import POOL_KINDS, S2Sched
 
 
 @dataclass
@@ -81,14 +84,22 @@ def resolve_mixed_precision(train_cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def make_accelerator(train_cfg: TrainConfig) -> Accelerator:
+def trained_kinds(train_cfg: TrainConfig, tasks: Sequence[Task]) -> set[str]:
+    """The task kinds a step trains: present in `tasks` and given slots per micro-batch."""
+    slots = (train_cfg.embedding_per_batch, train_cfg.generative_per_batch)
+    present = {task.kind for task in tasks}
+    return {kind.value for kind, n in zip(POOL_KINDS, slots, strict=True) if n and kind in present}
+
+
+def make_accelerator(train_cfg: TrainConfig, tasks: Sequence[Task] = TASKS) -> Accelerator:
     """The Accelerator for `train`: mixed precision, gradient accumulation, DDP options.
 
     Under `accelerate launch` / torchrun it joins the process group the launcher set up.
     DDP's find_unused_parameters (an extra graph walk per step) is on only when a task kind
-    has no slots: its experts then get no gradient, which plain DDP treats as an error.
+    is not trained, because it has no slots or no task in `tasks` (the task set): its experts
+    then get no gradient, which plain DDP treats as an error.
     """
-    one_kind_only = min(train_cfg.embedding_per_batch, train_cfg.generative_per_batch) == 0
+    one_kind_only = len(trained_kinds(train_cfg, tasks)) < len(POOL_KINDS)
     return Accelerator(
         mixed_precision=resolve_mixed_precision(train_cfg),
         gradient_accumulation_steps=train_cfg.grad_accum,
@@ -143,11 +154,13 @@ class Trainer:
         self.world = accelerator.num_processes
         self.rank = accelerator.process_index
         unified = cfg.paths.unified
+        self.tasks = present_tasks(dataset)
+        self.task_ids = tuple(task.id for task in self.tasks)
         self.train_encoder = BatchEncoder(dataset["train"], tokenizer, self.tcfg, unified / "train")
         self.val_encoder = BatchEncoder(
             dataset["validation"], tokenizer, self.tcfg, unified / "validation"
         )
-        self.sampler = EpochSampler(rows_by_task(dataset["train"]), cfg.seed)
+        self.sampler = EpochSampler(rows_by_task(dataset["train"], self.task_ids), cfg.seed)
         self.slots = (self.tcfg.embedding_per_batch, self.tcfg.generative_per_batch)
         self.chunks = self.tcfg.grad_accum * self.world
         self.sched = S2Sched(
@@ -157,9 +170,13 @@ class Trainer:
             self.slots[1] * self.chunks,
         )
         self.sched_val_rows = validation_rows(
-            dataset["validation"], cfg.s2sched.val_batch_size, cfg.seed
+            dataset["validation"], cfg.s2sched.val_batch_size, cfg.seed, self.task_ids
         )
-        self.full_val_rows = rows_by_task(dataset["validation"])
+        # The before/after validation losses: at most val_rows_per_task seeded rows per task
+        # (a user's validation split may hold one row per user).
+        self.full_val_rows = validation_rows(
+            dataset["validation"], self.tcfg.val_rows_per_task, cfg.seed, self.task_ids
+        )
         self.params = self.adapter.trainable_parameters()
         if accelerator.mixed_precision != "no":
             # Master weights in fp32: autocast computes in bf16/fp16, while AdamW updates of
@@ -186,9 +203,13 @@ class Trainer:
     def _shared_validation(
         self, rows: Mapping[int, Sequence[int]], batch_size: int
     ) -> dict[int, float]:
-        """Per-task validation losses, identical on every rank: rank r computes tasks
-        t ≡ r (mod world), an all-reduce sums them (adding zeros is exact)."""
-        mine = [t for t in range(NUM_TASKS) if t % self.world == self.rank]
+        """Per-task validation losses, identical on every rank, of the tasks of the task set
+        that have rows in `rows` (a task without validation rows has no loss to report).
+
+        Rank r computes the tasks at positions ≡ r (mod world), an all-reduce sums them (adding
+        zeros is exact)."""
+        measured = [t for t in self.task_ids if len(rows[t])]
+        mine = [t for i, t in enumerate(measured) if i % self.world == self.rank]
         was_training = self.model.training
         self.model.eval()  # no dropout in a measurement
         local = validation_losses(
@@ -201,18 +222,19 @@ class Trainer:
             self.accelerator.autocast,
         )
         self.model.train(was_training)
+        # Indexed by task id (the model's id space), so every rank reduces the same shape.
         values = torch.zeros(NUM_TASKS, dtype=torch.float64, device=self.accelerator.device)
         for t, loss in local.items():
             values[t] = loss
         values = self.accelerator.reduce(values, reduction="sum")
-        return {t: float(values[t]) for t in range(NUM_TASKS)}
+        return {t: float(values[t]) for t in measured}
 
     def _check_same_allocation(self, counts: Mapping[int, int]) -> None:
         """Every rank must take the same scheduling decision; fail loudly if not."""
         if self.world == 1:
             return
-        local = torch.tensor([counts[t] for t in range(NUM_TASKS)], device=self.accelerator.device)
-        everyone = self.accelerator.gather(local).view(self.world, NUM_TASKS)
+        local = torch.tensor([counts[t] for t in self.task_ids], device=self.accelerator.device)
+        everyone = self.accelerator.gather(local).view(self.world, len(self.task_ids))
         if not bool((everyone == everyone[0]).all()):
             raise RuntimeError(f"ranks disagree on the S2Sched allocation: {everyone.tolist()}")
 
@@ -312,10 +334,10 @@ class Trainer:
             "loss_gen": float(sums[2]) / self.world,
             "lr": lr,
         }
-        for task in TASKS:
+        for task in self.tasks:
             if task_weight[task.id] > 0:
                 record[f"loss/{task.code}"] = float(task_sum[task.id] / task_weight[task.id])
-        for task in TASKS:
+        for task in self.tasks:
             record[f"ratio/{task.code}"] = weights[task.id]
             record[f"n/{task.code}"] = counts[task.id]
         record["tokens"] = int(sums[3])
@@ -357,9 +379,9 @@ class Trainer:
             if acc.is_main_process and record["step"] % tcfg.log_every == 0:
                 metrics.append(record)
             if tcfg.log_samples:
-                counts = {TASKS[t].code: record[f"n/{TASKS[t].code}"] for t in range(NUM_TASKS)}
+                counts = {t.code: record[f"n/{t.code}"] for t in self.tasks}
                 samples.append({"step": record["step"], "counts": counts, "ids": row_ids})
-            bar.set_postfix(_postfix(record), refresh=False)
+            bar.set_postfix(_postfix(record, self.tasks), refresh=False)
             bar.update(1)
             if record["step"] % tcfg.save_every == 0 or record["step"] == tcfg.steps:
                 self._save(record["step"], _before_state(before))
@@ -399,14 +421,11 @@ def _count_tokens(batch: Mapping[str, Any]) -> int:
     return total
 
 
-def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
-    """Progress-bar fields: losses and this step's samples per task, per group."""
-
-    def counts(ids: Sequence[int]) -> str:
-        return " ".join(f"{TASKS[t].code}:{record[f'n/{TASKS[t].code}']}" for t in ids)
-
-    return {
-        "loss": f"{record['loss']:.3f}",
-        "emb": counts(EMBEDDING_TASK_IDS),
-        "gen": counts(GENERATIVE_TASK_IDS),
-    }
+def _postfix(record: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str, str]:
+    """Progress-bar fields: the loss and this step's samples per task, per kind present."""
+    fields = {"loss": f"{record['loss']:.3f}"}
+    for kind in POOL_KINDS:
+        counts = [f"{t.code}:{record[f'n/{t.code}']}" for t in tasks if t.kind is kind]
+        if counts:
+            fields[kind.value[:3]] = " ".join(counts)  # "emb" / "gen"
+    return fields

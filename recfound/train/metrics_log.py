@@ -2,7 +2,9 @@
 
 `steps.jsonl` has one JSON object per step with at least: step, loss, loss_emb, loss_gen, lr,
 loss/<CODE> (tasks trained that step), ratio/<CODE> (S2Sched's share of its group's slots);
-plus n/<CODE> (samples), tokens and, on S2Sched update steps, val_loss/<CODE>.
+plus n/<CODE> (samples), tokens and, on S2Sched update steps, val_loss/<CODE>. <CODE> ranges
+over the task set of the run (the tasks with training rows), so every file here covers only
+those tasks; loss_emb (or loss_gen) stays 0 when the set has no task of that kind.
 
 The log is appended and flushed step by step, so a killed run keeps what it logged; on resume
 from checkpoint k the records after k are dropped (they will be logged again, identically).

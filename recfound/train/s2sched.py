@@ -1,7 +1,9 @@
 """S2Sched: the step-wise, convergence-oriented sample scheduler (recfound.md §3).
 
-Two pools, embedding tasks {0, 1, 2} and generative tasks {3..12}, each with a fixed number of
-slots per step. S2Sched splits each pool's slots among its tasks:
+Two pools, the embedding tasks and the generative tasks of the task set (those with training
+rows: all 13 on the full dataset, fewer when a user brings only some sources), each with a
+fixed number of slots per step. A pool without tasks is simply absent: its slots go unused and
+no validation loss is asked of it. S2Sched splits each pool's slots among its tasks:
 
 * warm-up (and `enabled: false`): slots ∝ training-set sizes;
 * afterwards, from the tasks' validation-loss curves (CoBa, Gong et al. 2024, turned from loss
@@ -37,16 +39,30 @@ scheduler exactly and every rank that feeds it the same losses takes the same de
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from recfound.config import S2SchedConfig
-from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS
+from recfound.tasks import TASKS, Kind
 
 STATE_VERSION = 1
+# Pool order: the slots of TrainConfig (embedding_per_batch, generative_per_batch) follow it.
+POOL_KINDS: tuple[Kind, Kind] = (Kind.EMBEDDING, Kind.GENERATIVE)
+# (embedding task ids, generative task ids), each in id order; either may be empty.
+Groups = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def task_groups(task_ids: Iterable[int]) -> Groups:
+    """`task_ids` split into the two pools by kind (POOL_KINDS order), each in id order."""
+    ids = sorted(set(task_ids))
+    unknown = [t for t in ids if not 0 <= t < len(TASKS)]
+    if unknown:
+        raise ValueError(f"unknown task id(s) {unknown}; ids lie in 0..{len(TASKS) - 1}")
+    embedding, generative = (tuple(t for t in ids if TASKS[t].kind is k) for k in POOL_KINDS)
+    return embedding, generative
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -170,6 +186,9 @@ class TaskGroup:
 class S2Sched:
     """Per-step sample allocation over the embedding and generative task pools.
 
+    The task set is the keys of `train_sizes`; a pool with none of them is left out (no slots
+    handed out, no group history), so any non-empty task set works, one kind alone included.
+
     Usage per training step `t`:
         if sched.is_update_step(t): sched.update(t, validation_losses)   # {task_id: loss}
         counts = sched.allocate(t, unseen)   # {task_id: n}; unseen = samples left this epoch
@@ -186,11 +205,12 @@ class S2Sched:
             raise ValueError(f"s2sched.window must be >= 2 to fit a slope, got {cfg.window}")
         if cfg.update_interval < 1:
             raise ValueError(f"s2sched.update_interval must be >= 1, got {cfg.update_interval}")
+        if not train_sizes:
+            raise ValueError("S2Sched needs at least one task")
         self.cfg = cfg
-        self.groups = (
-            TaskGroup("embedding", EMBEDDING_TASK_IDS, embedding_slots),
-            TaskGroup("generative", GENERATIVE_TASK_IDS, generative_slots),
-        )
+        slots = (embedding_slots, generative_slots)
+        pools = zip(POOL_KINDS, task_groups(train_sizes), slots, strict=True)
+        self.groups = tuple(TaskGroup(kind.value, ids, n) for kind, ids, n in pools if ids)
         self.sizes = {t: int(train_sizes.get(t, 0)) for g in self.groups for t in g.task_ids}
         task_ids = [t for g in self.groups for t in g.task_ids]
         # Mutable state; everything here goes into state_dict().
@@ -229,7 +249,8 @@ class S2Sched:
     def update(self, step: int, val_losses: Mapping[int, float]) -> None:
         """Record one validation point per task and recompute the scheduled weights.
 
-        `val_losses` must hold every task of every group with a finite loss.
+        `val_losses` must hold every task of the task set with a finite loss (other entries
+        are ignored).
         """
         missing = [t for t in self.task_ids if t not in val_losses]
         if missing:

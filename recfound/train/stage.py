@@ -3,6 +3,10 @@
 `recfound stage train` (dvc.yaml, Prefect) calls `run(cfg)`. On several GPUs or nodes the same
 entry point runs under `accelerate launch` (docs/training.md).
 
+The tasks trained are those with training rows (recfound.data.unified.present_tasks): any
+non-empty subset of the 13 works, so a user who brings only some sources trains on what
+they feed.
+
 Outputs:
   paths.checkpoints/step-XXXXXX/   resumable checkpoints (step-000000 = the initial adapter)
   paths.adapter/                   the final adapter
@@ -17,43 +21,50 @@ from pathlib import Path
 import datasets
 from accelerate.utils import set_seed
 
-from recfound.config import Config
+from recfound.config import Config, TrainConfig
+from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError
-from recfound.tasks import TASKS
+from recfound.tasks import TASKS, Task
 from recfound.train.loop import (
     Trainer,
     TrainOutcome,
     make_accelerator,
     run_fingerprint,
+    trained_kinds,
 )
 
 REQUIRED_SPLITS = ("train", "validation")
 
 
-def load_unified(path: str | Path) -> datasets.DatasetDict:
-    """The unified DatasetDict at `path`; DataError if it is missing or lacks a split."""
-    path = Path(path)
-    try:
-        dataset = datasets.load_from_disk(str(path))
-    except FileNotFoundError as err:
+def check_task_set(
+    dataset: datasets.DatasetDict, path: Path, train_cfg: TrainConfig, need_validation: bool
+) -> tuple[Task, ...]:
+    """The task set (tasks with training rows), after checking training can use it.
+
+    DataError when no task has training rows, when no present kind gets slots (e.g. only
+    embedding tasks and `train.embedding_per_batch: 0`), or, when S2Sched measures validation
+    losses (`need_validation`), when a present task has no validation rows.
+    """
+    tasks = present_tasks(dataset)
+    if not tasks:
+        raise DataError(path / "train", "no training rows of any task")
+    if not trained_kinds(train_cfg, tasks):
+        zero = [f"train.{kind}_per_batch" for kind in sorted({t.kind.value for t in tasks})]
         raise DataError(
-            path, f"no unified dataset here ({err}); run `recfound stage build`"
-        ) from err
-    if not isinstance(dataset, datasets.DatasetDict):
-        raise DataError(path, "expected a DatasetDict with train/validation/test splits")
-    missing = [s for s in REQUIRED_SPLITS if s not in dataset]
-    if missing:
-        raise DataError(path, f"missing split(s) {missing}; found {list(dataset)}")
-    return dataset
-
-
-def check_tasks_present(dataset: datasets.DatasetDict, path: Path, need_validation: bool) -> None:
-    """Every task needs training rows, and validation rows when S2Sched measures them."""
-    for split in ("train", "validation") if need_validation else ("train",):
-        present = set(dataset[split].unique("task_id"))
-        missing = [t.code for t in TASKS if t.id not in present]
+            path / "train",
+            f"tasks {', '.join(t.code for t in tasks)}, but {' and '.join(zero)} is 0: "
+            "nothing to train",
+        )
+    if need_validation:
+        validated = {t.id for t in present_tasks(dataset, "validation")}
+        missing = [t.code for t in tasks if t.id not in validated]
         if missing:
-            raise DataError(path / split, f"no rows of task(s) {', '.join(missing)}")
+            raise DataError(
+                path / "validation",
+                f"no rows of task(s) {', '.join(missing)}, which have training rows "
+                "(S2Sched needs a validation loss of every trained task)",
+            )
+    return tasks
 
 
 def train(cfg: Config, report_val_loss: bool = True) -> TrainOutcome:
@@ -64,9 +75,9 @@ def train(cfg: Config, report_val_loss: bool = True) -> TrainOutcome:
     from recfound.model.adapters import attach_adapter
     from recfound.model.inference import load_recfound
 
-    accelerator = make_accelerator(cfg.train)
-    dataset = load_unified(cfg.paths.unified)
-    check_tasks_present(dataset, cfg.paths.unified, cfg.s2sched.enabled)
+    dataset = load_unified(cfg.paths.unified, REQUIRED_SPLITS)
+    tasks = check_task_set(dataset, cfg.paths.unified, cfg.train, cfg.s2sched.enabled)
+    accelerator = make_accelerator(cfg.train, tasks)
     # Seeded before the adapter is initialised, so a fresh run is reproducible.
     set_seed(cfg.seed)
     model, tokenizer = load_recfound(cfg.paths.base_model, None, cfg, accelerator.device)
@@ -91,9 +102,9 @@ def run(cfg: Config) -> None:
         )
     if outcome.val_loss_after:
         print("validation loss per task (untrained -> trained):")
-        for task in TASKS:
-            before, after = outcome.val_loss_before[task.id], outcome.val_loss_after[task.id]
+        for task_id, before in sorted(outcome.val_loss_before.items()):
+            after = outcome.val_loss_after[task_id]
             mark = "better" if after < before else "NOT better"
-            print(f"  {task.code:4s} {before:8.4f} -> {after:8.4f}  {mark}")
+            print(f"  {TASKS[task_id].code:4s} {before:8.4f} -> {after:8.4f}  {mark}")
     for path in outcome.outputs:
         print(f"wrote {path}")

@@ -1,12 +1,16 @@
-"""Streaming readers for the five public raw sources; each yields recfound.data.records types.
+"""Streaming readers for the raw sources; each yields recfound.data.records types.
 
 Formats, required fields and coercions: docs/data-formats.md. Every reader streams its file
-and raises recfound.errors.DataError naming the file, the line or row, and the reason.
+and raises recfound.errors.DataError naming the file, the line or row, and the reason; a file
+with several bad lines raises once at its end with the total and the first ten
+(common.BadLinesError).
 """
 
 from recfound.data.readers.amazon_google import read_match_pairs, read_match_products
 from recfound.data.readers.amazon_reviews import read_item_meta, read_reviews
+from recfound.data.readers.amazon_reviews_2018 import read_item_meta_2018, read_reviews_2018
 from recfound.data.readers.amazonqa import read_amazonqa
+from recfound.data.readers.common import NOTE_UNNAMED_VALUES, BadLinesError
 from recfound.data.readers.discover import (
     AmazonGoogleFiles,
     EsciFiles,
@@ -16,10 +20,17 @@ from recfound.data.readers.discover import (
     discover_sources,
 )
 from recfound.data.readers.esci import read_esci
-from recfound.data.readers.movielens import read_movie_users, read_movies, read_ratings
+from recfound.data.readers.movielens import (
+    read_movie_tags,
+    read_movie_users,
+    read_movies,
+    read_ratings,
+)
 
 __all__ = [
+    "NOTE_UNNAMED_VALUES",
     "AmazonGoogleFiles",
+    "BadLinesError",
     "EsciFiles",
     "MovieLensFiles",
     "RawSources",
@@ -28,10 +39,13 @@ __all__ = [
     "read_amazonqa",
     "read_esci",
     "read_item_meta",
+    "read_item_meta_2018",
     "read_match_pairs",
     "read_match_products",
+    "read_movie_tags",
     "read_movie_users",
     "read_movies",
     "read_ratings",
     "read_reviews",
+    "read_reviews_2018",
 ]

@@ -9,24 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from recfound.data.readers.common import Fields, iter_json_objects, quoted
+from recfound.data.readers.common import BadLines, Fields, iter_json_objects, parse_rows, quoted
 from recfound.data.records import QAAnswer, QARecord
 
 
 def _helpful(fields: Fields) -> tuple[int, int]:
     """`helpful`: [helpful votes, total votes]; absent or null gives (0, 0)."""
-    value = fields.raw("helpful", required=False)
-    if value is None:
-        return (0, 0)
-    if not (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        raise fields.error(
-            f"field '{fields.prefix}helpful' must be a list of 2 integers, got {quoted(value)}"
-        )
-    return (value[0], value[1])
+    return fields.integer_pair("helpful") or (0, 0)
 
 
 def _answers(fields: Fields) -> tuple[QAAnswer, ...]:
@@ -62,18 +51,21 @@ def _answerable(fields: Fields) -> bool:
     )
 
 
+def _question(fields: Fields) -> QARecord:
+    return QARecord(
+        qid=fields.ident("qid"),
+        question_text=fields.text("questionText"),
+        question_type=fields.text("questionType"),
+        asin=fields.ident("asin"),
+        category=fields.text("category"),
+        review_snippets=fields.text_list("review_snippets", required=True),
+        answers=_answers(fields),
+        is_answerable=_answerable(fields),
+    )
+
+
 def read_amazonqa(path: str | Path) -> Iterator[QARecord]:
     """Stream one AmazonQA JSON Lines file, one QARecord per question."""
     path = Path(path)
-    for line_no, obj in iter_json_objects(path):
-        fields = Fields(path, line_no, obj)
-        yield QARecord(
-            qid=fields.ident("qid"),
-            question_text=fields.text("questionText"),
-            question_type=fields.text("questionType"),
-            asin=fields.ident("asin"),
-            category=fields.text("category"),
-            review_snippets=fields.text_list("review_snippets", required=True),
-            answers=_answers(fields),
-            is_answerable=_answerable(fields),
-        )
+    bad = BadLines(path)
+    yield from parse_rows(iter_json_objects(path, bad), _question, bad)

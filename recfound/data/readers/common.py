@@ -3,42 +3,146 @@
 Every function here reads its file lazily (line by line, CSV row by row, parquet batch by
 batch), so a multi-gigabyte source is never held in memory. Every failure names the file,
 the 1-based line (text formats) or data row (parquet) and the reason.
+
+A reader does not stop at the first bad line: it collects every bad line of a file in a
+`BadLines` (the low-level iterators report malformed lines there, `parse_rows` the records
+whose fields are wrong), keeps reading, and raises one DataError at the end of the file that
+gives the total and the first MAX_REPORTED_BAD_LINES, so one run shows how much of a file is
+broken and where. A file that cannot be read on (missing, truncated gzip) ends the reading.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import json
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recfound.errors import DataError
 
+T = TypeVar("T")
+
 GZIP_MAGIC = b"\x1f\x8b"
+# A UTF-8 byte-order mark as raw bytes: stripped from the start of a file whatever encoding it
+# is read in (a Latin-1 decode would otherwise turn it into the text "ï»¿").
+UTF8_BOM = b"\xef\xbb\xbf"
 UTF8 = "utf-8"
 # Rows per parquet batch: bounds memory while keeping per-batch overhead negligible.
 PARQUET_BATCH_ROWS = 8192
-# A price as the public files write it: optional currency symbol, digits with optional
+# A price as the public files write it: optional minus, currency symbol, digits with optional
 # thousands commas and decimals, optional trailing currency code ("$1,299.99", "16.25 gbp").
-PRICE_TEXT = re.compile(r"^[$£€]?\s*(\d[\d,]*(?:\.\d+)?|\.\d+)\s*(?:[A-Za-z]{3})?$")
+PRICE_TEXT = re.compile(
+    r"^(?P<minus>-)?\s*[$£€]?\s*(?P<inner_minus>-)?(?P<amount>\d[\d,]*(?:\.\d+)?|\.\d+)"
+    r"\s*(?:[A-Za-z]{3})?$"
+)
+# Amazon's star rating, in every release of Amazon Reviews.
+AMAZON_STARS = (1.0, 5.0)
 # Strings the public files use for "no price".
 NO_PRICE_TEXTS = frozenset({"", "none"})
 # Longest value repr quoted in an error message, so one huge field does not flood the terminal.
 MAX_QUOTED_CHARS = 60
+# Bad lines of one file listed in its error; the total is always given.
+MAX_REPORTED_BAD_LINES = 10
+# The note CSV readers add per row that holds a value under an empty header name.
+NOTE_UNNAMED_VALUES = "values in unnamed columns (ignored)"
+
+SECONDS = "seconds"
+MILLISECONDS = "milliseconds"
+UNITS_PER_SECOND = {SECONDS: 1, MILLISECONDS: 1000}
+# Timestamps outside these dates are taken to be in the wrong unit or corrupt: the public
+# sources span 1995-2023.
+EARLIEST_DATE = date(1990, 1, 1)
+LATEST_DATE = date(2040, 1, 1)
+EPOCH = date(1970, 1, 1)
+SECONDS_PER_DAY = 86_400
+EARLIEST_SECONDS = (EARLIEST_DATE - EPOCH).days * SECONDS_PER_DAY
+LATEST_SECONDS = (LATEST_DATE - EPOCH).days * SECONDS_PER_DAY
 
 
-def quoted(value: object) -> str:
-    """A short repr of a bad value for an error message."""
+def quoted(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """A short repr of a bad value for an error message (at most `limit` characters)."""
     text = repr(value)
-    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BadLinesError(DataError):
+    """Several bad lines in one file: the total and the first few, each with line and reason."""
+
+    def __init__(self, path: Path, count: int, first: Sequence[DataError]) -> None:
+        shown = f", the first {len(first)}" if count > len(first) else ""
+        listed = "".join(f"\n  {err}" for err in first)
+        super().__init__(path, f"{count} bad lines{shown}:{listed}")
+        self.count = count
+        self.first = tuple(first)
+
+
+class BadLines:
+    """The bad lines of one file, collected so a reader can keep going and report them all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.first: list[DataError] = []
+
+    def add(self, err: DataError) -> None:
+        """Count a bad line; keep its error if it is among the first reported."""
+        self.count += 1
+        if len(self.first) < MAX_REPORTED_BAD_LINES:
+            self.first.append(err)
+
+    def raise_any(self) -> None:
+        """Raise what was collected: one error as it is, several as one BadLinesError."""
+        if self.count == 1:
+            raise self.first[0]
+        if self.count > 1:
+            raise BadLinesError(self.path, self.count, self.first)
+
+
+def _bad_line(bad: BadLines | None, err: DataError) -> None:
+    """Report a malformed line: to `bad` when the caller collects, else at once."""
+    if bad is None:
+        raise err
+    bad.add(err)
+
+
+def _until_unreadable(rows: Iterable[T], bad: BadLines) -> Iterator[T]:
+    """`rows` until the file cannot be read on; that last error joins the bad lines."""
+    try:
+        yield from rows
+    except DataError as err:
+        bad.add(err)
+
+
+def parse_rows(
+    rows: Iterable[tuple[int, Mapping[str, Any]]], parse: Callable[[Fields], T], bad: BadLines
+) -> Iterator[T]:
+    """Yield `parse(fields)` for every row of one file, collecting every bad line in `bad`.
+
+    `rows` are (line or row number, record) from one of the iterators below, given the same
+    `bad` so malformed lines are collected too. After the last row, everything collected is
+    raised together (BadLines.raise_any), so good records stream first and one error names
+    every problem of the file.
+    """
+    for line_no, row in _until_unreadable(rows, bad):
+        try:
+            record = parse(Fields(bad.path, line_no, row))
+        except DataError as err:
+            bad.add(err)
+            continue
+        yield record
+    bad.raise_any()
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -53,11 +157,15 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
 
 
-def iter_lines(path: str | Path, encoding: str = UTF8) -> Iterator[tuple[int, str]]:
+def iter_lines(
+    path: str | Path, encoding: str = UTF8, bad: BadLines | None = None
+) -> Iterator[tuple[int, str]]:
     """Yield (line number, decoded line with its terminator) from a plain or gzip text file.
 
-    Raises DataError for a missing or empty file, bytes that are not valid in `encoding`,
-    and a truncated or corrupt gzip stream (naming the line at which reading stopped).
+    A leading UTF-8 byte-order mark is dropped whatever `encoding` is. A line whose bytes are
+    not valid in `encoding` is a bad line: reported to `bad` and skipped, or raised at once
+    when `bad` is None. A missing or empty file and a truncated or corrupt gzip stream (naming
+    the line at which reading stopped) raise DataError.
     """
     path = Path(path)
     line_no = 0
@@ -72,107 +180,179 @@ def iter_lines(path: str | Path, encoding: str = UTF8) -> Iterator[tuple[int, st
             if not raw:
                 break
             line_no += 1
+            if line_no == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]  # an encoding artefact, not data
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as err:
-                raise DataError(
-                    path,
+                reason = (
                     f"not valid {encoding.upper()}: byte 0x{raw[err.start]:02x} "
-                    f"at column {err.start + 1}",
-                    line=line_no,
-                ) from err
-            if line_no == 1 and text.startswith("\ufeff"):
-                text = text[1:]  # a UTF-8 byte-order mark is an encoding artefact, not data
+                    f"at column {err.start + 1}"
+                )
+                _bad_line(bad, DataError(path, reason, line=line_no))
+                continue
             yield line_no, text
     if line_no == 0:
         raise DataError(path, "file is empty")
 
 
-def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a UTF-8 JSON Lines file."""
+def _parse_object(text: str, python_literals: bool) -> Any:
+    """A line as JSON; with `python_literals`, a Python literal when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        if not python_literals:
+            raise ValueError(f"malformed JSON: {err.msg} at column {err.colno}") from err
+        reason = f"neither JSON ({err.msg} at column {err.colno}) nor a Python literal"
+    try:
+        # Only literals (no names, calls or operators): never evaluates code.
+        return ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise ValueError(reason) from err
+
+
+def iter_json_objects(
+    path: str | Path, bad: BadLines | None = None, python_literals: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a UTF-8 JSON Lines file.
+
+    A line that is not a JSON object is a bad line (reported to `bad`, or raised at once when
+    `bad` is None). With `python_literals`, a line that is not JSON may be a Python dict
+    literal (single quotes), as the Amazon Reviews 2014 metadata writes; it is read with
+    ast.literal_eval, which accepts literals only.
+    """
     path = Path(path)
-    records = 0
-    for line_no, text in iter_lines(path):
+    non_blank = 0
+    for line_no, text in iter_lines(path, bad=bad):
         if not text.strip():
             continue
+        non_blank += 1
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                path, f"malformed JSON: {err.msg} at column {err.colno}", line=line_no
-            ) from err
+            obj = _parse_object(text, python_literals)
+        except ValueError as err:
+            _bad_line(bad, DataError(path, str(err), line=line_no))
+            continue
         if not isinstance(obj, dict):
-            raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line=line_no)
-        records += 1
+            reason = f"expected a JSON object, got {type(obj).__name__}"
+            _bad_line(bad, DataError(path, reason, line=line_no))
+            continue
         yield line_no, obj
-    if records == 0:
+    if non_blank == 0:
         raise DataError(path, "file holds no records (only blank lines)")
 
 
 def iter_delimited(
-    path: str | Path, separator: str, n_fields: int, encoding: str
+    path: str | Path, separator: str, n_fields: int, encoding: str, bad: BadLines | None = None
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) for each non-blank line split on `separator` (no quoting).
 
-    For MovieLens-style files: every line must hold exactly `n_fields` fields.
+    For MovieLens-style files: a line that does not hold exactly `n_fields` fields is a bad
+    line (reported to `bad`, or raised at once when `bad` is None).
     """
     path = Path(path)
-    records = 0
-    for line_no, text in iter_lines(path, encoding=encoding):
+    non_blank = 0
+    for line_no, text in iter_lines(path, encoding=encoding, bad=bad):
         text = text.rstrip("\r\n")
         if not text.strip():
             continue
+        non_blank += 1
         fields = text.split(separator)
         if len(fields) != n_fields:
-            raise DataError(
-                path,
-                f"expected {n_fields} fields separated by {separator!r}, found {len(fields)}",
-                line=line_no,
-            )
-        records += 1
+            reason = f"expected {n_fields} fields separated by {separator!r}, found {len(fields)}"
+            _bad_line(bad, DataError(path, reason, line=line_no))
+            continue
         yield line_no, fields
-    if records == 0:
+    if non_blank == 0:
         raise DataError(path, "file holds no records (only blank lines)")
 
 
-def iter_csv_rows(
-    path: str | Path, required_columns: Sequence[str]
-) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row) for each data row of a UTF-8 CSV file with a header line.
+class _RecordLines:
+    """Feeds csv.reader text lines, remembering the file line number each record starts on.
 
-    The header must name every column in `required_columns`; every row must have as many
-    fields as the header. The line number is the row's first physical line (header = line 1).
+    csv.reader's own count drifts from the file's lines once a bad line has been skipped.
     """
-    path = Path(path)
-    reader = csv.reader(text for _, text in iter_lines(path))
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines = lines
+        self._new_record = True
+        self.first_line = 0
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line_no, text = next(self._lines)
+        if self._new_record:
+            self.first_line, self._new_record = line_no, False
+        return text
+
+    def next_record(self) -> None:
+        """The next line read starts a new record."""
+        self._new_record = True
+
+
+def _csv_header(path: Path, reader: Iterator[list[str]], required: Sequence[str]) -> list[str]:
+    """The header line; it must name every `required` column, and no name twice."""
     try:
         header = next(reader)
     except csv.Error as err:
         raise DataError(path, f"malformed CSV header: {err}", line=1) from err
-    missing = [name for name in required_columns if name not in header]
+    except StopIteration:
+        raise DataError(path, "file holds no header line", line=1) from None
+    missing = [name for name in required if name not in header]
     if missing:
         raise DataError(
-            path, f"header lacks column(s) {', '.join(missing)}; found {header}", line=1
+            path,
+            f"header lacks column(s) {', '.join(missing)}; found {quoted(header, 300)}",
+            line=1,
         )
+    named = [name for name in header if name.strip()]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        raise DataError(path, f"header names column(s) {', '.join(twice)} twice", line=1)
+    return header
+
+
+def iter_csv_rows(
+    path: str | Path,
+    required_columns: Sequence[str],
+    bad: BadLines | None = None,
+    notes: Counter[str] | None = None,
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) for each data row of a UTF-8 CSV file with a header line.
+
+    The header must name every column in `required_columns`. Columns whose header name is
+    empty are left out of the rows; each row holding a value in one is counted in `notes`
+    under NOTE_UNNAMED_VALUES. A row with another number of fields than the header, or that
+    the csv module cannot parse, is a bad line (reported to `bad`, or raised at once when
+    `bad` is None). The line number is the row's first physical line (header = line 1).
+    """
+    path = Path(path)
+    lines = _RecordLines(iter_lines(path, bad=bad))
+    reader = csv.reader(lines)
+    header = _csv_header(path, reader, required_columns)
+    unnamed = [index for index, name in enumerate(header) if not name.strip()]
     rows = 0
     while True:
-        start = reader.line_num + 1
+        lines.next_record()
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as err:
-            raise DataError(path, f"malformed CSV: {err}", line=start) from err
+            _bad_line(bad, DataError(path, f"malformed CSV: {err}", line=lines.first_line))
+            continue
         if not fields:
             continue
-        if len(fields) != len(header):
-            raise DataError(
-                path,
-                f"row has {len(fields)} columns, the header has {len(header)}",
-                line=start,
-            )
         rows += 1
-        yield start, dict(zip(header, fields, strict=True))
+        if len(fields) != len(header):
+            reason = f"row has {len(fields)} columns, the header has {len(header)}"
+            _bad_line(bad, DataError(path, reason, line=lines.first_line))
+            continue
+        if notes is not None and any(fields[index].strip() for index in unnamed):
+            notes[NOTE_UNNAMED_VALUES] += 1
+        row = {name: value for name, value in zip(header, fields, strict=True) if name.strip()}
+        yield lines.first_line, row
     if rows == 0:
         raise DataError(path, "file holds a header but no data rows")
 
@@ -204,7 +384,9 @@ def iter_parquet_rows(
     missing = [name for name in columns if name not in schema.names]
     if missing:
         raise DataError(
-            path, f"missing column(s) {', '.join(missing)}; found {schema.names}", line=None
+            path,
+            f"missing column(s) {', '.join(missing)}; found {quoted(schema.names, 300)}",
+            line=None,
         )
     for name, kind in columns.items():
         actual = schema.field(name).type
@@ -218,6 +400,38 @@ def iter_parquet_rows(
         for row in batch.to_pylist():
             row_no += 1
             yield row_no, row
+
+
+@dataclass(frozen=True)
+class Clock:
+    """How a format writes time: its unit (SECONDS or MILLISECONDS), and its name for messages."""
+
+    source: str
+    unit: str
+
+    def problem(self, value: int) -> str | None:
+        """Why `value` is no plausible timestamp in this unit, or None when it is one."""
+        if self._plausible(value, self.unit):
+            return None
+        writes = f"{self.source} writes {self.unit}"
+        for other in UNITS_PER_SECOND.keys() - {self.unit}:
+            if self._plausible(value, other):
+                return f"timestamp {quoted(value)} looks like {other}; {writes}"
+        return (
+            f"timestamp {quoted(value)} is outside {EARLIEST_DATE}..{LATEST_DATE} "
+            f"in {self.unit}, the unit {self.source} writes"
+        )
+
+    @staticmethod
+    def _plausible(value: int, unit: str) -> bool:
+        scale = UNITS_PER_SECOND[unit]
+        return EARLIEST_SECONDS * scale <= value < LATEST_SECONDS * scale
+
+
+def is_price_text(text: str) -> bool:
+    """`text` is a price as the public files write it ("$12.99", "None", "", "16.25 gbp")."""
+    stripped = text.strip()
+    return stripped.lower() in NO_PRICE_TEXTS or PRICE_TEXT.match(stripped) is not None
 
 
 class Fields:
@@ -249,7 +463,8 @@ class Fields:
             raise self.error(f"required field '{self.prefix}{name}' is {state}")
         return value
 
-    def _wrong(self, name: str, expected: str, value: object) -> DataError:
+    def wrong(self, name: str, expected: str, value: object) -> DataError:
+        """The error for field `name` holding `value`, which is not `expected`."""
         return self.error(
             f"field '{self.prefix}{name}' must be {expected}, "
             f"got {type(value).__name__} {quoted(value)}"
@@ -259,7 +474,7 @@ class Fields:
         """A required string (may be empty)."""
         value = self.raw(name, required=True)
         if not isinstance(value, str):
-            raise self._wrong(name, "a string", value)
+            raise self.wrong(name, "a string", value)
         return value
 
     def ident(self, name: str) -> str:
@@ -268,7 +483,7 @@ class Fields:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, str):
-            raise self._wrong(name, "a string id", value)
+            raise self.wrong(name, "a string id", value)
         if not value.strip():
             raise self.error(f"required field '{self.prefix}{name}' is blank")
         return value
@@ -279,14 +494,14 @@ class Fields:
         if value is None:
             return ""
         if not isinstance(value, str):
-            raise self._wrong(name, "a string", value)
+            raise self.wrong(name, "a string", value)
         return value
 
     def integer(self, name: str) -> int:
         """A required integer (JSON integer, not bool)."""
         value = self.raw(name, required=True)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._wrong(name, "an integer", value)
+            raise self.wrong(name, "an integer", value)
         return value
 
     def optional_integer(self, name: str) -> int | None:
@@ -297,9 +512,9 @@ class Fields:
         """A required number (JSON integer or float, not bool)."""
         value = self.raw(name, required=True)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._wrong(name, "a number", value)
+            raise self.wrong(name, "a number", value)
         if not math.isfinite(value):
-            raise self._wrong(name, "a finite number", value)
+            raise self.wrong(name, "a finite number", value)
         return float(value)
 
     def optional_number(self, name: str) -> float | None:
@@ -312,7 +527,7 @@ class Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self._wrong(name, "true or false", value)
+            raise self.wrong(name, "true or false", value)
         return value
 
     def text_list(self, name: str, required: bool = False) -> tuple[str, ...]:
@@ -321,11 +536,39 @@ class Fields:
         if value is None:
             return ()
         if not isinstance(value, list):
-            raise self._wrong(name, "a list of strings", value)
+            raise self.wrong(name, "a list of strings", value)
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                raise self._wrong(f"{name}[{index}]", "a string", item)
+                raise self.wrong(f"{name}[{index}]", "a string", item)
         return tuple(value)
+
+    def text_dict(self, name: str) -> dict[str, str]:
+        """An optional object as str -> str: string values as they are, any other value as
+        compact JSON text; absent or null gives {}."""
+        value = self.raw(name, required=False)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(
+                f"field '{self.prefix}{name}' must be an object, got {type(value).__name__}"
+            )
+        return {
+            str(key): item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+            for key, item in value.items()
+        }
+
+    def integer_pair(self, name: str) -> tuple[int, int] | None:
+        """An optional list of exactly 2 integers (e.g. [helpful votes, total votes])."""
+        value = self.raw(name, required=False)
+        if value is None:
+            return None
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise self.wrong(name, "a list of 2 integers", value)
+        return (value[0], value[1])
 
     def parsed_int(self, name: str) -> int:
         """A required integer written as text (CSV and MovieLens fields)."""
@@ -333,7 +576,7 @@ class Fields:
         try:
             return int(value)
         except ValueError as err:
-            raise self._wrong(name, "an integer", value) from err
+            raise self.wrong(name, "an integer", value) from err
 
     def parsed_float(self, name: str) -> float:
         """A required number written as text (CSV and MovieLens fields)."""
@@ -341,25 +584,55 @@ class Fields:
         try:
             number = float(value)
         except ValueError as err:
-            raise self._wrong(name, "a number", value) from err
+            raise self.wrong(name, "a number", value) from err
         if not math.isfinite(number):
-            raise self._wrong(name, "a finite number", value)
+            raise self.wrong(name, "a finite number", value)
         return number
+
+    def within(self, name: str, value: float, low: float, high: float) -> float:
+        """`value` of field `name`, which must lie in [low, high]: out of range is an error."""
+        if not low <= value <= high:
+            raise self.error(
+                f"field '{self.prefix}{name}' must be from {low:g} to {high:g}, got {quoted(value)}"
+            )
+        return value
+
+    def timestamp(self, name: str, clock: Clock) -> int:
+        """A required integer timestamp on a plausible date in `clock`'s unit."""
+        return self._plausible_time(name, self.integer(name), clock)
+
+    def parsed_timestamp(self, name: str, clock: Clock) -> int:
+        """A required timestamp written as text, on a plausible date in `clock`'s unit."""
+        return self._plausible_time(name, self.parsed_int(name), clock)
+
+    def _plausible_time(self, name: str, value: int, clock: Clock) -> int:
+        problem = clock.problem(value)
+        if problem is not None:
+            raise self.error(f"field '{self.prefix}{name}': {problem}")
+        return value
 
     def price(self, name: str) -> float | None:
         """An optional price: a number, or text such as "$1,299.99", "16.25 gbp", "None", "".
 
-        Absent, null, empty and "None" give None; other text is an error.
+        Absent, null, empty and "None" give None; other text is an error, and so is a
+        negative price, written as a number or as text.
         """
         value = self.raw(name, required=False)
         if value is None:
             return None
-        if isinstance(value, str):
-            text = value.strip()
-            if text.lower() in NO_PRICE_TEXTS:
-                return None
-            match = PRICE_TEXT.match(text)
-            if match is None:
-                raise self._wrong(name, "a price", value)
-            return float(match.group(1).replace(",", ""))
-        return self.number(name)
+        if not isinstance(value, str):
+            return self._not_negative(name, self.number(name))
+        text = value.strip()
+        if text.lower() in NO_PRICE_TEXTS:
+            return None
+        match = PRICE_TEXT.match(text)
+        if match is None:
+            raise self.wrong(name, "a price", value)
+        amount = float(match.group("amount").replace(",", ""))
+        negative = bool(match.group("minus") or match.group("inner_minus"))
+        return self._not_negative(name, -amount if negative else amount)
+
+    def _not_negative(self, name: str, price: float) -> float:
+        if price < 0:
+            raise self.error(f"field '{self.prefix}{name}' must not be negative, got {price:g}")
+        return price

@@ -4,15 +4,18 @@
 `shopping_queries_dataset_products.parquet` the product catalogue. The join key is
 (product_id, product_locale). Only the product rows some example references are kept in
 memory; both files are read batch by batch, the examples twice (keys first, then records).
+Each pass reports every bad row of its file at once (common.parse_rows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from recfound.data.readers.common import Fields, iter_parquet_rows
+from recfound.data.readers.common import BadLines, Fields, iter_parquet_rows, parse_rows, quoted
 from recfound.data.records import EsciExample
 from recfound.errors import DataError
 
@@ -36,6 +39,7 @@ PRODUCT_COLUMNS = {
     "product_color": "str",
 }
 ESCI_LABELS = frozenset({"E", "S", "C", "I"})
+T = TypeVar("T")
 
 ProductKey = tuple[str, str]
 # Product fields carried into EsciExample: title, description, bullet points, brand, colour.
@@ -46,12 +50,15 @@ def _key(fields: Fields) -> ProductKey:
     return fields.ident("product_id"), fields.ident("product_locale")
 
 
+def _read(path: Path, columns: dict[str, str], parse: Callable[[Fields], T]) -> Iterator[T]:
+    """`parse` of every row; every bad row is collected and raised at the end of the file."""
+    bad = BadLines(path)
+    yield from parse_rows(iter_parquet_rows(path, columns), parse, bad)
+
+
 def _referenced_keys(examples_path: Path) -> set[ProductKey]:
     """Pass 1: the (product_id, product_locale) keys the examples use."""
-    return {
-        _key(Fields(examples_path, row_no, row))
-        for row_no, row in iter_parquet_rows(examples_path, KEY_COLUMNS)
-    }
+    return set(_read(examples_path, KEY_COLUMNS, _key))
 
 
 def _referenced_products(
@@ -59,11 +66,11 @@ def _referenced_products(
 ) -> dict[ProductKey, ProductText]:
     """Pass 2: the text of every wanted product; a wanted key listed twice is an error."""
     products: dict[ProductKey, ProductText] = {}
-    for row_no, row in iter_parquet_rows(products_path, PRODUCT_COLUMNS):
-        fields = Fields(products_path, row_no, row)
+
+    def keep(fields: Fields) -> None:
         key = _key(fields)
         if key not in wanted:
-            continue
+            return  # unreferenced rows are neither kept nor checked
         if key in products:
             raise fields.error(f"product {key[0]} ({key[1]}) is listed more than once")
         products[key] = (
@@ -73,6 +80,8 @@ def _referenced_products(
             fields.optional_text("product_brand"),
             fields.optional_text("product_color"),
         )
+
+    deque(_read(products_path, PRODUCT_COLUMNS, keep), maxlen=0)  # run `keep` on every row
     return products
 
 
@@ -95,6 +104,28 @@ def _raise_first_missing(
     )
 
 
+def _example(products: dict[ProductKey, ProductText], fields: Fields) -> EsciExample:
+    label = fields.text("esci_label")
+    if label not in ESCI_LABELS:
+        raise fields.error(f"esci_label must be one of E, S, C, I, got {quoted(label)}")
+    product_id, locale = _key(fields)
+    title, description, bullets, brand, color = products[(product_id, locale)]
+    return EsciExample(
+        example_id=fields.integer("example_id"),
+        query=fields.text("query"),
+        query_id=fields.integer("query_id"),
+        product_id=product_id,
+        product_locale=locale,
+        esci_label=label,
+        split=fields.ident("split"),
+        product_title=title,
+        product_description=description,
+        product_bullet_point=bullets,
+        product_brand=brand,
+        product_color=color,
+    )
+
+
 def read_esci(examples_path: str | Path, products_path: str | Path) -> Iterator[EsciExample]:
     """Stream every example joined with its product row, in the examples file's order.
 
@@ -107,24 +138,4 @@ def read_esci(examples_path: str | Path, products_path: str | Path) -> Iterator[
     missing = wanted - products.keys()
     if missing:
         _raise_first_missing(examples_path, products_path, missing)
-    for row_no, row in iter_parquet_rows(examples_path, EXAMPLE_COLUMNS):
-        fields = Fields(examples_path, row_no, row)
-        label = fields.text("esci_label")
-        if label not in ESCI_LABELS:
-            raise fields.error(f"esci_label must be one of E, S, C, I, got {label!r}")
-        product_id, locale = _key(fields)
-        title, description, bullets, brand, color = products[(product_id, locale)]
-        yield EsciExample(
-            example_id=fields.integer("example_id"),
-            query=fields.text("query"),
-            query_id=fields.integer("query_id"),
-            product_id=product_id,
-            product_locale=locale,
-            esci_label=label,
-            split=fields.ident("split"),
-            product_title=title,
-            product_description=description,
-            product_bullet_point=bullets,
-            product_brand=brand,
-            product_color=color,
-        )
+    yield from _read(examples_path, EXAMPLE_COLUMNS, partial(_example, products))

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from recfound.config import BuildConfig
-from recfound.data.readers import RawSources, read_item_meta, read_movies
+from recfound.data.ingest import DUPLICATE_ITEM, IngestReport
+from recfound.data.readers import RawSources, ReviewCategory, read_item_meta, read_movies
 from recfound.data.records import ItemMeta
 from recfound.data.tasks.common import CategoryPools, clip, progress
 
@@ -27,6 +28,7 @@ class ItemInfo:
     topics: tuple[str, ...]  # finest categories (or genres), for profiles
     store: str = ""
     price: float | None = None
+    source: str = "amazon_reviews"  # the raw source that lists it (per-source results)
 
 
 def scoped_id(variant: str, raw_id: str) -> str:
@@ -48,9 +50,13 @@ class Catalog:
         self.bought_together: dict[str, tuple[str, ...]] = {}
         self._pools: CategoryPools | None = None
 
-    def add(self, item_id: str, info: ItemInfo) -> None:
-        self.items.setdefault(item_id, info)  # first listing wins (an item in two files)
+    def add(self, item_id: str, info: ItemInfo) -> bool:
+        """Add an item; False (and nothing changes) when it is listed already: first wins."""
+        if item_id in self.items:
+            return False
+        self.items[item_id] = info
         self._pools = None
+        return True
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.items
@@ -80,42 +86,62 @@ class Catalog:
         )
 
 
-MetaObserver = Callable[[str, ItemMeta], None]
+MetaObserver = Callable[[str, ItemMeta, str], None]
+
+
+def _meta_files(sources: RawSources) -> list[tuple[str, ReviewCategory]]:
+    """(source name, category files) of every Amazon Reviews release present."""
+    return [
+        *(("amazon_reviews", files) for files in sources.amazon_reviews),
+        *(("amazon_reviews_2018", files) for files in sources.amazon_reviews_2018),
+    ]
 
 
 def load_catalog(
-    sources: RawSources, cfg: BuildConfig, observers: Iterable[MetaObserver] = ()
+    sources: RawSources,
+    cfg: BuildConfig,
+    observers: Iterable[MetaObserver] = (),
+    report: IngestReport | None = None,
 ) -> Catalog:
     """Stream every `meta_<Category>` file and MovieLens movie file into a Catalog.
 
-    Each observer also sees every (category, ItemMeta) as it streams by.
+    Each observer also sees every (category, ItemMeta, source) of a first listing as it
+    streams by; a repeated listing is dropped and counted in the ingest report.
     """
     catalog = Catalog(cfg)
+    report = report or IngestReport()
     observers = tuple(observers)
-    for files in sources.amazon_reviews:
-        for meta in progress(read_item_meta(files.meta), f"items {files.category}"):
-            catalog.add(
-                meta.parent_asin,
-                ItemInfo(
-                    title=clip(meta.title, cfg.title_chars),
-                    category=files.category,
-                    topics=(leaf_topic(meta, files.category),),
-                    store=meta.store,
-                    price=meta.price,
-                ),
+    for source, files in _meta_files(sources):
+        counts = report.file(source, files.meta)
+        for meta in progress(
+            read_item_meta(files.meta, notes=counts.notes), f"items {files.category}"
+        ):
+            counts.read += 1
+            info = ItemInfo(
+                title=clip(meta.title, cfg.title_chars),
+                category=files.category,
+                topics=(leaf_topic(meta, files.category),),
+                store=meta.store,
+                price=meta.price,
+                source=source,
             )
+            if not catalog.add(meta.parent_asin, info):
+                counts.drop(DUPLICATE_ITEM, f"item {meta.parent_asin}")
+                continue
             if meta.bought_together:
                 catalog.bought_together[meta.parent_asin] = meta.bought_together
             for observe in observers:
-                observe(files.category, meta)
+                observe(files.category, meta, source)
     for files in sources.movielens:
-        for movie in read_movies(files.movies):
-            catalog.add(
-                scoped_id(files.variant, movie.item_id),
-                ItemInfo(
-                    title=clip(movie.title, cfg.title_chars),
-                    category=MOVIES_CATEGORY,
-                    topics=movie.genres or (MOVIES_CATEGORY,),
-                ),
+        counts = report.file("movielens", files.movies)
+        for movie in read_movies(files.movies, notes=counts.notes):
+            counts.read += 1
+            info = ItemInfo(
+                title=clip(movie.title, cfg.title_chars),
+                category=MOVIES_CATEGORY,
+                topics=movie.genres or (MOVIES_CATEGORY,),
+                source="movielens",
             )
+            if not catalog.add(scoped_id(files.variant, movie.item_id), info):
+                counts.drop(DUPLICATE_ITEM, f"movie {movie.item_id}")
     return catalog

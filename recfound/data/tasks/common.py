@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import mmap
+import pickle
 import random
+import tempfile
+from array import array
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Generic, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from recfound.config import BuildConfig
-from recfound.data.instructions import INSTRUCTIONS
+from recfound.data.instructions import instruction_for
 from recfound.tasks import task_by_code
 
 T = TypeVar("T")
@@ -66,48 +71,109 @@ def clip(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class SplitSizes:
-    """How many rows a task wants per split."""
+    """How many rows a task wants per split; None = every row the data yields.
 
-    train: int
-    validation: int
+    The test split always has a size: it is the seeded sample taken first (lowest ranks), so
+    it does not move when the train or validation caps change. An uncapped validation split
+    takes every `validation_every`-th candidate after test (the first one included), the rest
+    go to train.
+    """
+
+    train: int | None
+    validation: int | None
     test: int
+    validation_every: int = 20
 
     @classmethod
     def of(cls, cfg: BuildConfig) -> SplitSizes:
-        return cls(cfg.train_per_task, cfg.validation_per_task, cfg.test_per_task)
+        every = max(1, round(1 / cfg.validation_share))
+        return cls(cfg.train_per_task, cfg.validation_per_task, cfg.test_per_task, every)
 
-    def get(self, split: str) -> int:
+    def get(self, split: str) -> int | None:
         return getattr(self, split)
 
     @property
-    def total(self) -> int:
+    def total(self) -> int | None:
+        """Rows wanted in all splits together; None when a split is uncapped."""
+        if self.train is None or self.validation is None:
+            return None
         return self.train + self.validation + self.test
+
+    def full(self, split: str, filled: int) -> bool:
+        cap = self.get(split)
+        return cap is not None and filled >= cap
 
 
 class BottomK(Generic[T]):
     """The k candidates of lowest rank seen in a stream (memory: k candidates).
 
-    Ties in rank keep the earlier candidate first, so exact duplicates stay side by side.
+    k None keeps every candidate, spilled to disk (memory: 24 bytes each), so an uncapped
+    task over millions of records stays bounded. Ties in rank keep the earlier candidate
+    first, so exact duplicates stay side by side.
     """
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int | None) -> None:
         self.k = k
         self._heap: list[tuple[int, int, T]] = []  # (-rank, -arrival, item): a max-heap
         self._arrival = count()
+        self._spill = SpilledRanking[T]() if k is None else None
 
     def offer(self, key: int, item: T) -> None:
+        if self._spill is not None:
+            self._spill.add(key, item)
+            return
         entry = (-key, -next(self._arrival), item)
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, entry)
         elif entry[:2] > self._heap[0][:2]:
             heapq.heapreplace(self._heap, entry)
 
-    def ranked(self) -> list[T]:
+    def ranked(self) -> Iterator[T]:
         """The kept candidates, lowest rank first."""
-        return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+        if self._spill is not None:
+            return self._spill.ranked()
+        return iter([item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))])
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._spill) if self._spill is not None else len(self._heap)
+
+
+class SpilledRanking(Generic[T]):
+    """Every candidate offered, pickled to a temporary file; read back in rank order.
+
+    In memory: rank, offset and size per candidate. The file is removed when this object
+    is collected (tempfile.TemporaryFile).
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the ranking lives
+        self._ranks = array("Q")
+        self._offsets = array("q")
+        self._sizes = array("q")
+
+    def add(self, key: int, item: T) -> None:
+        data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        self._offsets.append(self._file.tell())
+        self._sizes.append(len(data))
+        self._ranks.append(key)
+        self._file.write(data)
+
+    def __len__(self) -> int:
+        return len(self._ranks)
+
+    def ranked(self) -> Iterator[T]:
+        """Candidates by rank, ties in arrival order (a stable sort)."""
+        if not self._ranks:
+            return
+        self._file.flush()
+        order = np.argsort(np.frombuffer(self._ranks, dtype=np.uint64), kind="stable")
+        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            for index in order.tolist():
+                start = self._offsets[index]
+                yield pickle.loads(view[start : start + self._sizes[index]])
+
+
+RowStream = Iterator[tuple[str, dict]]  # (split, unified row), a task's test rows first
 
 
 def fill_splits(
@@ -115,34 +181,51 @@ def fill_splits(
     sizes: SplitSizes,
     make: Callable[[str, T], dict | None],
     split_of: Callable[[T], Sequence[str]] | None = None,
-) -> dict[str, list[dict]]:
-    """Turn ranked candidates into rows: test first, then validation, then train.
+) -> RowStream:
+    """Turn ranked candidates into (split, row): test first, then validation, then train.
 
     `make(split, candidate)` returns a row or None (the candidate cannot make one, e.g. too
     few negatives: the next candidate takes its place). `split_of` limits the splits a
-    candidate may go to (a source's own split), default any.
+    candidate may go to (a source's own split), default any. With an uncapped validation
+    split, every `sizes.validation_every`-th candidate past test goes to validation.
     """
-    rows: dict[str, list[dict]] = {split: [] for split in SPLIT_ORDER}
+    filled = dict.fromkeys(SPLIT_ORDER, 0)
+    past_test = 0  # candidates offered to validation/train in share mode
     for candidate in ranked:
         allowed = split_of(candidate) if split_of else SPLIT_ORDER
         for split in SPLIT_ORDER:
-            if split in allowed and len(rows[split]) < sizes.get(split):
-                row = make(split, candidate)
-                if row is not None:
-                    rows[split].append(row)
-                break
-        if all(len(rows[s]) >= sizes.get(s) for s in SPLIT_ORDER):
+            if split not in allowed or sizes.full(split, filled[split]):
+                continue
+            if split == "validation" and sizes.validation is None:
+                past_test += 1
+                if (past_test - 1) % sizes.validation_every:
+                    continue  # not this candidate's turn: it goes to train
+            row = make(split, candidate)
+            if row is not None:
+                filled[split] += 1
+                yield split, row
             break
-    return rows
+        if all(sizes.full(s, filled[s]) for s in SPLIT_ORDER):
+            return
 
 
-def interleave(classes: dict[str, list[T]]) -> Iterator[T]:
-    """Round-robin over the classes (sorted by name), each in its own order: balanced labels."""
-    queues = [list(classes[name]) for name in sorted(classes)]
-    for position in range(max((len(q) for q in queues), default=0)):
-        for queue in queues:
-            if position < len(queue):
-                yield queue[position]
+def interleave(classes: dict[str, Iterable[T]]) -> Iterator[T]:
+    """Round-robin over the classes (sorted by name), each in its own order: balanced labels.
+
+    Lazy: each class is read as far as the round-robin gets (classes may be spilled streams).
+    """
+    streams = [iter(classes[name]) for name in sorted(classes)]
+    while streams:
+        alive = []
+        for stream in streams:
+            item = next(stream, _END)
+            if item is not _END:
+                alive.append(stream)
+                yield item
+        streams = alive
+
+
+_END = object()
 
 
 def make_row(
@@ -169,7 +252,7 @@ def make_row(
         "task_id": task.id,
         "task": task.code,
         "kind": task.kind.value,
-        "instruction": INSTRUCTIONS[task.code],
+        "instruction": instruction_for(task.code, source),
         "input": input,
         "output": output,
         "options": list(options),

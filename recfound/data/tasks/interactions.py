@@ -11,15 +11,26 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
-from recfound.data.readers import RawSources, read_ratings, read_reviews
+from recfound.data.ingest import (
+    CONFLICTING_DUPLICATE,
+    DUPLICATE,
+    NO_METADATA,
+    SHORT_USER,
+    FileCounts,
+    IngestReport,
+)
+from recfound.data.readers import RawSources, ReviewCategory, read_ratings, read_reviews
 from recfound.data.records import Review
 from recfound.data.tasks.catalog import Catalog, scoped_id
 from recfound.data.tasks.common import progress
 
 AMAZON = "amazon_reviews"
+AMAZON_2018 = "amazon_reviews_2018"  # Amazon Reviews 2014 and 2018 (recfound/data/readers)
 MOVIELENS = "movielens"
 
 
@@ -35,6 +46,11 @@ class UserSequence:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @cached_property
+    def item_set(self) -> frozenset[str]:
+        """Every item the user interacted with (computed once per sequence)."""
+        return frozenset(self.items)
 
 
 class _Index:
@@ -63,25 +79,40 @@ class _Index:
 
 
 class InteractionLog:
-    """Append-only log of (user, item, timestamp, rating); `sequences()` sorts it."""
+    """Append-only log of (user, item, timestamp, rating, file); `sequences()` sorts it.
 
-    def __init__(self) -> None:
+    Duplicates (same user, item and time) are removed when sorting: the one listed last is
+    kept, and each removed row is counted against its file as an exact or a conflicting
+    (other rating) duplicate.
+    """
+
+    def __init__(self, report: IngestReport | None = None) -> None:
         self._users = _Index()
         self._items = _Index()
         self._user_source: dict[int, str] = {}
+        self._files: list[FileCounts] = []
+        self.report = report or IngestReport()
         self._u = array("q")
         self._i = array("q")
         self._t = array("q")
         self._r = array("f")
-        self.skipped = 0  # interactions whose item the catalogue lacks
+        self._f = array("H")  # index into _files
 
-    def add(self, user_id: str, item_id: str, timestamp: int, rating: float, source: str) -> None:
+    def file(self, source: str, path: Path) -> int:
+        """Register a raw file; its index is passed to `add`."""
+        self._files.append(self.report.file(source, path))
+        return len(self._files) - 1
+
+    def add(
+        self, user_id: str, item_id: str, timestamp: int, rating: float, source: str, file: int
+    ) -> None:
         user = self._users(user_id)
         self._user_source.setdefault(user, source)
         self._u.append(user)
         self._i.append(self._items(item_id))
         self._t.append(timestamp)
         self._r.append(rating)
+        self._f.append(file)
 
     def __len__(self) -> int:
         return len(self._u)
@@ -91,17 +122,49 @@ class InteractionLog:
         items = np.array(self._i, dtype=np.int64)
         times = np.array(self._t, dtype=np.int64)
         ratings = np.array(self._r, dtype=np.float32)
+        files = np.array(self._f, dtype=np.int64)
         user_rank, item_rank = self._users.ranks(), self._items.ranks()
-        order = np.lexsort((item_rank[items], times, user_rank[users]))
+        # Arrival order last: among duplicates, the one listed last sorts last and is kept.
+        arrival = np.arange(len(users))
+        order = np.lexsort((arrival, item_rank[items], times, user_rank[users]))
+        users, items, times, ratings, files = (
+            a[order] for a in (users, items, times, ratings, files)
+        )
+        keep = self._drop_duplicates(users, items, times, ratings, files)
         sources = [self._user_source[u] for u in range(len(self._users.ids))]
         return Sequences(
             self._users.ids,
             sources,
             self._items,
-            users[order],
-            items[order],
-            times[order],
-            ratings[order],
+            users[keep],
+            items[keep],
+            times[keep],
+            ratings[keep],
+            files[keep],
+            self._files,
+        )
+
+    def _drop_duplicates(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        times: np.ndarray,
+        ratings: np.ndarray,
+        files: np.ndarray,
+    ) -> np.ndarray:
+        """Mask of the rows to keep: a row equal to the next on (user, item, time) goes."""
+        same_next = (
+            (users[:-1] == users[1:]) & (items[:-1] == items[1:]) & (times[:-1] == times[1:])
+        )
+        for index in np.flatnonzero(same_next).tolist():
+            reason = DUPLICATE if ratings[index] == ratings[index + 1] else CONFLICTING_DUPLICATE
+            self._files[int(files[index])].drop(reason, self._describe(users, items, times, index))
+        return np.concatenate((~same_next, [True])) if len(users) else np.ones(0, dtype=bool)
+
+    def _describe(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, index: int) -> str:
+        return (
+            f"user {self._users.ids[int(users[index])]}, item {self._items.ids[int(items[index])]}"
+            f", time {int(times[index])}"
         )
 
 
@@ -117,8 +180,12 @@ class Sequences:
         items: np.ndarray,
         times: np.ndarray,
         ratings: np.ndarray,
+        files: np.ndarray,
+        file_counts: list[FileCounts],
     ) -> None:
         self._user_ids = user_ids
+        self._files = files
+        self._file_counts = file_counts
         self._user_sources = user_sources
         self._item_index = item_index
         self._items = items
@@ -147,6 +214,17 @@ class Sequences:
         """user id -> number of interactions, users in id order."""
         sizes = (self._ends - self._starts).tolist()
         return {self._user_ids[int(u)]: n for u, n in zip(self._run_users, sizes, strict=True)}
+
+    def count_short_users(self, min_interactions: int) -> None:
+        """Count, per file, the interactions of users with fewer than `min_interactions`."""
+        lengths = self._ends - self._starts
+        for run in np.flatnonzero(lengths < min_interactions).tolist():
+            start, end = int(self._starts[run]), int(self._ends[run])
+            user = self._user_ids[int(self._run_users[run])]
+            for file, n in zip(*np.unique(self._files[start:end], return_counts=True), strict=True):
+                self._file_counts[int(file)].drop(
+                    SHORT_USER, f"user {user} ({end - start} interactions)", n=int(n)
+                )
 
     def get(self, user_id: str) -> UserSequence:
         """One user's sequence, materialised on demand (the arrays stay compact)."""
@@ -182,33 +260,54 @@ class Sequences:
         return sorted(followers, key=lambda pair: (-pair[1], pair[0]))
 
 
-ReviewObserver = Callable[[str, Review], None]
+ReviewObserver = Callable[[str, Review, str], None]
+
+
+def _review_files(sources: RawSources) -> list[tuple[str, ReviewCategory]]:
+    """(source name, category files) of every Amazon Reviews release present."""
+    return [
+        *((AMAZON, files) for files in sources.amazon_reviews),
+        *((AMAZON_2018, files) for files in sources.amazon_reviews_2018),
+    ]
 
 
 def load_interactions(
-    sources: RawSources, catalog: Catalog, observers: Iterable[ReviewObserver] = ()
+    sources: RawSources,
+    catalog: Catalog,
+    observers: Iterable[ReviewObserver] = (),
+    report: IngestReport | None = None,
 ) -> InteractionLog:
     """Stream every review file and MovieLens ratings file into an InteractionLog.
 
-    Each observer sees every (category, Review) as it streams by; interactions with items the
-    catalogue lacks are counted in `skipped` (no text to show for them).
+    Each observer sees every (category, Review, source) as it streams by; interactions with
+    items the catalogue lacks are dropped and counted in the ingest report (no text to show).
     """
-    log = InteractionLog()
+    log = InteractionLog(report)
     observers = tuple(observers)
-    for files in sources.amazon_reviews:
+    for source, files in _review_files(sources):
+        file = log.file(source, files.reviews)
+        counts = log.report.file(source, files.reviews)
         for review in progress(read_reviews(files.reviews), f"reviews {files.category}"):
+            counts.read += 1
             for observe in observers:
-                observe(files.category, review)
+                observe(files.category, review, source)
             if review.parent_asin not in catalog:
-                log.skipped += 1
+                counts.drop(NO_METADATA, f"user {review.user_id}, item {review.parent_asin}")
                 continue
-            log.add(review.user_id, review.parent_asin, review.timestamp, review.rating, AMAZON)
+            log.add(
+                review.user_id, review.parent_asin, review.timestamp, review.rating, source, file
+            )
     for files in sources.movielens:
-        for rating in progress(read_ratings(files.ratings), f"ratings {files.variant}"):
+        file = log.file(MOVIELENS, files.ratings)
+        counts = log.report.file(MOVIELENS, files.ratings)
+        for rating in progress(
+            read_ratings(files.ratings, notes=counts.notes), f"ratings {files.variant}"
+        ):
+            counts.read += 1
             item = scoped_id(files.variant, rating.item_id)
             if item not in catalog:
-                log.skipped += 1
+                counts.drop(NO_METADATA, f"user {rating.user_id}, movie {rating.item_id}")
                 continue
             user = scoped_id(files.variant, rating.user_id)
-            log.add(user, item, rating.timestamp, rating.rating, MOVIELENS)
+            log.add(user, item, rating.timestamp, rating.rating, MOVIELENS, file)
     return log

@@ -23,6 +23,7 @@ from recfound.data.records import ItemMeta
 from recfound.data.tasks.catalog import MOVIES_CATEGORY, Catalog, leaf_topic
 from recfound.data.tasks.common import (
     BottomK,
+    RowStream,
     SplitSizes,
     clip,
     fill_splits,
@@ -49,9 +50,7 @@ VERDICTS = ((4.3, "a customer favourite"), (3.5, "mostly liked"), (0.0, "mixed r
 JSON_LIKE = re.compile(r"^\s*[\[{]")
 
 
-def build_i2i(
-    catalog: Catalog, seqs: Sequences, cfg: BuildConfig, sizes: SplitSizes
-) -> dict[str, list[dict]]:
+def build_i2i(catalog: Catalog, seqs: Sequences, cfg: BuildConfig, sizes: SplitSizes) -> RowStream:
     anchors = sorted(
         {*catalog.bought_together, *seqs.items_with_followers()}
         & {i for i, info in catalog.items.items() if info.category != MOVIES_CATEGORY},
@@ -87,7 +86,7 @@ def build_i2i(
             negative_ids=negatives,
             category=category,
             target_key=anchor,
-            source=AMAZON,
+            source=catalog[anchor].source,
         )
 
     return fill_splits(anchors, sizes, make)
@@ -95,7 +94,7 @@ def build_i2i(
 
 def build_prp(
     queries: list[EsciQuery], catalog: Catalog, cfg: BuildConfig, sizes: SplitSizes
-) -> dict[str, list[dict]]:
+) -> RowStream:
     classes = {label: BottomK[tuple[str, str, str]](sizes.total) for label in RELATIONS}
     for query in queries:
         anchor = exact_product(query, cfg.seed)
@@ -152,7 +151,7 @@ class AttributeTask:
     def __init__(self, cfg: BuildConfig, sizes: SplitSizes) -> None:
         self.cfg = cfg
         self.sizes = sizes
-        self._kept = BottomK[tuple[str, str, ProductText, list[dict]]](sizes.total)
+        self._kept = BottomK[tuple[str, str, str, ProductText, list[dict]]](sizes.total)
 
     def attributes(self, meta: ItemMeta, text: ProductText) -> list[dict[str, str]]:
         """[{attribute, value, source}] for each detail whose value the shown text contains."""
@@ -166,16 +165,16 @@ class AttributeTask:
                 found.append({"attribute": attribute, "value": value, "source": source})
         return found
 
-    def observe(self, category: str, meta: ItemMeta) -> None:
+    def observe(self, category: str, meta: ItemMeta, source: str = AMAZON) -> None:
         text = ProductText(meta, self.cfg)
         found = self.attributes(meta, text)
         if found:
             key = rank(self.cfg.seed, "AVE", meta.parent_asin)
-            self._kept.offer(key, (category, meta.parent_asin, text, found))
+            self._kept.offer(key, (source, category, meta.parent_asin, text, found))
 
-    def build(self) -> dict[str, list[dict]]:
-        def make(split: str, kept: tuple[str, str, ProductText, list[dict]]) -> dict:
-            category, asin, text, found = kept
+    def build(self) -> RowStream:
+        def make(split: str, kept: tuple[str, str, str, ProductText, list[dict]]) -> dict:
+            source, category, asin, text, found = kept
             shown = "\n".join(f"{name.capitalize()}: {t}" for name, t in text.fields().items())
             return make_row(
                 "AVE",
@@ -184,7 +183,7 @@ class AttributeTask:
                 output=json.dumps(found, ensure_ascii=False),
                 category=category,
                 target_key=asin,
-                source=AMAZON,
+                source=source,
             )
 
         return fill_splits(self._kept.ranked(), self.sizes, make)
@@ -225,10 +224,10 @@ class ItemProfileTask:
         self.sizes = sizes
         self._kept = BottomK[tuple[str, ItemMeta]](sizes.total)
 
-    def observe(self, category: str, meta: ItemMeta) -> None:
+    def observe(self, category: str, meta: ItemMeta, source: str = AMAZON) -> None:
         self._kept.offer(rank(self.cfg.seed, "IP", meta.parent_asin), (category, meta))
 
-    def build(self, catalog: Catalog) -> dict[str, list[dict]]:
+    def build(self, catalog: Catalog) -> RowStream:
         prices: dict[str, list[float]] = {}
 
         def make(split: str, kept: tuple[str, ItemMeta]) -> dict:
@@ -256,7 +255,7 @@ class ItemProfileTask:
                 output=item_profile(meta, category, prices[category], self.cfg.title_chars),
                 category=category,
                 target_key=meta.parent_asin,
-                source=AMAZON,
+                source=catalog[meta.parent_asin].source,
             )
 
         return fill_splits(self._kept.ranked(), self.sizes, make)

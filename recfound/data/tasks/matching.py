@@ -12,13 +12,24 @@ from pathlib import Path
 from recfound.config import BuildConfig
 from recfound.data.readers import RawSources, read_match_pairs, read_match_products
 from recfound.data.records import MatchPair, MatchProduct
-from recfound.data.tasks.common import NO, YES, BottomK, SplitSizes, interleave, make_row, rank
+from recfound.data.tasks.common import (
+    NO,
+    YES,
+    BottomK,
+    RowStream,
+    SplitSizes,
+    interleave,
+    make_row,
+    rank,
+)
 from recfound.errors import DataError
 
 SOURCE = "amazon_google"
 PM_OPTIONS = (YES, NO)
 # Data rows of a pair file start on line 2 (line 1 is the header); pair rows never wrap.
 FIRST_DATA_LINE = 2
+# Unified split -> the AmazonGoogleFiles field of its pair file; test first (see fill_splits).
+SPLIT_FILES = {"test": "test", "validation": "valid", "train": "train"}
 
 
 def _listing(product: MatchProduct) -> str:
@@ -39,23 +50,25 @@ def _check_ids(path: Path, row: int, pair: MatchPair, left: dict, right: dict) -
             raise DataError(path, f"{column} {value!r} is not an id of {name}", line=row)
 
 
-def build_pm(sources: RawSources, cfg: BuildConfig, sizes: SplitSizes) -> dict[str, list[dict]]:
-    rows: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+def build_pm(sources: RawSources, cfg: BuildConfig, sizes: SplitSizes) -> RowStream:
+    """PM rows from each Amazon-Google pair file, in the file's own split (test first);
+    per split the lowest-ranked pairs, labels interleaved, up to the split's cap."""
+    filled = dict.fromkeys(SPLIT_FILES, 0)
     for files in sources.amazon_google:
         left = {p.id: p for p in read_match_products(files.table_a)}
         right = {p.id: p for p in read_match_products(files.table_b)}
-        for split, path in (
-            ("train", files.train),
-            ("validation", files.valid),
-            ("test", files.test),
-        ):
+        for split, name in SPLIT_FILES.items():
+            path = getattr(files, name)
             kept = {label: BottomK[MatchPair](sizes.get(split)) for label in (1, 0)}
             for row, pair in enumerate(read_match_pairs(path), start=FIRST_DATA_LINE):
                 _check_ids(path, row, pair, left, right)
                 kept[pair.label].offer(rank(cfg.seed, "PM", pair.ltable_id, pair.rtable_id), pair)
-            ranked = interleave({YES: kept[1].ranked(), NO: kept[0].ranked()})
-            for pair in list(ranked)[: sizes.get(split) - len(rows[split])]:
-                rows[split].append(
+            for pair in interleave({YES: kept[1].ranked(), NO: kept[0].ranked()}):
+                if sizes.full(split, filled[split]):
+                    break
+                filled[split] += 1
+                yield (
+                    split,
                     make_row(
                         "PM",
                         (pair.ltable_id, pair.rtable_id),
@@ -65,6 +78,5 @@ def build_pm(sources: RawSources, cfg: BuildConfig, sizes: SplitSizes) -> dict[s
                         options=PM_OPTIONS,
                         target_key=f"{pair.ltable_id}|{pair.rtable_id}",
                         source=SOURCE,
-                    )
+                    ),
                 )
-    return rows

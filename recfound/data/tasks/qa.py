@@ -14,6 +14,7 @@ from recfound.data.tasks.common import (
     NO,
     YES,
     BottomK,
+    RowStream,
     SplitSizes,
     clip,
     fill_splits,
@@ -61,7 +62,7 @@ class QATasks:
             **extra,
         )
 
-    def build_ap(self) -> dict[str, list[dict]]:
+    def build_ap(self) -> RowStream:
         def make(split: str, record: QARecord) -> dict:
             output = YES if record.is_answerable else NO
             return self._row("AP", record, output, options=AP_OPTIONS)
@@ -69,7 +70,7 @@ class QATasks:
         ranked = interleave({label: heap.ranked() for label, heap in self._ap.items()})
         return fill_splits(ranked, self.sizes, make)
 
-    def build_ag(self) -> dict[str, list[dict]]:
+    def build_ag(self) -> RowStream:
         def make(split: str, record: QARecord) -> dict:
             answers = [a for a in record.answers if a.answer_text.strip()]
             best = max(answers, key=lambda a: a.helpful[0])  # max keeps the first on a tie

@@ -17,9 +17,11 @@ import re
 from dataclasses import dataclass, field
 
 from recfound.config import BuildConfig
+from recfound.data.ingest import IngestReport
 from recfound.data.readers import RawSources, read_esci
 from recfound.data.tasks.catalog import Catalog, ItemInfo
 from recfound.data.tasks.common import (
+    RowStream,
     SplitSizes,
     clip,
     fill_splits,
@@ -57,12 +59,25 @@ def esci_category(locale: str) -> str:
     return f"ESCI {locale}"
 
 
-def load_esci(sources: RawSources, catalog: Catalog, cfg: BuildConfig) -> list[EsciQuery]:
-    """The queries of `cfg.esci_locale`; their products join the catalogue when it lacks them."""
+def load_esci(
+    sources: RawSources, catalog: Catalog, cfg: BuildConfig, report: IngestReport | None = None
+) -> list[EsciQuery]:
+    """The queries of `cfg.esci_locale`; their products join the catalogue when it lacks them.
+
+    Judgements of other locales are counted as filtered in the ingest report.
+    """
     queries: dict[int, EsciQuery] = {}
+    report = report or IngestReport()
     for files in sources.esci:
+        counts = report.file(SOURCE, files.examples)
         for example in progress(read_esci(files.examples, files.products), "esci"):
+            counts.read += 1
             if example.product_locale != cfg.esci_locale:
+                counts.drop(
+                    f"locale {example.product_locale} (build.esci_locale: {cfg.esci_locale})",
+                    f"example {example.example_id}",
+                    filtered=True,
+                )
                 continue
             if example.product_id not in catalog:
                 catalog.add(
@@ -72,6 +87,7 @@ def load_esci(sources: RawSources, catalog: Catalog, cfg: BuildConfig) -> list[E
                         category=esci_category(example.product_locale),
                         topics=(esci_category(example.product_locale),),
                         store=example.product_brand,
+                        source=SOURCE,
                     ),
                 )
             query = queries.setdefault(
@@ -104,7 +120,7 @@ def rewrite_query(query: str, title: str, cutoff: float) -> str:
 
 def build_q2i(
     queries: list[EsciQuery], catalog: Catalog, cfg: BuildConfig, sizes: SplitSizes
-) -> dict[str, list[dict]]:
+) -> RowStream:
     candidates = [q for q in queries if exact_product(q, cfg.seed) is not None]
     candidates.sort(key=lambda q: (rank(cfg.seed, "Q2I", q.query_id), q.query_id))
 
@@ -139,7 +155,7 @@ def build_q2i(
 
 def build_qr(
     queries: list[EsciQuery], catalog: Catalog, cfg: BuildConfig, sizes: SplitSizes
-) -> dict[str, list[dict]]:
+) -> RowStream:
     classes: dict[str, list[tuple[EsciQuery, str]]] = {"kept": [], "rewritten": []}
     for query in sorted(queries, key=lambda q: (rank(cfg.seed, "QR", q.query_id), q.query_id)):
         positive = exact_product(query, cfg.seed)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from recfound.config import BuildConfig
 from recfound.data.tasks.catalog import Catalog, ItemInfo
-from recfound.data.tasks.common import LETTERS, SplitSizes, make_row, rank, rng_for
+from recfound.data.tasks.common import LETTERS, RowStream, SplitSizes, make_row, rank, rng_for
 from recfound.data.tasks.interactions import Sequences, UserSequence
 
 # Held-out positions counted from the end: test = the last interaction, validation = the one
@@ -75,54 +75,73 @@ class SequenceTasks:
         self.cfg = cfg
         self.eligible = {u: n for u, n in seqs.lengths().items() if n >= cfg.min_interactions}
 
-    def build(self, sizes: SplitSizes) -> dict[str, dict[str, list[dict]]]:
+    def build(self, sizes: SplitSizes) -> dict[str, RowStream]:
         return {
             "U2I": self._leave_last_out("U2I", sizes, self._u2i),
             "SR": self._leave_last_out("SR", sizes, self._sr),
             "UP": self._leave_last_out("UP", sizes, self._up),
         }
 
-    def _leave_last_out(
-        self, code: str, sizes: SplitSizes, make: RowMaker
-    ) -> dict[str, list[dict]]:
+    def _leave_last_out(self, code: str, sizes: SplitSizes, make: RowMaker) -> RowStream:
+        """(split, row) of task `code`: test, then validation (held-out positions), then train."""
         seed = self.cfg.seed
         order = sorted(self.eligible, key=lambda user: (rank(seed, code, user), user))
-        rows: dict[str, list[dict]] = {"test": [], "validation": [], "train": []}
+        held_out: set[str] = set()
         for split, from_end in HELD_OUT.items():
+            filled = 0
             for user in order:
-                if len(rows[split]) >= sizes.get(split):
+                if sizes.full(split, filled):
                     break
                 seq = self.seqs.get(user)
                 row = make(split, seq, len(seq) - from_end)
                 if row is not None:
-                    rows[split].append(row)
-        held_out = {row["target_key"] for split in HELD_OUT for row in rows[split]}
-        # Training: pass p takes the p-th of each user's (seeded) shuffled earlier positions;
-        # positions are drawn only for the users a pass reaches.
+                    filled += 1
+                    held_out.add(row["target_key"])
+                    yield split, row
+        if sizes.train is None:
+            yield from self._all_training_rows(code, order, held_out, make)
+            return
+        # Capped: pass p takes the p-th of each user's (seeded) shuffled earlier positions, so
+        # the cap spreads over users; positions are drawn only for the users a pass reaches.
         positions: dict[str, list[int]] = {}
-        depth, reached = 0, True
+        depth, reached, filled = 0, True, 0
         while reached:
             reached = False
             for user in order:
-                if len(rows["train"]) >= sizes.train:
-                    return rows
+                if sizes.full("train", filled):
+                    return
                 if user not in positions:
-                    earlier = range(1, self.eligible[user] - FIRST_TRAIN_FROM_END + 1)
-                    rng = rng_for(seed, code, "positions", user)
-                    positions[user] = rng.sample(earlier, len(earlier))
+                    positions[user] = self._training_positions(code, user)
                 if depth < len(positions[user]):
                     reached = True
                     row = make("train", self.seqs.get(user), positions[user][depth])
                     if row is not None and row["target_key"] not in held_out:
-                        rows["train"].append(row)
+                        filled += 1
+                        yield "train", row
             depth += 1
-        return rows
+
+    def _training_positions(self, code: str, user: str) -> list[int]:
+        """The user's positions a training row may predict, in a seeded order."""
+        earlier = range(1, self.eligible[user] - FIRST_TRAIN_FROM_END + 1)
+        return rng_for(self.cfg.seed, code, "positions", user).sample(earlier, len(earlier))
+
+    def _all_training_rows(
+        self, code: str, order: list[str], held_out: set[str], make: RowMaker
+    ) -> RowStream:
+        """Uncapped: every training position of every user, one user at a time (each user's
+        sequence is materialised once, not once per position)."""
+        for user in order:
+            seq = self.seqs.get(user)
+            for k in self._training_positions(code, user):
+                row = make("train", seq, k)
+                if row is not None and row["target_key"] not in held_out:
+                    yield "train", row
 
     def _negatives(self, code: str, seq: UserSequence, k: int, n: int) -> list[str] | None:
         """`n` items of the target's category the user never interacted with."""
         category = self.catalog[seq.items[k]].category
         rng = rng_for(self.cfg.seed, code, "negatives", seq.user_id, k)
-        return self.catalog.pools.sample(category, n, set(seq.items), rng)
+        return self.catalog.pools.sample(category, n, seq.item_set, rng)
 
     def _keys(self, seq: UserSequence, k: int) -> tuple:
         return (seq.source, seq.user_id, seq.items[k], seq.timestamps[k])

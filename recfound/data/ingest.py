@@ -1,0 +1,131 @@
+"""The ingest report: per source and file, rows read, kept, and dropped by reason.
+
+Nothing the build leaves out goes uncounted. Data-quality drops (an interaction whose item
+has no metadata, exact and conflicting duplicates, users under `build.min_interactions`) are
+checked against `build.max_drop_share`: a file that loses a larger share of its rows to one
+reason fails the build with the file, the reason, the count and the first examples. Rows left
+out by a setting (another ESCI locale) are counted as filtered, without a limit. Notes count
+what a reader tolerated (values in unnamed CSV columns). Quoted examples are cut short, so one
+huge record cannot bloat the report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recfound.errors import RecFoundError
+
+# Reasons (the keys of build.max_drop_share name the same four).
+NO_METADATA = "no_metadata"
+DUPLICATE = "duplicate"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+SHORT_USER = "short_user"
+DUPLICATE_ITEM = "duplicate_item"
+REASONS: dict[str, str] = {
+    NO_METADATA: "interaction whose item has no metadata",
+    DUPLICATE: "exact duplicate interaction (one kept)",
+    CONFLICTING_DUPLICATE: "conflicting duplicate: same user, item and time, other rating "
+    "(the one listed last is kept)",
+    SHORT_USER: "user under build.min_interactions (left out of U2I/SR/UP; still counts "
+    "for I2I co-purchases)",
+    DUPLICATE_ITEM: "item listed again (the first listing is kept)",
+}
+EXAMPLES_KEPT = 5  # per file and reason
+EXAMPLE_CHARS = 200  # a quoted example is cut to this length
+
+
+class IngestError(RecFoundError):
+    """A file lost more of its rows to one reason than build.max_drop_share allows."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
+
+
+@dataclass
+class FileCounts:
+    """What the build did with one raw file's rows."""
+
+    source: str
+    path: str
+    read: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    filtered: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return self.read - sum(self.dropped.values()) - sum(self.filtered.values())
+
+    def drop(self, reason: str, example: str, n: int = 1, filtered: bool = False) -> None:
+        (self.filtered if filtered else self.dropped)[reason] += n
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < EXAMPLES_KEPT:
+            shown.append(_cut(example))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "file": self.path,
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": dict(self.dropped),
+            "filtered": dict(self.filtered),
+            "notes": dict(self.notes),
+            "examples": self.examples,
+        }
+
+
+class IngestReport:
+    """Counts per raw file, in the order the build reads them."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, FileCounts] = {}
+        self.ignored: list[str] = []
+
+    def file(self, source: str, path: str | Path) -> FileCounts:
+        """The counts of `path` (created on first use)."""
+        key = str(path)
+        if key not in self.files:
+            self.files[key] = FileCounts(source, key)
+        return self.files[key]
+
+    def ignore(self, paths: Iterable[str | Path]) -> None:
+        """Files in the data folder that no source reads (listed, never silently skipped)."""
+        self.ignored.extend(str(p) for p in paths)
+
+    def check(self, limits: Mapping[str, float]) -> None:
+        """Raise IngestError for the first file whose share dropped to one reason exceeds
+        `limits[reason]`; reasons without a limit are not checked."""
+        for counts in self.files.values():
+            for reason, n in counts.dropped.items():
+                limit = limits.get(reason)
+                if limit is None or not counts.read or n / counts.read <= limit:
+                    continue
+                examples = "; ".join(counts.examples.get(reason, []))
+                raise IngestError(
+                    f"{counts.path}: {n:,} of {counts.read:,} rows ({n / counts.read:.1%}) "
+                    f"dropped: {REASONS.get(reason, reason)}; more than "
+                    f"build.max_drop_share.{reason} = {limit:.1%}. First examples: {examples}"
+                )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reasons": REASONS,
+            "files": [c.to_json() for c in self.files.values()],
+            "ignored": self.ignored,
+        }
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        """(file, read, kept, dropped by reason, filtered/notes) per file, for a printed table."""
+        out = []
+        for c in self.files.values():
+            dropped = ", ".join(f"{r} {n:,}" for r, n in c.dropped.items() if n) or "-"
+            other = ", ".join(f"{r} {n:,}" for r, n in (*c.filtered.items(), *c.notes.items()))
+            out.append((c.path, f"{c.read:,}", f"{c.kept:,}", dropped, other or "-"))
+        return out

@@ -1,0 +1,222 @@
+"""Bring your own data: the task set follows the sources, all of the data, counted drops, the
+stale-dataset refusal of the validate gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import pytest
+
+from recfound.config import BuildConfig, Config, Paths, SampleConfig
+from recfound.data.build import BuildError, build_unified, plan_tasks, write_unified
+from recfound.data.ingest import IngestError
+from recfound.data.sample import write_sample
+from recfound.data.unified import BUILD_MANIFEST, present_tasks, read_manifest
+from recfound.data.validate import check_built_from_current_data
+from recfound.errors import RecFoundError, ValidationFailed
+
+SAMPLE = SampleConfig(
+    n_users=60,
+    n_items=120,
+    n_queries=80,
+    n_questions=80,
+    n_match_pairs=80,
+    n_movies=40,
+    n_movie_users=20,
+)
+CAPPED = BuildConfig(train_per_task=10, validation_per_task=3, test_per_task=5)
+ML_RATINGS = Path("movielens/ml-100k/u.data")
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample(tmp_path_factory.mktemp("raw") / "data", SAMPLE)
+
+
+def only(raw_dir: Path, tmp_path: Path, *sources: str) -> Path:
+    """A data folder holding only `sources` of the sample."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for source in sources:
+        shutil.copytree(raw_dir / source, data / source)
+    return data
+
+
+def codes(dataset: datasets.DatasetDict) -> list[str]:
+    return [t.code for t in present_tasks(dataset)]
+
+
+# --- the task set follows the data ------------------------------------------------------------
+
+
+def test_movielens_alone_feeds_its_three_tasks_and_names_what_the_rest_need(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    result = write_unified(data, CAPPED, tmp_path / "unified")
+    assert result.plan.tasks == ["U2I", "SR", "UP"]
+    manifest = read_manifest(tmp_path / "unified")
+    assert manifest["skipped"]["Q2I"] == "needs esci"
+    assert manifest["skipped"]["PM"] == "needs amazon_google"
+    assert set(manifest["rows"]["U2I"]) == {"movielens"}
+    dataset = datasets.load_from_disk(str(tmp_path / "unified"))
+    assert codes(dataset) == ["U2I", "SR", "UP"]
+    for split in ("train", "validation", "test"):
+        assert set(dataset[split]["task"]) == {"U2I", "SR", "UP"}
+
+
+def test_prompts_name_the_domain_a_row_came_from(raw_dir: Path) -> None:
+    dataset = build_unified(raw_dir, CAPPED)["train"].filter(lambda r: r["task"] == "SR")
+    by_source = {row["source"]: row["instruction"] for row in dataset}
+    assert "watch" in by_source["movielens"] and "buy" not in by_source["movielens"]
+    assert "buy" in by_source["amazon_reviews"]
+
+
+def test_a_generative_only_data_folder_builds_pm_alone(raw_dir: Path, tmp_path: Path) -> None:
+    dataset = build_unified(only(raw_dir, tmp_path, "amazon_google"), CAPPED)
+    assert codes(dataset) == ["PM"]
+    assert set(dataset["test"]["kind"]) == {"generative"}
+
+
+def test_build_tasks_narrows_the_set_to_embedding_tasks(raw_dir: Path) -> None:
+    cfg = CAPPED.model_copy(update={"tasks": ("U2I", "Q2I", "I2I")})
+    dataset = build_unified(raw_dir, cfg)
+    assert codes(dataset) == ["U2I", "Q2I", "I2I"]
+    assert set(dataset["train"]["kind"]) == {"embedding"}
+
+
+def test_asking_for_a_task_the_data_cannot_feed_names_its_source(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    with pytest.raises(RecFoundError, match="Q2I, which needs esci"):
+        build_unified(data, CAPPED.model_copy(update={"tasks": ("U2I", "Q2I")}))
+
+
+def test_no_feedable_task_fails_before_anything_is_read(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "notes").mkdir(parents=True)
+    (data / "README.txt").write_text("my data\n")
+    with pytest.raises(RecFoundError, match="no task can be built from the data"):
+        plan_tasks((), None)
+    with pytest.raises(RecFoundError, match="no task can be built"):
+        build_unified(data, CAPPED)
+
+
+def test_unknown_task_codes_are_config_errors() -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        BuildConfig(tasks=("U2I", "XYZ"))
+
+
+# --- all of the data --------------------------------------------------------------------------
+
+
+def test_uncapped_splits_keep_every_sample_and_the_test_split_does_not_move(
+    raw_dir: Path,
+) -> None:
+    capped = build_unified(raw_dir, CAPPED)
+    uncapped = build_unified(
+        raw_dir, CAPPED.model_copy(update={"train_per_task": None, "validation_per_task": None})
+    )
+    assert uncapped["test"]["id"] == capped["test"]["id"]
+    assert uncapped["train"].num_rows > 5 * capped["train"].num_rows
+    for task in present_tasks(uncapped):
+        validation = uncapped["validation"].filter(lambda r, c=task.code: r["task"] == c)
+        assert validation.num_rows >= 1, task.code
+    # Leave-last-out: every eligible user has one validation row per sequence task.
+    u2i_val = uncapped["validation"].filter(lambda r: r["task"] == "U2I")
+    assert u2i_val.num_rows == len(set(u2i_val["user_id"])) > CAPPED.validation_per_task
+    # No train target is a test target, uncapped too.
+    for task in present_tasks(uncapped):
+        test = set(uncapped["test"].filter(lambda r, c=task.code: r["task"] == c)["target_key"])
+        train = uncapped["train"].filter(lambda r, c=task.code: r["task"] == c)["target_key"]
+        assert not test & set(train), task.code
+
+
+# --- ingestion: nothing dropped without a count ------------------------------------------------
+
+
+def append(path: Path, lines: list[str]) -> None:
+    with path.open("a", encoding="iso-8859-1") as handle:
+        handle.writelines(line + "\n" for line in lines)
+
+
+def ratings_counts(out: Path) -> dict:
+    files = read_manifest(out)["ingest"]["files"]
+    return next(f for f in files if f["file"].endswith("u.data"))
+
+
+def test_duplicates_are_dropped_counted_and_the_last_listed_is_kept(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    first = (data / ML_RATINGS).read_text(encoding="iso-8859-1").splitlines()[0]
+    user, item, rating, stamp = first.split("\t")
+    other = "1" if rating != "1" else "2"
+    append(data / ML_RATINGS, [first, f"{user}\t{item}\t{other}\t{stamp}"])
+    read = len((data / ML_RATINGS).read_text(encoding="iso-8859-1").splitlines())
+    result = write_unified(data, CAPPED, tmp_path / "unified")
+    counts = ratings_counts(tmp_path / "unified")
+    assert counts["read"] == read
+    assert counts["dropped"] == {"duplicate": 1, "conflicting_duplicate": 1}
+    assert counts["kept"] == read - 2
+    assert f"user ml-100k:{user}" in counts["examples"]["duplicate"][0]
+    assert result.report.files[str(data / ML_RATINGS)].kept == read - 2
+
+
+def test_interactions_without_metadata_over_the_limit_fail_with_file_count_and_examples(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    append(data / ML_RATINGS, [f"1\t{90000 + i}\t4\t881250949" for i in range(40)])
+    with pytest.raises(IngestError) as info:
+        build_unified(data, CAPPED)
+    message = str(info.value)
+    assert str(data / ML_RATINGS) in message and "40 of" in message
+    assert "no metadata" in message and "movie 90000" in message
+    # Within a raised limit the same rows are dropped and counted, and the build goes on.
+    lenient = CAPPED.model_copy(
+        update={"max_drop_share": CAPPED.max_drop_share.model_copy(update={"no_metadata": 0.5})}
+    )
+    write_unified(data, lenient, tmp_path / "unified")
+    assert ratings_counts(tmp_path / "unified")["dropped"] == {"no_metadata": 40}
+
+
+def test_users_under_min_interactions_are_counted(raw_dir: Path, tmp_path: Path) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    item = (data / ML_RATINGS).read_text(encoding="iso-8859-1").split("\t")[1]
+    append(data / ML_RATINGS, [f"{5000 + u}\t{item}\t3\t881250949" for u in range(3)])
+    loose = CAPPED.model_copy(
+        update={"max_drop_share": CAPPED.max_drop_share.model_copy(update={"short_user": 1.0})}
+    )
+    write_unified(data, loose, tmp_path / "unified")
+    assert ratings_counts(tmp_path / "unified")["dropped"] == {"short_user": 3}
+
+
+# --- the gate checks what it gates ----------------------------------------------------------
+
+
+def test_validate_refuses_a_dataset_built_from_other_raw_data(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "amazon_google")
+    cfg = Config(paths=Paths(data=data, unified=tmp_path / "unified"), build=CAPPED)
+    with pytest.raises(RecFoundError, match="unified dataset not found"):
+        check_built_from_current_data(cfg)
+    write_unified(data, CAPPED, cfg.paths.unified)
+    check_built_from_current_data(cfg)  # fresh: passes
+    manifest = json.loads((cfg.paths.unified / BUILD_MANIFEST).read_text())
+    assert len(manifest["data_fingerprint"]) == 32
+    # The raw data changes and the build fails (or is not run): the old dataset is refused.
+    with (data / "amazon_google" / "test.csv").open("a") as handle:
+        handle.write("")
+    (data / "amazon_google" / "train.csv").write_text(
+        (data / "amazon_google" / "test.csv").read_text()
+    )
+    with pytest.raises(BuildError):
+        write_unified(data, CAPPED, cfg.paths.unified)
+    with pytest.raises(ValidationFailed, match="built from other raw data"):
+        check_built_from_current_data(cfg)
