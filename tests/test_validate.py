@@ -264,6 +264,19 @@ def test_an_over_long_text_fails_against_the_configured_bound(tmp_path, good_row
     )
 
 
+def test_a_huge_bad_value_is_quoted_short_in_the_report_and_the_data_docs(tmp_path, good_rows):
+    cfg = _config(tmp_path, max_text_chars=100)
+    good_rows["train"][-1]["output"] = "y" * 2_000_000  # one 2 MB answer
+    _save(good_rows, cfg.paths.unified)
+    _run_expecting_failure(cfg)
+    report = (cfg.paths.validation / validate.REPORT_NAME).read_text()
+    assert len(report) < 200_000 and "(2,000,000 chars)" in report
+    docs = cfg.paths.validation / validate.DATA_DOCS_DIR
+    pages = [p for p in docs.rglob("*.html") if "y" * 1000 in p.read_text()]
+    assert pages == []
+    assert any("y" * 300 in p.read_text() for p in docs.rglob("*.html"))
+
+
 def test_rows_break_the_rules_of_their_kind_of_task(tmp_path, good_rows):
     cfg = _config(tmp_path)
     train = {row["task"]: row for row in good_rows["train"]}

@@ -132,6 +132,18 @@ def _cut_texts(values: list[Any]) -> list[Any]:
     ]
 
 
+def _cut_quoted_values(suite_result: ExpectationSuiteValidationResult) -> None:
+    """Cut, in place, the long strings GX quotes in a result (unexpected values and counts)."""
+    for result in suite_result.results:
+        details = result.result or {}
+        for key in ("partial_unexpected_list", "partial_missing_list"):
+            if isinstance(details.get(key), list):
+                details[key] = _cut_texts(details[key])
+        for entry in details.get("partial_unexpected_counts") or []:
+            if isinstance(entry, dict) and "value" in entry:
+                entry["value"] = _cut_texts([entry["value"]])[0]
+
+
 def _json_safe(value: Any) -> Any:
     """numpy scalars, tuples and sets as plain JSON values (GX results hold all of these)."""
     return json.loads(json.dumps(value, default=_to_builtin))
@@ -186,8 +198,8 @@ def expectation_outcome(result: ExpectationValidationResult, examples: int) -> E
         success=bool(result.success),
         element_count=details.get("element_count"),
         unexpected_count=details.get("unexpected_count"),
-        unexpected_examples=_cut_texts(_json_safe(list(unexpected))[:examples]),
-        missing=_cut_texts(_json_safe(list(missing))[:examples]),
+        unexpected_examples=_json_safe(list(unexpected))[:examples],  # cut in SuiteRunner.run
+        missing=_json_safe(list(missing))[:examples],
         observed_value=_json_safe(details.get("observed_value")),
         expected=_json_safe(_expected_of(kwargs)),
         error=error,
@@ -247,11 +259,18 @@ class SuiteRunner:
                 suite=self.suites[batch.suite],
             )
         )
+        store = self.context.validation_results_store
+        stored_before = set(store.list_keys())
         suite_result = definition.run(
             batch_parameters={"dataframe": batch.frame},
             expectation_parameters=self.parameters,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": self.examples},
         )
+        # The Data Docs render the stored result: store it again with long values cut, so one
+        # 5 MB review does not make a 5 MB page.
+        _cut_quoted_values(suite_result)
+        for key in set(store.list_keys()) - stored_before:
+            store.set(key, suite_result)
         return self._outcome(batch, suite_result)
 
     def build_data_docs(self) -> None:
