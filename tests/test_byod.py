@@ -220,3 +220,11 @@ def test_validate_refuses_a_dataset_built_from_other_raw_data(
         write_unified(data, CAPPED, cfg.paths.unified)
     with pytest.raises(ValidationFailed, match="built from other raw data"):
         check_built_from_current_data(cfg)
+
+
+def test_the_same_data_builds_the_same_dataset_fingerprint(raw_dir: Path, tmp_path: Path) -> None:
+    """Training resumes only under the same dataset fingerprint (recfound.train.loop)."""
+    for name in ("a", "b"):
+        write_unified(raw_dir, CAPPED, tmp_path / name)
+    a, b = (datasets.load_from_disk(str(tmp_path / n)) for n in ("a", "b"))
+    assert [s._fingerprint for s in a.values()] == [s._fingerprint for s in b.values()]

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -267,18 +268,31 @@ class RowWriter:
                     for line in handle:
                         yield json.loads(line)
 
-        return datasets.DatasetDict(
-            {
-                split: datasets.Dataset.from_generator(
-                    rows,
-                    features=FEATURES,
-                    cache_dir=str(cache_dir),
-                    gen_kwargs={"paths": [str(self.path(code, split)) for code in tasks]},
-                    split=split,
-                )
-                for split in SPLITS
-            }
-        )
+        def split_dataset(split: str) -> datasets.Dataset:
+            paths = [self.path(code, split) for code in tasks]
+            return datasets.Dataset.from_generator(
+                rows,
+                features=FEATURES,
+                cache_dir=str(cache_dir),
+                gen_kwargs={"paths": [str(p) for p in paths]},
+                split=split,
+                # Of the content, not of the temporary spill paths: the same rows give the
+                # same fingerprint, which training's resume check relies on.
+                fingerprint=_content_hash(paths),
+            )
+
+        return datasets.DatasetDict({split: split_dataset(split) for split in SPLITS})
+
+
+def _content_hash(paths: Sequence[Path]) -> str:
+    """A 16-hex-digit hash of the files' bytes, in order (a datasets fingerprint)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 @dataclass
