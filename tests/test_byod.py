@@ -29,6 +29,7 @@ SAMPLE = SampleConfig(
 )
 CAPPED = BuildConfig(train_per_task=10, validation_per_task=3, test_per_task=5)
 ML_RATINGS = Path("movielens/ml-100k/u.data")
+SPLIT_FILES = ("state.json", "dataset_info.json", "data-00000-of-00001.arrow")
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +229,23 @@ def test_the_same_data_builds_the_same_dataset_fingerprint(raw_dir: Path, tmp_pa
         write_unified(raw_dir, CAPPED, tmp_path / name)
     a, b = (datasets.load_from_disk(str(tmp_path / n)) for n in ("a", "b"))
     assert [s._fingerprint for s in a.values()] == [s._fingerprint for s in b.values()]
+
+
+def test_the_build_writes_the_layout_of_datasets_save_to_disk(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    """The build streams its splits to disk itself; the files must be what save_to_disk of
+    the same dataset writes, so that `datasets.load_from_disk` reads them now and later."""
+    write_unified(raw_dir, CAPPED, tmp_path / "built")
+    loaded = datasets.load_from_disk(str(tmp_path / "built"))
+    loaded.save_to_disk(str(tmp_path / "saved"))
+    for name in ("dataset_dict.json", *(f"{s}/{f}" for s in loaded for f in SPLIT_FILES)):
+        built, saved = (tmp_path / d / name for d in ("built", "saved"))
+        if name.endswith("state.json"):  # the fingerprint is ours: a hash of the rows
+            ours, theirs = json.loads(built.read_text()), json.loads(saved.read_text())
+            ours.pop("_fingerprint"), theirs.pop("_fingerprint")
+            assert ours == theirs, name
+        elif name.endswith(".json"):
+            assert json.loads(built.read_text()) == json.loads(saved.read_text()), name
+        else:
+            assert built.read_bytes() == saved.read_bytes(), name

@@ -32,6 +32,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+from datasets.arrow_writer import ArrowWriter
 from rich.console import Console
 from rich.table import Table
 
@@ -70,9 +71,11 @@ TASK_SOURCES: dict[str, tuple[str, ...]] = {
     "AP": ("amazonqa",),
     "AG": ("amazonqa",),
 }
-# Saving: Arrow shards of at most this size, written by up to SAVE_WORKERS processes.
-SHARD_BYTES = 100 * 2**20
-SAVE_WORKERS = 2
+# The file layout of `datasets.Dataset.save_to_disk` (one data file per split).
+DATA_FILE = "data-00000-of-00001.arrow"
+DATASET_STATE_FILE = "state.json"
+DATASET_INFO_FILE = "dataset_info.json"
+DATASET_DICT_FILE = "dataset_dict.json"
 SEQUENCE_TASKS = ("U2I", "SR", "UP")
 INTERACTION_TASKS = (*SEQUENCE_TASKS, "I2I", "SA")
 
@@ -259,29 +262,53 @@ class RowWriter:
                     row=row,
                 )
 
-    def dataset(self, tasks: Sequence[str], cache_dir: Path) -> datasets.DatasetDict:
-        """The kept tasks' rows as a DatasetDict, tasks in id order within each split."""
+    def save(self, tasks: Sequence[str], out_dir: Path) -> None:
+        """Write the kept tasks' rows as a `datasets` DatasetDict at `out_dir`, tasks in id
+        order within each split, streaming from the spill files (see `write_split`)."""
+        for split in SPLITS:
+            write_split([self.path(code, split) for code in tasks], out_dir / split, split)
+        (out_dir / DATASET_DICT_FILE).write_text(json.dumps({"splits": list(SPLITS)}))
 
-        def rows(paths: list[str]) -> Iterator[dict]:
-            for path in paths:
-                with open(path, encoding="utf-8") as handle:
-                    for line in handle:
-                        yield json.loads(line)
 
-        def split_dataset(split: str) -> datasets.Dataset:
-            paths = [self.path(code, split) for code in tasks]
-            return datasets.Dataset.from_generator(
-                rows,
-                features=FEATURES,
-                cache_dir=str(cache_dir),
-                gen_kwargs={"paths": [str(p) for p in paths]},
-                split=split,
-                # Of the content, not of the temporary spill paths: the same rows give the
-                # same fingerprint, which training's resume check relies on.
-                fingerprint=_content_hash(paths),
-            )
+def _spilled_rows(paths: Sequence[Path]) -> Iterator[dict]:
+    for path in paths:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)
 
-        return datasets.DatasetDict({split: split_dataset(split) for split in SPLITS})
+
+def write_split(paths: Sequence[Path], split_dir: Path, split: str) -> None:
+    """One split in the layout of `Dataset.save_to_disk`, written row by row.
+
+    The rows go straight from the spill files through `datasets`' ArrowWriter into the one
+    data file: nothing is memory-mapped and read back (a save_to_disk of a dataset built
+    first would map and copy it whole, and a 1M-review build would hold gigabytes). The two
+    small metadata files follow save_to_disk's (tests/test_byod.py compares them with it).
+    """
+    split_dir.mkdir(parents=True)
+    data_file = split_dir / DATA_FILE
+    writer = ArrowWriter(features=FEATURES, path=str(data_file))
+    try:
+        for row in _spilled_rows(paths):
+            writer.write(row)
+        writer.finalize()
+    finally:
+        writer.close()
+    state = {
+        "_data_files": [{"filename": DATA_FILE}],
+        # Of the content, not of where it was spilled: the same rows give the same
+        # fingerprint, which training's resume check relies on.
+        "_fingerprint": _content_hash(paths),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    (split_dir / DATASET_STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = {"citation": "", "description": "", "features": FEATURES.to_dict(), "homepage": ""}
+    info["license"] = ""
+    (split_dir / DATASET_INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
 def _content_hash(paths: Sequence[Path]) -> str:
@@ -337,25 +364,14 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         del streams  # the builders' state (catalogue, sequences) is not needed any more
         _drop_empty_tasks(plan, writer)
         writer.check_unique_ids(plan.tasks)
-        dataset = writer.dataset(plan.tasks, Path(spill) / "cache")
         result = BuildResult(plan, writer.counts, report, fingerprint)
         with atomic_dir(out_dir) as tmp:
-            save_dataset(dataset, tmp)
+            writer.save(plan.tasks, tmp)
             (tmp / BUILD_MANIFEST).write_text(
                 json.dumps(result.manifest(), indent=2, ensure_ascii=False) + "\n",
                 encoding="utf-8",
             )
     return result
-
-
-def save_dataset(dataset: datasets.DatasetDict, out_dir: Path) -> None:
-    """`save_to_disk` in shards of at most SHARD_BYTES, written by worker processes when a
-    split is larger: copying reads the memory-mapped cache, and a worker maps only the shard
-    it writes, so the build's resident memory does not grow with the size of the dataset."""
-    large = any(part.data.nbytes > SHARD_BYTES for part in dataset.values())
-    dataset.save_to_disk(
-        str(out_dir), max_shard_size=SHARD_BYTES, num_proc=SAVE_WORKERS if large else None
-    )
 
 
 def _drop_empty_tasks(plan: TaskPlan, writer: RowWriter) -> None:
