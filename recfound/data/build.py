@@ -421,7 +421,8 @@ def _tasks_table(result: BuildResult) -> Table:
 
 def _ingest_table(report: IngestReport) -> Table:
     table = Table(title="ingest report: rows per raw file")
-    for column in ("file", "read", "kept", "dropped", "filtered / notes"):
+    table.add_column("file", overflow="fold")  # a path is folded, never cut
+    for column in ("read", "kept", "dropped", "filtered / notes"):
         table.add_column(column, justify="right" if column in ("read", "kept") else "left")
     for row in report.rows():
         table.add_row(*row)
