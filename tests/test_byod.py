@@ -77,9 +77,19 @@ def test_prompts_name_the_domain_a_row_came_from(raw_dir: Path) -> None:
 
 
 def test_a_generative_only_data_folder_builds_pm_alone(raw_dir: Path, tmp_path: Path) -> None:
-    dataset = build_unified(only(raw_dir, tmp_path, "amazon_google"), CAPPED)
+    data = only(raw_dir, tmp_path, "amazon_google")
+    write_unified(data, CAPPED, tmp_path / "unified")
+    dataset = datasets.load_from_disk(str(tmp_path / "unified"))
     assert codes(dataset) == ["PM"]
     assert set(dataset["test"]["kind"]) == {"generative"}
+    read = {
+        Path(f["file"]).name: f["read"]
+        for f in read_manifest(tmp_path / "unified")["ingest"]["files"]
+    }
+    lines = {
+        p.name: len(p.read_text().splitlines()) - 1 for p in (data / "amazon_google").iterdir()
+    }
+    assert read == lines  # every file counted, each data row read (header excluded)
 
 
 def test_build_tasks_narrows_the_set_to_embedding_tasks(raw_dir: Path) -> None:

@@ -31,13 +31,7 @@ from recfound.train.stage import train
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads; one thread also matches the subprocesses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +299,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_take_identical_scheduling_decisions(tmp_path, tiny_model_dir, unified_dir):
-    cfg = make_config(tmp_path, tiny_model_dir, unified_dir, steps=4, save_every=2)
+def train_on_two_processes(tmp_path: Path, cfg: Config) -> None:
+    """The train stage under torchrun (what `accelerate launch --multi_gpu` runs) with two
+    ranks; ACCELERATE_USE_CPU makes accelerate form a gloo process group on CPU."""
     params = write_params(cfg, tmp_path / "params.yaml")
-    # torchrun (what `accelerate launch --multi_gpu` runs); ACCELERATE_USE_CPU makes
-    # accelerate form a gloo process group on CPU.
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
@@ -318,6 +311,11 @@ def test_two_processes_take_identical_scheduling_decisions(tmp_path, tiny_model_
     env = {**single_thread_env(), "ACCELERATE_USE_CPU": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def test_two_processes_take_identical_scheduling_decisions(tmp_path, tiny_model_dir, unified_dir):
+    cfg = make_config(tmp_path, tiny_model_dir, unified_dir, steps=4, save_every=2)
+    train_on_two_processes(tmp_path, cfg)
     logs = [
         [json.loads(line) for line in (cfg.paths.train_metrics / "samples" / f"rank-{r}.jsonl")
          .read_text().splitlines()]
@@ -369,15 +367,7 @@ def test_two_processes_train_a_generative_only_subset(
 ):
     # No embedding task: its experts get no gradient, so DDP must look for unused parameters.
     cfg = make_config(tmp_path, tiny_model_dir, generative_only_dir, steps=2, save_every=2)
-    params = write_params(cfg, tmp_path / "params.yaml")
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(stage_script(tmp_path)), str(params),
-    ]  # fmt: skip
-    env = {**single_thread_env(), "ACCELERATE_USE_CPU": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    train_on_two_processes(tmp_path, cfg)
     records = [json.loads(line) for line in (cfg.paths.train_metrics / "steps.jsonl").open()]
     assert [r["step"] for r in records] == [1, 2]
     for record in records:  # 2 ranks x 4 generative slots, no embedding part

@@ -180,7 +180,7 @@ def task_streams(
                 qa.observe(record)
         streams["AP"], streams["AG"] = qa.build_ap(), qa.build_ag()
     if "PM" in wanted:
-        streams["PM"] = build_pm(sources, cfg, sizes)
+        streams["PM"] = build_pm(sources, cfg, sizes, report)
     if "AVE" in wanted:
         streams["AVE"] = attributes.build()
     if "IP" in wanted:

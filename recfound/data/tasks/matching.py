@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recfound.config import BuildConfig
+from recfound.data.ingest import IngestReport
 from recfound.data.readers import RawSources, read_match_pairs, read_match_products
 from recfound.data.records import MatchPair, MatchProduct
 from recfound.data.tasks.common import (
@@ -50,17 +51,33 @@ def _check_ids(path: Path, row: int, pair: MatchPair, left: dict, right: dict) -
             raise DataError(path, f"{column} {value!r} is not an id of {name}", line=row)
 
 
-def build_pm(sources: RawSources, cfg: BuildConfig, sizes: SplitSizes) -> RowStream:
+def _products(path: Path, report: IngestReport) -> dict[str, MatchProduct]:
+    counts = report.file(SOURCE, path)
+    products = {}
+    for product in read_match_products(path, notes=counts.notes):
+        counts.read += 1
+        products[product.id] = product
+    return products
+
+
+def build_pm(
+    sources: RawSources, cfg: BuildConfig, sizes: SplitSizes, report: IngestReport | None = None
+) -> RowStream:
     """PM rows from each Amazon-Google pair file, in the file's own split (test first);
-    per split the lowest-ranked pairs, labels interleaved, up to the split's cap."""
+    per split the lowest-ranked pairs, labels interleaved, up to the split's cap. The
+    files read are counted in `report`."""
+    report = report or IngestReport()
     filled = dict.fromkeys(SPLIT_FILES, 0)
     for files in sources.amazon_google:
-        left = {p.id: p for p in read_match_products(files.table_a)}
-        right = {p.id: p for p in read_match_products(files.table_b)}
+        left, right = _products(files.table_a, report), _products(files.table_b, report)
         for split, name in SPLIT_FILES.items():
             path = getattr(files, name)
+            counts = report.file(SOURCE, path)
             kept = {label: BottomK[MatchPair](sizes.get(split)) for label in (1, 0)}
-            for row, pair in enumerate(read_match_pairs(path), start=FIRST_DATA_LINE):
+            for row, pair in enumerate(
+                read_match_pairs(path, notes=counts.notes), start=FIRST_DATA_LINE
+            ):
+                counts.read += 1
                 _check_ids(path, row, pair, left, right)
                 kept[pair.label].offer(rank(cfg.seed, "PM", pair.ltable_id, pair.rtable_id), pair)
             for pair in interleave({YES: kept[1].ranked(), NO: kept[0].ranked()}):
