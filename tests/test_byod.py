@@ -259,3 +259,31 @@ def test_the_build_writes_the_layout_of_datasets_save_to_disk(
             assert json.loads(built.read_text()) == json.loads(saved.read_text()), name
         else:
             assert built.read_bytes() == saved.read_bytes(), name
+
+
+def test_the_raw_suites_run_alone_before_any_build(raw_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recfound.cli import app
+
+    data = only(raw_dir, tmp_path, "movielens")
+    cfg = Config(
+        paths=Paths(
+            data=data,
+            unified=tmp_path / "no-unified-here",
+            validation_raw=tmp_path / "validation_raw",
+        )
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True)))
+    done = CliRunner().invoke(app, ["stage", "validate", "--raw-only", "--params", str(params)])
+    assert done.exit_code == 0, done.output
+    report = json.loads((tmp_path / "validation_raw" / "report.json").read_text())
+    assert report["success"]
+    assert {v["suite"] for v in report["validations"]} == {
+        "raw_ratings",
+        "raw_movies",
+        "raw_movie_users",
+    }
+    refused = CliRunner().invoke(app, ["stage", "build", "--raw-only", "--params", str(params)])
+    assert refused.exit_code != 0 and "validate stage only" in refused.output
