@@ -287,3 +287,21 @@ def test_the_raw_suites_run_alone_before_any_build(raw_dir: Path, tmp_path: Path
     }
     refused = CliRunner().invoke(app, ["stage", "build", "--raw-only", "--params", str(params)])
     assert refused.exit_code != 0 and "validate stage only" in refused.output
+
+
+def test_a_task_its_source_cannot_fill_is_skipped_with_the_reason_or_refused_when_asked(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens", "amazon_google")
+    no_user_is_long_enough = CAPPED.model_copy(
+        update={
+            "min_interactions": 10_000,
+            "max_drop_share": CAPPED.max_drop_share.model_copy(update={"short_user": 1.0}),
+        }
+    )
+    result = write_unified(data, no_user_is_long_enough, tmp_path / "unified")
+    assert result.plan.tasks == ["PM"]
+    assert result.plan.skipped["U2I"].startswith("no train/validation/test samples from")
+    asked = no_user_is_long_enough.model_copy(update={"tasks": ("U2I", "PM")})
+    with pytest.raises(BuildError, match="U2I/train: no train/validation/test samples"):
+        write_unified(data, asked, tmp_path / "unified")
