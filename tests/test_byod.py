@@ -60,6 +60,7 @@ def test_movielens_alone_feeds_its_three_tasks_and_names_what_the_rest_need(
     result = write_unified(data, CAPPED, tmp_path / "unified")
     assert result.plan.tasks == ["U2I", "SR", "UP"]
     manifest = read_manifest(tmp_path / "unified")
+    assert manifest["caps"] == {"train": 10, "validation": 3, "test": 5}
     assert manifest["skipped"]["Q2I"] == "needs esci"
     assert manifest["skipped"]["PM"] == "needs amazon_google"
     assert set(manifest["rows"]["U2I"]) == {"movielens"}

@@ -121,6 +121,7 @@ class BuildResult:
     counts: Counter[tuple[str, str, str]]
     report: IngestReport
     fingerprint: str
+    caps: dict[str, int | None]  # rows per task and split allowed by build.*_per_task
 
     def manifest(self) -> dict[str, Any]:
         """build.json: everything a later stage or a person needs to know about this build."""
@@ -130,6 +131,7 @@ class BuildResult:
                 rows.setdefault(code, {}).setdefault(source, dict.fromkeys(SPLITS, 0))[split] = n
         return {
             "tasks": self.plan.tasks,
+            "caps": self.caps,
             "skipped": self.plan.skipped,
             "rows": rows,
             "data_fingerprint": self.fingerprint,
@@ -155,7 +157,8 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         del streams  # the builders' state (catalogue, sequences) is not needed any more
         _drop_empty_tasks(plan, writer)
         writer.check_unique_ids(plan.tasks)
-        result = BuildResult(plan, writer.counts, report, fingerprint)
+        caps = {split: getattr(cfg, f"{split}_per_task") for split in SPLITS}
+        result = BuildResult(plan, writer.counts, report, fingerprint, caps)
         with atomic_dir(out_dir) as tmp:
             writer.save(plan.tasks, tmp)
             (tmp / BUILD_MANIFEST).write_text(
@@ -220,6 +223,16 @@ def _ingest_table(report: IngestReport) -> Table:
     return table
 
 
+def _caps(cfg: BuildConfig) -> str:
+    """The train/validation caps in force, as text ("" when both splits are uncapped)."""
+    caps = {
+        split: getattr(cfg, f"{split}_per_task")
+        for split in ("train", "validation")
+        if getattr(cfg, f"{split}_per_task") is not None
+    }
+    return ", ".join(f"{split} {n}" for split, n in caps.items())
+
+
 def run(cfg: Config) -> None:
     """Stage entry: build the unified dataset into `paths.unified` (replaced atomically)."""
     console = Console()
@@ -231,6 +244,11 @@ def run(cfg: Config) -> None:
     console.print(_tasks_table(result))
     for code, why in result.plan.skipped.items():
         console.print(f"skipped {code}: {why}")
+    if caps := _caps(cfg.build):
+        console.print(
+            f"capped by params.yaml: {caps} rows per task (null keeps every sample the data "
+            "yields; the bundled sample's small caps keep the default run short)"
+        )
     console.print(
         f"unified dataset written to {cfg.paths.unified} ({time.perf_counter() - started:.1f} s);"
         f" build report: {Path(cfg.paths.unified) / BUILD_MANIFEST}"
