@@ -26,7 +26,8 @@ CONFLICTING_DUPLICATE = "conflicting_duplicate"
 SHORT_USER = "short_user"
 DUPLICATE_ITEM = "duplicate_item"
 REASONS: dict[str, str] = {
-    NO_METADATA: "interaction whose item has no metadata",
+    NO_METADATA: "interaction whose item has no metadata (left out of U2I/SR/UP/I2I; an "
+    "Amazon review still feeds SA, which needs only its text)",
     DUPLICATE: "exact duplicate interaction (one kept)",
     CONFLICTING_DUPLICATE: "conflicting duplicate: same user, item and time, other rating "
     "(the one listed last is kept)",
