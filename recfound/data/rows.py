@@ -121,13 +121,6 @@ class RowWriter:
         (out_dir / DATASET_DICT_FILE).write_text(json.dumps({"splits": list(SPLITS)}))
 
 
-def _spilled_rows(paths: Sequence[Path]) -> Iterator[dict]:
-    for path in paths:
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                yield json.loads(line)
-
-
 def write_split(paths: Sequence[Path], split_dir: Path, split: str) -> None:
     """One split in the layout of `Dataset.save_to_disk`, written row by row.
 
@@ -138,18 +131,23 @@ def write_split(paths: Sequence[Path], split_dir: Path, split: str) -> None:
     """
     split_dir.mkdir(parents=True)
     data_file = split_dir / DATA_FILE
+    # Of the content, not of where it was spilled: the same rows give the same fingerprint,
+    # which training's resume check relies on. Hashed in the same pass that writes.
+    digest = hashlib.blake2b(digest_size=8)
     writer = ArrowWriter(features=FEATURES, path=str(data_file))
     try:
-        for row in _spilled_rows(paths):
-            writer.write(row)
+        for path in paths:
+            with path.open("rb") as handle:
+                for line in handle:
+                    digest.update(line)
+                    writer.write(json.loads(line))
+            digest.update(b"\0")
         writer.finalize()
     finally:
         writer.close()
     state = {
         "_data_files": [{"filename": DATA_FILE}],
-        # Of the content, not of where it was spilled: the same rows give the same
-        # fingerprint, which training's resume check relies on.
-        "_fingerprint": _content_hash(paths),
+        "_fingerprint": digest.hexdigest(),
         "_format_columns": None,
         "_format_kwargs": {},
         "_format_type": None,
@@ -157,17 +155,6 @@ def write_split(paths: Sequence[Path], split_dir: Path, split: str) -> None:
         "_split": split,
     }
     (split_dir / DATASET_STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
-    info = {"citation": "", "description": "", "features": FEATURES.to_dict(), "homepage": ""}
-    info["license"] = ""
+    info = {"citation": "", "description": "", "features": FEATURES.to_dict()}
+    info |= {"homepage": "", "license": ""}
     (split_dir / DATASET_INFO_FILE).write_text(json.dumps(info, indent=2))
-
-
-def _content_hash(paths: Sequence[Path]) -> str:
-    """A 16-hex-digit hash of the files' bytes, in order (a datasets fingerprint)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for path in paths:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()

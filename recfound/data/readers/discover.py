@@ -119,6 +119,14 @@ class RawSources:
         """Names of the sources that have files, in declaration order."""
         return tuple(name for name in SOURCE_DIRS if getattr(self, name))
 
+    def amazon_categories(self) -> tuple[tuple[str, ReviewCategory], ...]:
+        """(source name, category files) of every Amazon Reviews release present."""
+        return tuple(
+            (name, files)
+            for name in ("amazon_reviews", "amazon_reviews_2018")
+            for files in getattr(self, name)
+        )
+
 
 @dataclass(frozen=True)
 class _MovieLensLayout:

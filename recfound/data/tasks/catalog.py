@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from recfound.config import BuildConfig
 from recfound.data.ingest import DUPLICATE_ITEM, IngestReport
-from recfound.data.readers import RawSources, ReviewCategory, read_item_meta, read_movies
+from recfound.data.readers import RawSources, read_item_meta, read_movies
 from recfound.data.records import ItemMeta
 from recfound.data.tasks.common import CategoryPools, clip, progress
 
@@ -89,14 +89,6 @@ class Catalog:
 MetaObserver = Callable[[str, ItemMeta, str], None]
 
 
-def _meta_files(sources: RawSources) -> list[tuple[str, ReviewCategory]]:
-    """(source name, category files) of every Amazon Reviews release present."""
-    return [
-        *(("amazon_reviews", files) for files in sources.amazon_reviews),
-        *(("amazon_reviews_2018", files) for files in sources.amazon_reviews_2018),
-    ]
-
-
 def load_catalog(
     sources: RawSources,
     cfg: BuildConfig,
@@ -111,7 +103,7 @@ def load_catalog(
     catalog = Catalog(cfg)
     report = report or IngestReport()
     observers = tuple(observers)
-    for source, files in _meta_files(sources):
+    for source, files in sources.amazon_categories():
         counts = report.file(source, files.meta)
         for meta in progress(
             read_item_meta(files.meta, notes=counts.notes), f"items {files.category}"

@@ -24,13 +24,12 @@ from recfound.data.ingest import (
     FileCounts,
     IngestReport,
 )
-from recfound.data.readers import RawSources, ReviewCategory, read_ratings, read_reviews
+from recfound.data.readers import RawSources, read_ratings, read_reviews
 from recfound.data.records import Review
 from recfound.data.tasks.catalog import Catalog, scoped_id
 from recfound.data.tasks.common import progress
 
 AMAZON = "amazon_reviews"
-AMAZON_2018 = "amazon_reviews_2018"  # Amazon Reviews 2014 and 2018 (recfound/data/readers)
 MOVIELENS = "movielens"
 
 
@@ -263,14 +262,6 @@ class Sequences:
 ReviewObserver = Callable[[str, Review, str], None]
 
 
-def _review_files(sources: RawSources) -> list[tuple[str, ReviewCategory]]:
-    """(source name, category files) of every Amazon Reviews release present."""
-    return [
-        *((AMAZON, files) for files in sources.amazon_reviews),
-        *((AMAZON_2018, files) for files in sources.amazon_reviews_2018),
-    ]
-
-
 def load_interactions(
     sources: RawSources,
     catalog: Catalog,
@@ -284,7 +275,7 @@ def load_interactions(
     """
     log = InteractionLog(report)
     observers = tuple(observers)
-    for source, files in _review_files(sources):
+    for source, files in sources.amazon_categories():
         file = log.file(source, files.reviews)
         counts = log.report.file(source, files.reviews)
         for review in progress(read_reviews(files.reviews), f"reviews {files.category}"):
