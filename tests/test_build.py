@@ -39,7 +39,9 @@ SAMPLE = SampleConfig(
     n_movies=48,
     n_movie_users=20,
 )
-BUILD = BuildConfig(train_per_task=12, validation_per_task=4, test_per_task=6)
+BUILD = BuildConfig(
+    train_per_task=12, validation_per_task=4, test_per_task=6, embedding_test_per_task=6
+)
 
 
 @pytest.fixture(scope="module")

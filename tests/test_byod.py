@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -27,7 +28,9 @@ SAMPLE = SampleConfig(
     n_movies=40,
     n_movie_users=20,
 )
-CAPPED = BuildConfig(train_per_task=10, validation_per_task=3, test_per_task=5)
+CAPPED = BuildConfig(
+    train_per_task=10, validation_per_task=3, test_per_task=5, embedding_test_per_task=7
+)
 ML_RATINGS = Path("movielens/ml-100k/u.data")
 SPLIT_FILES = ("state.json", "dataset_info.json", "data-00000-of-00001.arrow")
 
@@ -60,7 +63,7 @@ def test_movielens_alone_feeds_its_three_tasks_and_names_what_the_rest_need(
     result = write_unified(data, CAPPED, tmp_path / "unified")
     assert result.plan.tasks == ["U2I", "SR", "UP"]
     manifest = read_manifest(tmp_path / "unified")
-    assert manifest["caps"] == {"train": 10, "validation": 3, "test": 5}
+    assert manifest["caps"] == {"train": 10, "validation": 3, "test": 5, "embedding_test": 7}
     assert manifest["skipped"]["Q2I"] == "needs esci"
     assert manifest["skipped"]["PM"] == "needs amazon_google"
     assert set(manifest["rows"]["U2I"]) == {"movielens"}
@@ -68,6 +71,8 @@ def test_movielens_alone_feeds_its_three_tasks_and_names_what_the_rest_need(
     assert codes(dataset) == ["U2I", "SR", "UP"]
     for split in ("train", "validation", "test"):
         assert set(dataset[split]["task"]) == {"U2I", "SR", "UP"}
+    # embedding tasks are cheap to score: their test split has its own, larger size
+    assert Counter(dataset["test"]["task"]) == {"U2I": 7, "SR": 5, "UP": 5}
 
 
 def test_prompts_name_the_domain_a_row_came_from(raw_dir: Path) -> None:

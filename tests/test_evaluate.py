@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from recfound.config import Config
 from recfound.data.schema import FEATURES
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import ablate, figures, report
+from recfound.evaluate import ablate, bootstrap, figures, report
 from recfound.evaluate.baselines import PopularitySystem, RandomSystem, target_item_counts
 from recfound.evaluate.protocol import (
     TaskResult,
@@ -117,7 +119,10 @@ def test_ave_scoring_reports_precision_recall_and_f1():
     rows = [row("AVE", "a", output=AVE_LABEL)]
     output = AVE_LABEL[:-1] + ', {"attribute": "size", "value": "xl", "source": "title"}]'
     result, _ = score_generations(task_by_code("AVE"), rows, [output], exact_match)
-    assert result.metrics == pytest.approx({"F1": 2 / 3, "precision": 0.5, "recall": 1.0})
+    # the authors count 1 label × 2 predictions = 2 predictions too: the same F1 here
+    assert result.metrics == pytest.approx(
+        {"F1": 2 / 3, "precision": 0.5, "recall": 1.0, "F1_authors": 2 / 3}
+    )
 
 
 def test_a_reference_that_does_not_parse_is_a_data_error_naming_the_row():
@@ -249,8 +254,8 @@ def test_results_tables_show_every_system_with_dashes_for_missing_tasks():
     text = report.render_results(results, variants, 20, {"SR": 10, "SA": 10, "U2I": 10})
     assert "## Generative tasks" in text and "## Embedding tasks" in text
     assert "| Model | SR | SA | Average Rank |" in text  # the evaluated tasks only
-    assert "| RecFound | **0.300** | 0.400 | 1.00 (0.00) |" in text
-    assert "| Popularity | 0.100 | — | — |" in text
+    assert "| RecFound | **.300** | .400 | 1.00 (0.00) |" in text
+    assert "| Popularity | .100 | — | — |" in text
     assert "| Model | SR | SA | U2I | Average Rank |" in text  # the ablation table
     assert "RecFound w/o S2Sched" in text  # the variant joins the ablation table
     assert "`multitask_lora`" in text  # … and the variants not run yet are named
@@ -460,13 +465,26 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
 
     reports = cfg.paths.reports
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert set(metrics) == {"recfound", "no_merge", "popularity", "random", "average_rank"}
+    systems = {"recfound", "no_merge", "popularity", "random"}
+    assert set(metrics) == systems | {"average_rank", "bootstrap"}
     assert set(metrics["recfound"]) == {t.code for t in TASKS}
     assert set(metrics["popularity"]) == {"SR", "U2I"}
     assert 0.0 <= metrics["recfound"]["I2I"]["NDCG@20"] <= 1.0
     assert metrics["recfound"]["QR"]["invalid"] in (0, 1)
+    for entry in metrics["recfound"].values():  # an interval for every metric of every task
+        assert set(entry["ci"]) == set(entry) - {"n", "invalid", "ci"}
+    assert set(metrics["recfound"]["AVE"]) >= {"F1", "F1_authors"}
+    assert set(metrics["recfound"]["SA"]) >= {"macro_F1", "macro_F1_authors"}
+    comparisons = json.loads((reports / "comparisons.json").read_text())
+    assert set(comparisons["differences"]) == systems - {"recfound"}
+    assert comparisons["left_out"] == {"no_tmole": bootstrap.NO_EVIDENCE}
+    evidence = bootstrap.read_evidence(reports / "evidence" / "recfound.json")
+    assert evidence["SR"].ids == ("sr-test0",)
     results = (reports / "results.md").read_text()
     assert "RecFound w/o Model Merge" in results and "RecFound w/o TMoLE" in results
+    assert "## RecFound vs each other system (paired bootstrap)" in results
+    assert "Not compared: `no_tmole`" in results  # its metrics.json has no per-row statistics
+    assert "## Paper-comparable scores (the authors' scorer)" in results
     for name in ("routing_similarity.png", "sample_ratios.png"):
         assert (reports / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     generations = (reports / "predictions" / "recfound.jsonl").read_text().splitlines()
@@ -493,6 +511,9 @@ def test_ablate_trains_a_variant_and_writes_metrics_the_report_reads(
     (out,) = ablate.ablate(cfg, ["no_tmole"])
 
     assert out == cfg.paths.reports / "variants" / "no_tmole"
+    assert "ci" in json.loads((out / "metrics.json").read_text())["SR"]
+    variants, _ = ablate.current_variants(cfg, cfg.paths.reports / "variants")
+    assert variants["no_tmole"]["SR"].evidence.ids == ("sr-test0",)  # evidence.json read back
     assert json.loads((out / "variant.json").read_text())["overrides"] == {
         "model": {"adapter": "lora"}
     }
@@ -589,8 +610,8 @@ def test_results_md_shows_tasks_per_source_beside_the_overall_score():
     text = report.render_results(results, {}, 20, {"SR": 10})
     assert "## Results per source" in text
     assert "| Model | SR | SR[amazon_reviews] | SR[movielens] |" in text
-    assert "| RecFound | **0.560** | 0.400 | 0.800 |" in text
-    assert "| Popularity | 0.100 | — | — |" in text
+    assert "| RecFound | **.560** | .400 | .800 |" in text
+    assert "| Popularity | .100 | — | — |" in text
     assert "SR[amazon_reviews] 6, SR[movielens] 4" in text
     single = report.render_results({"recfound": {"SR": sr(0.5, 10)}}, {}, 20, {"SR": 10})
     assert "per source" not in single
@@ -639,3 +660,87 @@ def test_sample_ratio_figure_has_a_panel_per_kind_present(tmp_path: Path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no sample ratio"):
         figures.plot_sample_ratios({}, tmp_path / "none.png")
+
+
+# --- bootstrap intervals, paired comparisons, evidence files
+
+BOOT = bootstrap.BootstrapSettings(samples=1000, confidence=0.95, seed=1234)
+
+
+def sr_result(correct: np.ndarray, tag: str = "sr") -> TaskResult:
+    """An SR result on len(correct) rows answered right where `correct` is true."""
+    rows = [
+        row("SR", f"{tag}{i}", output="B", options=LETTERS, source=f"s{i % 2}")
+        for i in range(len(correct))
+    ]
+    outputs = ["B" if hit else "C" for hit in correct]
+    result, _ = score_generations(task_by_code("SR"), rows, outputs, exact_match)
+    return bootstrap.with_intervals(result, BOOT)
+
+
+def test_intervals_round_trip_through_metrics_json_and_the_variant_readers(tmp_path: Path):
+    result = sr_result(np.arange(20) % 3 == 0)
+    ci = result.intervals["Recall@1"]
+    assert ci.low <= result.score <= ci.high
+    assert set(result.by_source["s0"].intervals) == {"Recall@1"}  # per source too
+    entry = report.metrics_json({"recfound": {"SR": result}}, BOOT)["recfound"]["SR"]
+    assert entry["ci"] == {"Recall@1": {"low": ci.low, "high": ci.high}}
+    variant = tmp_path / "variants" / "no_tmole"
+    variant.mkdir(parents=True)
+    (variant / "metrics.json").write_text(json.dumps({"SR": entry}))
+    (variant / "evidence.json").write_text(json.dumps(bootstrap.evidence_json({"SR": result})))
+    loaded = report.read_variants(tmp_path / "variants", cutoff=20)["no_tmole"]["SR"]
+    assert loaded == result  # metrics, n, invalid, per source and intervals
+    evidence = bootstrap.read_evidence(variant / "evidence.json")
+    joined = bootstrap.attach_evidence({"SR": loaded}, evidence, variant / "evidence.json")
+    assert joined["SR"].evidence.point_estimates() == result.metrics
+    assert bootstrap.with_intervals(joined["SR"], BOOT) == result  # recomputed alike
+
+
+def test_results_md_marks_which_paired_differences_exclude_zero():
+    rng = np.random.default_rng(0)
+    ours = rng.random(200) < 0.7
+    results = {
+        "recfound": {"SR": sr_result(ours)},
+        "no_merge": {"SR": sr_result(ours)},  # the same answers: a difference of exactly 0
+        "base": {"SR": sr_result(rng.random(200) < 0.2)},
+        "random": {"SR": sr_result(ours | (rng.random(200) < 0.9))},  # clearly better
+    }
+    comparisons = bootstrap.compare_systems(results, "recfound", BOOT)
+    assert comparisons.differences["no_merge"]["SR"]["Recall@1"].sign == 0
+    assert comparisons.differences["base"]["SR"]["Recall@1"].sign == 1
+    assert comparisons.differences["random"]["SR"]["Recall@1"].sign == -1
+    text = report.render_results(results, {}, 20, {"SR": 200}, (), comparisons)
+    assert "| RecFound vs | SR | Summary |" in text
+    assert "| RecFound w/o Model Merge | +.00 [+.00, +.00] · | 0▲ 0▼ 1· |" in text
+    assert re.search(r"\| Base model, no finetuning \| \+\.\d\d \[\+\.\d\d, \+\.\d\d\] ▲ \|", text)
+    assert re.search(r"\| Random \| -\.\d\d \[-\.\d\d, -\.\d\d\] ▼ \|", text)
+    assert "▲: the interval lies above 0" in text and "·: the interval contains 0" in text
+    assert re.search(r"\| RecFound \| \.\d{3} \[\.\d\d, \.\d\d\] \|", text)  # cells: value [ci]
+    assert "95% bootstrap interval" in text and "1000 resamples" in text
+
+
+def test_a_variant_scored_on_other_rows_or_without_statistics_is_named_not_paired():
+    hits = np.arange(10) % 2 == 0
+    variants = {
+        "no_tmole": {"SR": sr_result(hits, tag="older-split-")},
+        "no_s2sched": {"SR": dataclasses.replace(sr_result(hits), evidence=None)},
+    }
+    results = {"recfound": {"SR": sr_result(hits)}, "no_merge": {"SR": sr_result(hits)}}
+    comparisons = bootstrap.compare_systems(results | variants, "recfound", BOOT)
+    assert set(comparisons.differences) == {"no_merge"}
+    assert "test rows differ" in comparisons.left_out["no_tmole"]
+    assert comparisons.left_out["no_s2sched"] == bootstrap.NO_EVIDENCE
+    text = report.render_results(results, variants, 20, {"SR": 10}, (), comparisons)
+    assert "Not compared: `no_tmole`: test rows differ" in text
+    assert "RecFound w/o TMoLE" in text  # … but it stays in Table 4
+
+
+def test_bootstrap_settings_do_not_make_variants_stale(default_config: Config):
+    raw = default_config.model_dump(by_alias=True)
+    raw["evaluate"].update(bootstrap_samples=200, confidence=0.9)
+    other = Config.model_validate(raw)
+    for name in ablate.VARIANT_OVERRIDES:
+        assert ablate.settings_fingerprint(
+            ablate.variant_config(other, name)
+        ) == ablate.settings_fingerprint(ablate.variant_config(default_config, name))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -69,6 +70,30 @@ def test_merged_model_and_exported_lora_reproduce_the_tmole_forward_for_every_ta
             torch.testing.assert_close(peft_model(x).logits, routed, **TOLERANCE)
 
 
+def test_uneven_expert_groups_export_exactly_with_each_kinds_rank(
+    tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
+) -> None:
+    # 1 embedding-only, 2 shared, 3 generative-only: the two kinds' spans differ in place and size
+    tmole = model_cfg.tmole.model_copy(
+        update={"experts_embedding": 1, "experts_shared": 2, "experts_generative": 3}
+    )
+    cfg = model_cfg.model_copy(update={"tmole": tmole})
+    model = fresh_model(tiny_model_dir)
+    adapter = trained_looking_adapter(model, cfg)
+    x = tokens()
+    for code, experts in (("U2I", 1 + 2), ("SR", 2 + 3)):
+        task = task_by_code(code)
+        with torch.no_grad(), adapter.route(torch.tensor([task.id])):
+            routed = model(x).logits
+        assert {d.a.shape[0] for d in task_deltas(adapter, task.id).values()} == {
+            experts * tmole.rank
+        }
+        export_dir = export_task_lora(adapter, task.id, tmp_path / code, str(tiny_model_dir))
+        peft_model = PeftModel.from_pretrained(fresh_model(tiny_model_dir), export_dir).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(peft_model(x).logits, routed, **TOLERANCE)
+
+
 def test_tasks_collapse_to_different_deltas(tiny_model_dir: Path, model_cfg: ModelConfig) -> None:
     adapter = trained_looking_adapter(fresh_model(tiny_model_dir), model_cfg)
     name = "model.layers.0.mlp.down_proj"
@@ -109,15 +134,20 @@ def test_in_place_merge_needs_no_second_copy(tiny_model_dir: Path, model_cfg: Mo
         torch.testing.assert_close(merged(x).logits, routed, **TOLERANCE)
 
 
-def test_exported_lora_has_rank_e_times_r_and_scaling_one(
+def test_exported_lora_has_the_rank_of_the_tasks_kind_experts_and_scaling_one(
     tiny_model_dir: Path, model_cfg: ModelConfig, tmp_path: Path
 ) -> None:
     adapter = trained_looking_adapter(fresh_model(tiny_model_dir), model_cfg)
     out = export_task_lora(adapter, 5, tmp_path / "PRP", "my/base")
     config = json.loads((out / "adapter_config.json").read_text())
-    stacked_rank = sum(expert_group_sizes(model_cfg.tmole)) * model_cfg.tmole.rank
+    _, n_shared, n_gen = expert_group_sizes(model_cfg.tmole)
+    # PRP is generative: its embedding-only experts have gate 0 and are left out
+    kind_rank = (n_shared + n_gen) * model_cfg.tmole.rank
+    assert kind_rank < sum(expert_group_sizes(model_cfg.tmole)) * model_cfg.tmole.rank
     assert config["peft_type"] == "LORA"
-    assert config["r"] == config["lora_alpha"] == stacked_rank
+    assert config["r"] == config["lora_alpha"] == kind_rank
+    weights = load_file(out / "adapter_model.safetensors")
+    assert {w.shape[0] for k, w in weights.items() if k.endswith("lora_A.weight")} == {kind_rank}
     assert config["base_model_name_or_path"] == "my/base"
     info = json.loads((out / TASK_INFO_FILE).read_text())
     assert info == {"task_id": 5, "code": "PRP", "kind": "generative", "source_adapter": "tmole"}

@@ -43,6 +43,7 @@ TINY_PARAMS = {
     "build.train_per_task": 4,
     "build.validation_per_task": 2,
     "build.test_per_task": 2,
+    "build.embedding_test_per_task": 2,
     "train.steps": 4,
     "train.save_every": 2,
     "train.eval_batch_size": 4,

@@ -15,7 +15,9 @@ from recfound.train.s2sched import (
     apportion,
     divergence_factor,
     least_squares_slope,
+    lift_to_floor,
     relative_convergence,
+    scheduled_weights,
 )
 
 U2I, Q2I, I2I = EMBEDDING_TASK_IDS
@@ -105,16 +107,33 @@ def test_floor_lifts_a_task_with_a_tiny_training_set():
     assert sched.weights(step=3)[I2I] >= 1.0 / 15 - 1e-12
 
 
+def test_weights_above_the_floor_are_left_as_they_are():
+    w = np.array([0.5, 0.3, 0.2])
+    assert lift_to_floor(w, 1 / 15) is w
+    w = scheduled_weights(np.full(3, 1 / 3), np.full(3, 1 / 3), 1.0, [50, 30, 20], 5)
+    np.testing.assert_allclose(w, [0.5, 0.3, 0.2])
+
+
+def test_a_weight_under_the_floor_lifts_the_whole_group_affinely():
+    floor = 1 / 15
+    w = np.array([0.9, 0.08, 0.02])
+    lifted = lift_to_floor(w, floor)
+    assert lifted.sum() == pytest.approx(1.0)
+    assert lifted.min() >= floor
+    # the authors' lift: every weight of the group moves by the same affine map
+    np.testing.assert_allclose(lifted, w * (1 - 3 * floor) + floor)
+    assert lifted[0] < w[0] and lifted[2] > w[2]  # the largest pays for the lift
+
+
 def test_all_zero_slopes_give_finite_size_proportional_weights():
     sizes = {**EQUAL_SIZES, U2I: 300, Q2I: 100, I2I: 100}
     sched = scheduler(sizes)
     feed(sched, {t: [2.0, 2.0, 2.0] for t in range(NUM_TASKS)})
     w = sched.weights(step=3)
     assert all(np.isfinite(v) for v in w.values())
-    # uniform RCS/ACS, DF = 1 -> only the size factor and the floor remain
-    floor = 1 / 15
-    assert w[U2I] == pytest.approx(0.6 * (1 - 3 * floor) + floor)
-    assert w[Q2I] == pytest.approx(w[I2I])
+    # uniform RCS/ACS, DF = 1 -> only the size factor remains: 0.6 / 0.2 / 0.2. No weight is
+    # under the floor 1/15, so (as in the authors' code) the floor leaves them as they are.
+    assert [w[U2I], w[Q2I], w[I2I]] == pytest.approx([0.6, 0.2, 0.2])
 
 
 def test_allocation_sums_to_the_slots_and_respects_availability():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from peft import PeftModel
 from safetensors import safe_open
 from torch import nn
@@ -15,19 +16,23 @@ from transformers import AutoModelForCausalLM
 
 from recfound.config import Config, ModelConfig, TMoLEConfig
 from recfound.errors import DataError
+from recfound.evaluate.ablate import variant_config
 from recfound.model.adapters import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
     Adapter,
     AdapterStateMismatch,
     attach_adapter,
+    equal_capacity_lora,
     load_adapter,
+    lora_settings,
     routing_weights,
 )
 from recfound.model.tmole import TaskRouting, TMoLELinear, expert_group_sizes
 from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS
 
 SEQ_LEN = 9
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -192,6 +197,81 @@ def test_route_needs_one_task_id_per_sample(tiny_model_dir: Path, model_cfg: Mod
         logits_for(model, adapter, token_batch(2), [0, 1, 2])
 
 
+def test_adapter_input_dropout_acts_in_training_only_and_never_on_the_base_path() -> None:
+    torch.manual_seed(0)
+    cfg = TMoLEConfig(task_embedding_dim=8, dropout=0.5)
+    routing = TaskRouting(cfg, torch.float32)
+    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
+    without = TMoLELinear(layer.base, routing, cfg.model_copy(update={"dropout": 0.0}))
+    without.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 12)
+    with routing.routed(torch.tensor([0, 4])):
+        with torch.no_grad():
+            layer.lora_b.normal_()
+            without.lora_b.copy_(layer.lora_b)
+        torch.testing.assert_close(layer.eval()(x), without(x))  # eval: no dropout
+        trained = layer.train()(x)
+        assert not torch.allclose(trained, without(x))
+        with torch.no_grad():
+            layer.lora_b.zero_()
+        torch.testing.assert_close(layer(x), layer.base(x))  # only the adapter input is dropped
+
+
+def test_router_init_normal_draws_unit_variance_weights_and_default_keeps_linears() -> None:
+    torch.manual_seed(0)
+    layers = {
+        how: TMoLELinear(nn.Linear(4, 4), TaskRouting(cfg, torch.float32), cfg)
+        for how, cfg in (
+            (how, TMoLEConfig(task_embedding_dim=512, router_init=how))
+            for how in ("default", "normal")
+        )
+    }
+    assert 0.9 < float(layers["normal"].router.weight.std()) < 1.1
+    bound = 1 / 512**0.5  # nn.Linear's kaiming-uniform bound for fan-in 512
+    assert float(layers["default"].router.weight.abs().max()) <= bound
+
+
+@pytest.mark.parametrize(
+    ("tasks", "experts"),
+    [([0, 2, 1], slice(0, 4)), ([3, 12, 7], slice(2, 6)), ([0, 5], slice(0, 6))],
+    ids=["embedding", "generative", "mixed"],
+)
+def test_a_one_kind_batch_computes_only_its_kinds_experts_with_identical_results(
+    tasks: list[int], experts: slice
+) -> None:
+    torch.manual_seed(0)
+    cfg = TMoLEConfig(task_embedding_dim=8, rank=4)
+    routing = TaskRouting(cfg, torch.float32)
+    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    x = torch.randn(len(tasks), 5, 12)
+    ids = torch.tensor(tasks)
+    params = {"lora_a": layer.lora_a, "lora_b": layer.lora_b, "router": layer.router.weight}
+    params["task_table"] = routing.task_embedding
+
+    def output_and_grads(forward):
+        for param in params.values():
+            param.grad = None
+        out = forward()
+        out.square().sum().backward()
+        return out.detach(), {name: param.grad.clone() for name, param in params.items()}
+
+    with routing.routed(ids):
+        assert routing.experts == experts
+        sliced = output_and_grads(lambda: layer(x))
+    everything = slice(0, layer.num_experts)
+    full = output_and_grads(lambda: layer.base(x) + layer.adapter_delta(x, ids, everything))
+    torch.testing.assert_close(sliced[0], full[0])
+    for name in params:
+        torch.testing.assert_close(sliced[1][name], full[1][name])
+    unused = [e for e in range(layer.num_experts) if not experts.start <= e < experts.stop]
+    for e in unused:  # as before: the masked experts get exactly zero gradient
+        rows = slice(e * cfg.rank, (e + 1) * cfg.rank)
+        assert not sliced[1]["lora_a"][rows].any() and not sliced[1]["lora_b"][:, rows].any()
+        assert not sliced[1]["router"][e].any()
+
+
 # -------------------------------------------------------------------------------- training
 
 
@@ -346,6 +426,64 @@ def test_weights_that_are_not_safetensors_are_refused(
     (out / ADAPTER_WEIGHTS_FILE).unlink()
     with pytest.raises(DataError, match="missing"):
         load_adapter(fresh_model(tiny_model_dir), out)
+
+
+# -------------------------------------------------------------------------- preset, capacity
+
+
+def test_the_authors_preset_sets_their_adapter_settings_from_one_switch(
+    default_config: Config,
+) -> None:
+    raw = default_config.model_dump(by_alias=True, exclude={"model"})
+    raw["model"] = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]
+    raw["model"]["preset"] = "authors"
+    model = Config.model_validate(raw).model
+    assert model.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert (model.tmole.rank, model.tmole.alpha, model.tmole.dropout) == (16, 64.0, 0.1)
+    assert model.tmole.router_init == "normal"
+    assert (model.lora.rank, model.lora.alpha, model.lora.dropout) == (16, 64.0, 0.1)
+    assert ModelConfig.model_validate(model.model_dump()) == model  # a dump re-validates
+    assert default_config.model.preset is None and default_config.model.tmole.rank == 8
+
+
+@pytest.mark.parametrize(
+    ("conflict", "key"),
+    [
+        ({"tmole": {"rank": 8}}, "tmole.rank"),
+        ({"target_modules": ["q_proj"]}, "target_modules"),
+        ({"lora": {"dropout": 0.0}}, "lora.dropout"),
+    ],
+)
+def test_a_value_that_contradicts_the_preset_is_an_error_naming_it(
+    conflict: dict, key: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"model\.{key} is .* model\.preset 'authors'"):
+        ModelConfig.model_validate({"preset": "authors", **conflict})
+    agreeing = {"preset": "authors", "tmole": {"rank": 16}, "lora": {"equal_capacity": True}}
+    assert ModelConfig.model_validate(agreeing).tmole.rank == 16  # the preset's own value is fine
+
+
+def test_equal_capacity_lora_has_tmoles_stacked_rank_and_parameter_count(
+    tiny_model_dir: Path, model_cfg: ModelConfig
+) -> None:
+    lora = model_cfg.lora.model_copy(update={"equal_capacity": True, "dropout": 0.1})
+    cfg = model_cfg.model_copy(update={"adapter": "lora", "lora": lora})
+    experts = sum(expert_group_sizes(cfg.tmole))
+    settings = lora_settings(cfg)
+    assert settings == equal_capacity_lora(cfg.tmole, 0.1)
+    assert (settings.rank, settings.alpha) == (experts * cfg.tmole.rank, experts * cfg.tmole.alpha)
+    lora_adapter = attach_adapter(fresh_model(tiny_model_dir), cfg)
+    assert lora_adapter.peft_config.r == settings.rank
+    assert lora_adapter.peft_config.lora_dropout == 0.1
+    tmole_adapter = attach_adapter(fresh_model(tiny_model_dir), model_cfg)
+    stacked = sum(p.numel() for n, p in tmole_adapter.adapter_state_dict().items() if "lora_" in n)
+    assert sum(p.numel() for p in lora_adapter.trainable_parameters()) == stacked
+
+
+def test_the_no_tmole_ablation_trains_the_equal_capacity_lora(default_config: Config) -> None:
+    model = variant_config(default_config, "no_tmole").model
+    assert model.adapter == "lora" and model.lora.equal_capacity
+    assert lora_settings(model).rank == sum(expert_group_sizes(model.tmole)) * model.tmole.rank
 
 
 # ------------------------------------------------------------------------------- LoRA mode

@@ -19,12 +19,14 @@ import yaml
 from safetensors.torch import load_file
 
 from recfound.config import Config
+from recfound.data.unified import load_unified
 from recfound.model.adapters import attach_adapter
 from recfound.model.inference import load_recfound
-from recfound.model.losses import info_nce, per_sample_lm_loss
+from recfound.model.losses import info_nce, info_nce_per_query, per_sample_lm_loss
 from recfound.tasks import TASKS, task_by_code
 from recfound.train import checkpoint as ckpt
-from recfound.train.objective import MultiTaskObjective, local_info_nce
+from recfound.train.batches import BatchEncoder, validation_rows
+from recfound.train.objective import MultiTaskObjective, validation_losses
 from recfound.train.smoke import write_synthetic_unified
 from recfound.train.stage import train
 
@@ -40,10 +42,14 @@ def unified_dir(tmp_path_factory) -> Path:
     return write_synthetic_unified(out, train_per_task=8, validation_per_task=2, test_per_task=1)
 
 
-def make_config(root: Path, model_dir: Path, unified: Path, **train) -> Config:
-    """A config whose outputs all live under `root`, sized for the tiny model."""
+def make_config(
+    root: Path, model_dir: Path, unified: Path, model: dict | None = None, **train
+) -> Config:
+    """A config whose outputs all live under `root`, sized for the tiny model; `model`: the
+    `model` section's keys to set."""
     return Config.model_validate(
         {
+            "model": model or {},
             "paths": {
                 "base_model": str(model_dir),
                 "unified": str(unified),
@@ -221,6 +227,40 @@ def test_sample_reduction_weighs_every_answer_alike_however_long(tiny_model_dir)
     assert out["task_weight"][3] == 2 and out["task_weight"][5] == 1  # samples, not tokens
 
 
+@pytest.mark.parametrize("reduction", ["token", "sample"])
+def test_one_mixed_batch_gives_the_losses_of_per_task_sub_batches(tiny_model_dir, reduction):
+    model, (ids, mask, labels, tasks), split = answers_of_two_tasks(tiny_model_dir, 7)
+    objective = MultiTaskObjective(model, 2, 0.02, gen_factor=1.0, gen_reduction=reduction)
+    mixed = {"input_ids": ids, "attention_mask": mask, "labels": labels, "task_ids": tasks}
+    one, per_task = objective(None, [mixed]), objective(None, split)
+    assert one["loss_gen"].item() == pytest.approx(per_task["loss_gen"].item(), rel=1e-5)
+    torch.testing.assert_close(one["task_weight"], per_task["task_weight"])
+    torch.testing.assert_close(one["task_loss_sum"], per_task["task_loss_sum"])
+
+
+@pytest.mark.parametrize("reduction", ["token", "sample"])
+def test_validation_loss_is_the_training_loss_whatever_the_chunking(
+    tmp_path, tiny_model_dir, unified_dir, reduction
+):
+    cfg = make_config(tmp_path, tiny_model_dir, unified_dir, loss_gen_reduction=reduction)
+    model, tokenizer = load_recfound(tiny_model_dir, None, cfg, device="cpu")
+    torch.manual_seed(0)
+    model.adapter = attach_adapter(model.lm, cfg.model)
+    objective = MultiTaskObjective.from_config(model, cfg)
+    split = load_unified(unified_dir, ("validation",))["validation"]
+    encoder = BatchEncoder(split, tokenizer, cfg.train, unified_dir)
+    generative = [t.id for t in TASKS if not t.is_embedding]
+    rows = validation_rows(split, 2, cfg.seed, generative)
+    mixed = validation_losses(objective, encoder, rows, generative, batch_size=3)
+    for task in generative:
+        alone = validation_losses(objective, encoder, rows, [task], batch_size=1)[task]
+        with torch.no_grad():
+            out = objective(None, encoder.generative(list(rows[task])))
+        training = float(out["task_loss_sum"][task] / out["task_weight"][task])
+        assert mixed[task] == pytest.approx(alone, rel=1e-5)
+        assert mixed[task] == pytest.approx(training, rel=1e-5)
+
+
 def test_per_sample_lm_loss_is_each_samples_token_mean_and_zero_without_a_response():
     torch.manual_seed(0)
     logits = torch.randn(3, 6, 11)
@@ -233,11 +273,11 @@ def test_per_sample_lm_loss_is_each_samples_token_mean_and_zero_without_a_respon
     assert per_sample.tolist() == pytest.approx([expected0.item(), expected1.item(), 0.0])
 
 
-def test_local_info_nce_is_info_nce_per_query_in_one_process():
+def test_info_nce_is_the_mean_of_the_per_query_losses_in_one_process():
     torch.manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     p = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
-    per_query = local_info_nce(q, p, group_size=2, temperature=0.05)
+    per_query = info_nce_per_query(q, p, group_size=2, temperature=0.05)
     assert per_query.shape == (3,)
     assert per_query.mean() == pytest.approx(float(info_nce(q, p, 2, 0.05)), rel=1e-6)
 
@@ -253,6 +293,31 @@ def test_optimizer_state_round_trips_through_safetensors_and_json():
     fresh.load_state_dict(restored)
     for name, value in optimizer.state_dict()["state"][0].items():
         assert torch.equal(fresh.state_dict()["state"][0][name], value)
+
+
+def test_a_grad_cache_run_with_dropout_resumes_to_the_same_weights(
+    tmp_path, tiny_model_dir, unified_dir
+):
+    # Two micro-batches per step, InfoNCE over both (GradCache), adapter dropout on: the cache
+    # replays the RNG, the resumed run must still redraw exactly the same masks.
+    dropout = {"tmole": {"dropout": 0.1}}
+    cfg = make_config(
+        tmp_path, tiny_model_dir, unified_dir, dropout, steps=4, save_every=2, grad_accum=2
+    )
+    assert cfg.train.grad_cache
+    train(cfg)
+    full = adapter_tensors(cfg.paths.adapter)
+    log = (cfg.paths.train_metrics / "steps.jsonl").read_text()
+    shutil.rmtree(ckpt.checkpoint_dir(cfg.paths.checkpoints, 4))  # as if killed after step 2
+    shutil.rmtree(cfg.paths.adapter)
+    outcome = train(cfg)
+    assert outcome.resumed_from == 2
+    resumed = adapter_tensors(cfg.paths.adapter)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert (cfg.paths.train_metrics / "steps.jsonl").read_text() == log
+    records = [json.loads(line) for line in log.splitlines()]
+    assert all(r["loss_emb"] > 0 and sum(r[f"n/{c}"] for c in ("U2I", "Q2I", "I2I")) == 2 * 2
+               for r in records)  # fmt: skip
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
@@ -329,6 +394,18 @@ def test_two_processes_take_identical_scheduling_decisions(tmp_path, tiny_model_
         assert not set(rank0["ids"]) & set(rank1["ids"])  # data parallel: different rows
     assert (cfg.paths.adapter / ADAPTER_WEIGHTS).is_file()
     assert [s for s, _ in ckpt.list_checkpoints(cfg.paths.checkpoints)] == [0, 2, 4]
+
+
+def test_two_processes_train_with_grad_cache(tmp_path, tiny_model_dir, unified_dir):
+    # DDP with two micro-batches per step: the cache pass outside DDP, one forward and one
+    # backward per micro-batch inside accumulate (no_sync, then one all-reduce).
+    cfg = make_config(tmp_path, tiny_model_dir, unified_dir, steps=2, save_every=2, grad_accum=2)
+    train_on_two_processes(tmp_path, cfg)
+    records = [json.loads(line) for line in (cfg.paths.train_metrics / "steps.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:  # InfoNCE over 2 ranks x 2 micro-batches x 2 queries
+        assert record["loss_emb"] > 0
+        assert sum(record[f"n/{c}"] for c in ("U2I", "Q2I", "I2I")) == 2 * 2 * 2
 
 
 # --- a task subset (a user who brings only some sources)

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from recfound.config import ModelConfig
 from recfound.model import prompts as P
 from recfound.model.losses import info_nce
-from recfound.model.unified import RecFoundModel, resolve_dtype
+from recfound.model.unified import RecFoundModel, bidirectional_mask, resolve_dtype
 
 INSTRUCTION = "Represent the user history for retrieving the next item"
 
@@ -93,6 +93,37 @@ def test_left_or_right_padding_does_not_change_an_embedding(model, tok):
         alone = model.embed(**embedding_batch(tok, texts[:1]))
     torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(right[:1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_embeddings_are_the_same_under_eager_and_sdpa_and_equal_each_text_alone(
+    tiny_model_dir, tok, side
+):
+    # Eager attention adds a 4-D mask to the scores: a boolean mask would let padding in there
+    # (True/False -> +1/+0) while sdpa honours it, so the two would embed a padded batch apart.
+    texts = ["hat", "a red cotton shirt from Acme for 19.99 dollars", "blue shoes"]
+    batch = embedding_batch(tok, texts, side=side)
+    assert (batch["attention_mask"] == 0).any()  # the batch really is padded
+    embeddings = {}
+    for implementation in ("eager", "sdpa"):
+        lm = AutoModelForCausalLM.from_pretrained(
+            tiny_model_dir, attn_implementation=implementation
+        )
+        unified = RecFoundModel(lm).eval()
+        with torch.no_grad():
+            padded = unified.embed(**batch)
+            alone = torch.cat([unified.embed(**embedding_batch(tok, [t])) for t in texts])
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+        embeddings[implementation] = padded
+    torch.testing.assert_close(embeddings["eager"], embeddings["sdpa"], atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_mask_is_additive_zero_on_real_keys_and_dtype_min_on_padding():
+    mask = bidirectional_mask(torch.tensor([[1, 1, 0]]), torch.bfloat16)
+    assert mask.shape == (1, 1, 3, 3) and mask.dtype is torch.bfloat16
+    lowest = torch.finfo(torch.bfloat16).min
+    expected = torch.tensor([0.0, 0.0, lowest], dtype=torch.bfloat16).expand(3, 3)
+    assert torch.equal(mask[0, 0], expected)  # padding queries too see the real keys
 
 
 # ----------------------------------------------------------------------------- generative loss
@@ -223,7 +254,7 @@ dist.destroy_process_group()
 """
 
 
-def test_info_nce_across_processes_matches_the_single_process_loss_on_the_whole_batch(tmp_path):
+def test_info_nce_across_processes_is_the_whole_batch_loss_on_every_rank(tmp_path):
     world = 2
     init, result = str(tmp_path / "init"), str(tmp_path / "result")
     ranks = [
@@ -237,13 +268,12 @@ def test_info_nce_across_processes_matches_the_single_process_loss_on_the_whole_
     queries = F.normalize(torch.randn(world * 2, 8), dim=-1)
     passages = F.normalize(torch.randn(world * 4, 8), dim=-1).requires_grad_(True)
     whole = info_nce(queries, passages, group_size=2, temperature=0.05)
-    # Every rank scores its queries against all passages: the ranks' mean is the whole-batch loss.
-    torch.testing.assert_close(torch.stack([g["loss"] for g in got]).mean(), whole.detach())
-    # A rank's own passages get the gradient of that rank's loss (a detached gather would give
-    # them none); data-parallel training then averages these gradients across ranks.
+    # Queries and passages are both gathered: every rank computes the whole-batch loss.
+    for g in got:
+        torch.testing.assert_close(g["loss"], whole.detach())
+    # A rank's own passages get N times their share of the whole-batch gradient (a detached
+    # gather would give them none): data-parallel averaging over N ranks then yields exactly the
+    # single-process gradient (tests/test_gradcache.py checks it through a model).
+    expected = torch.autograd.grad(whole, passages)[0]
     for rank, g in enumerate(got):
-        scores = queries[rank * 2 : (rank + 1) * 2] @ passages.T / 0.05
-        positives = torch.tensor([rank * 4, rank * 4 + 2])  # this rank's [pos, neg, pos, neg]
-        own_loss = F.cross_entropy(scores, positives)
-        expected = torch.autograd.grad(own_loss, passages)[0][rank * 4 : (rank + 1) * 4]
-        torch.testing.assert_close(g["grad"], expected)
+        torch.testing.assert_close(g["grad"], world * expected[rank * 4 : (rank + 1) * 4])

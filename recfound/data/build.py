@@ -83,7 +83,7 @@ def task_streams(
     streams: dict[str, RowStream] = {}
     if wanted & {"Q2I", "QR", "PRP"}:
         queries = load_esci(sources, catalog, cfg, report)
-        streams["Q2I"] = build_q2i(queries, catalog, cfg, sizes)
+        streams["Q2I"] = build_q2i(queries, catalog, cfg, SplitSizes.of(cfg, "Q2I"))
         streams["QR"] = build_qr(queries, catalog, cfg, sizes)
         streams["PRP"] = build_prp(queries, catalog, cfg, sizes)
     if wanted & set(INTERACTION_TASKS):
@@ -93,8 +93,8 @@ def task_streams(
         del log  # the sorted copy is all that is needed from here on
         if wanted & set(SEQUENCE_TASKS):
             seqs.count_short_users(cfg.min_interactions)
-        streams.update(SequenceTasks(seqs, catalog, cfg).build(sizes))
-        streams["I2I"] = build_i2i(catalog, seqs, cfg, sizes)
+        streams.update(SequenceTasks(seqs, catalog, cfg).build())
+        streams["I2I"] = build_i2i(catalog, seqs, cfg, SplitSizes.of(cfg, "I2I"))
         streams["SA"] = sentiment.build()
     if wanted & {"AP", "AG"}:
         qa = QATasks(cfg, sizes)
@@ -158,6 +158,7 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         _drop_empty_tasks(plan, writer)
         writer.check_unique_ids(plan.tasks)
         caps = {split: getattr(cfg, f"{split}_per_task") for split in SPLITS}
+        caps["embedding_test"] = cfg.embedding_test_per_task
         result = BuildResult(plan, writer.counts, report, fingerprint, caps)
         with atomic_dir(out_dir) as tmp:
             writer.save(plan.tasks, tmp)

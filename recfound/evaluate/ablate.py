@@ -5,12 +5,17 @@ own directories and evaluated on the test split WITHOUT Model Merge (the paper c
 ablations with "RecFound w/o Model Merge"):
 
     no_s2sched      TMoLE, S2Sched off (slots proportional to task sizes throughout)
-    no_tmole        one plain PEFT LoRA for all tasks, S2Sched on
+    no_tmole        one plain PEFT LoRA for all tasks, of TMoLE's total rank (E·r: equal
+                    capacity), S2Sched on
     multitask_lora  plain LoRA and no S2Sched: the GritLM-style multi-task finetune
 
 Layout (both outside the DVC stage outputs, so `dvc repro` never deletes them):
     <parent of paths.adapter>/variants/<name>/{checkpoints,adapter,train}/   training outputs
-    <paths.reports>/variants/<name>/metrics.json   {task code: {metric: value, "n", "invalid"}}
+    <paths.reports>/variants/<name>/metrics.json   {task code: {metric: value, "n", "invalid",
+                                                   "ci"}}
+    <paths.reports>/variants/<name>/evidence.json  its per-row statistics (recfound.evaluate.
+                                                   bootstrap), so that `evaluate` can pair it
+                                                   with RecFound row by row
     <paths.reports>/variants/<name>/variant.json   the overrides that define the variant, and a
                                                    fingerprint of the settings it ran with
 
@@ -31,14 +36,26 @@ from typing import Any
 from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.errors import RecFoundError
-from recfound.evaluate import report
+from recfound.evaluate import bootstrap, report
 from recfound.evaluate.report import Results
 
 VARIANT_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "no_s2sched": {"s2sched": {"enabled": False}},
-    "no_tmole": {"model": {"adapter": "lora"}},
+    # Equal capacity: the LoRA has the rank of TMoLE's experts together (E·r), so the ablation
+    # removes the task routing, not adapter width (recfound.model.adapters.equal_capacity_lora).
+    "no_tmole": {"model": {"adapter": "lora", "lora": {"equal_capacity": True}}},
     "multitask_lora": {"model": {"adapter": "lora"}, "s2sched": {"enabled": False}},
 }
+# evaluate.* settings a variant's numbers do not depend on: which baselines / variants exist,
+# and the bootstrap, whose intervals `evaluate` recomputes from the variant's per-row statistics.
+_NOT_FINGERPRINTED = (
+    "baselines",
+    "ablation_variants",
+    "bootstrap_samples",
+    "confidence",
+    "curve_tasks",  # the learning curve is the main run's, not a variant's
+    "curve_rows",
+)
 
 
 def _deep_update(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,21 +84,30 @@ def variant_config(cfg: Config, name: str) -> Config:
 
 def settings_fingerprint(cfg: Config) -> str:
     """Hash of the settings a variant's numbers depend on: everything but where files go, the
-    services, and which baselines / variants exist. The data itself is not hashed."""
+    services, which baselines / variants exist and the bootstrap. The data is not hashed."""
     settings = cfg.model_dump(
         mode="json", by_alias=True, exclude={"paths", "tracking", "orchestration"}
     )
-    for listing in ("baselines", "ablation_variants"):
-        settings["evaluate"].pop(listing)
+    for key in _NOT_FINGERPRINTED:
+        settings["evaluate"].pop(key)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def current_variants(cfg: Config, variants_dir: Path) -> tuple[Results, list[str]]:
     """The variant results under `variants_dir` that match today's settings, and the names of
-    the stale ones left out (`stale_variants`)."""
+    the stale ones left out (`stale_variants`). Each result carries its per-row statistics
+    when the variant has an evidence.json (variants run before intervals existed have none)."""
     stale = stale_variants(cfg, variants_dir)
     results = report.read_variants(variants_dir, cfg.evaluate.rank_cutoff)
-    return {name: res for name, res in results.items() if name not in stale}, stale
+    current = {}
+    for name, per_task in results.items():
+        if name in stale:
+            continue
+        path = variants_dir / name / bootstrap.EVIDENCE_FILE
+        if path.is_file():
+            per_task = bootstrap.attach_evidence(per_task, bootstrap.read_evidence(path), path)
+        current[name] = per_task
+    return current, stale
 
 
 def stale_variants(cfg: Config, variants_dir: Path) -> list[str]:
@@ -115,10 +141,14 @@ def run_variant(cfg: Config, name: str) -> Path:
     data = load_splits(vcfg)
     adapter = Path(vcfg.paths.adapter)
     run, _ = evaluate_llm(vcfg, name, adapter, data.test, data.train, text_scorer(vcfg))
+    settings = bootstrap.BootstrapSettings.from_config(vcfg)
+    results = {task: bootstrap.with_intervals(r, settings) for task, r in run.results.items()}
     out = variant_report_dir(cfg, name)
     with atomic_dir(out) as tmp:
-        metrics = {task: result.to_json() for task, result in run.results.items()}
+        metrics = {task: result.to_json() for task, result in results.items()}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        evidence = json.dumps(bootstrap.evidence_json(results), ensure_ascii=False)
+        (tmp / bootstrap.EVIDENCE_FILE).write_text(evidence + "\n", encoding="utf-8")
         (tmp / "variant.json").write_text(
             json.dumps(
                 {

@@ -7,17 +7,27 @@ Conventions shared by every function here:
   `scores[:n_positives]` are positives, the rest negatives. Ties are broken uniformly at random
   *in expectation* (as scikit-learn's `ndcg_score` does), so a model that scores every candidate
   the same gets the random baseline, not a perfect score.
+- Each metric also has a per-row form (`reciprocal_ranks`, `label_hits`, `class_counts`, …):
+  additive statistics whose sum gives the metric back (recfound.evaluate.bootstrap resamples
+  them). Counts come as (hits, predicted, actual) per row, from which precision = hits /
+  predicted, recall = hits / actual and F1 = 2·hits / (predicted + actual).
+- `authors_*`: the scorer of the authors' code (JunkFood436/RecFound, scripts/eval.py), for the
+  paper-comparable figures beside ours; each docstring says where it differs.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, ndcg_score
+
+# Columns of the per-row counts: F1 = 2·hits / (predicted + actual) needs no other number.
+COUNT_COLUMNS: tuple[str, ...] = ("hits", "predicted", "actual")
 
 # Stands in for an unparseable prediction in label metrics: it equals no reference label and is
 # left out of the label set, so it is a miss for the true class without adding a class of its own.
@@ -45,23 +55,30 @@ def reciprocal_rank(scores: Sequence[float], n_positives: int, k: int) -> float:
     return float(np.where(ranks <= k, 1.0 / ranks, 0.0).mean())
 
 
+def reciprocal_ranks(
+    pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: int
+) -> np.ndarray:
+    """`reciprocal_rank` of each query (the per-row form of MRR@k)."""
+    if not pools:
+        raise ValueError("reciprocal_ranks needs at least one query")
+    return np.array([reciprocal_rank(s, n, k) for s, n in zip(pools, n_positives, strict=True)])
+
+
 def mrr_at_k(pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: int) -> float:
     """MRR@k = mean over queries of `reciprocal_rank(scores, n_positives, k)`."""
-    if not pools:
-        raise ValueError("mrr_at_k needs at least one query")
-    return float(
-        np.mean([reciprocal_rank(s, n, k) for s, n in zip(pools, n_positives, strict=True)])
-    )
+    return float(np.mean(reciprocal_ranks(pools, n_positives, k)))
 
 
-def ndcg_at_k(pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: int) -> float:
-    """NDCG@k with binary relevance (positives 1, negatives 0), averaged over queries.
+def ndcg_per_query(
+    pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: int
+) -> np.ndarray:
+    """NDCG@k of each query with binary relevance (positives 1, negatives 0).
 
-    DCG@k = Σ_{r≤k} rel_r / log2(r + 1), divided by the DCG of the ideal order; per query via
+    DCG@k = Σ_{r≤k} rel_r / log2(r + 1), divided by the DCG of the ideal order; via
     scikit-learn's `ndcg_score` (tied scores get their averaged gain).
     """
     if not pools:
-        raise ValueError("ndcg_at_k needs at least one query")
+        raise ValueError("ndcg_per_query needs at least one query")
     values = []
     for scores, n_pos in zip(pools, n_positives, strict=True):
         if not 1 <= n_pos < len(scores):
@@ -69,7 +86,12 @@ def ndcg_at_k(pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: i
         relevance = np.zeros(len(scores))
         relevance[:n_pos] = 1.0
         values.append(ndcg_score([relevance], [np.asarray(scores, dtype=float)], k=k))
-    return float(np.mean(values))
+    return np.array(values)
+
+
+def ndcg_at_k(pools: Sequence[Sequence[float]], n_positives: Sequence[int], k: int) -> float:
+    """NDCG@k averaged over queries (`ndcg_per_query`)."""
+    return float(np.mean(ndcg_per_query(pools, n_positives, k)))
 
 
 # --- labels (SR/SA/PRP/AP/PM) ---
@@ -89,6 +111,19 @@ def recall_at_1(predictions: Sequence[str | None], references: Sequence[str]) ->
     return float(accuracy_score(list(references), _labels_or_invalid(predictions)))
 
 
+def label_hits(predictions: Sequence[str | None], references: Sequence[str]) -> np.ndarray:
+    """1.0 where the prediction is the reference, else 0.0 (invalid: 0); mean = `recall_at_1`."""
+    _check_lengths(predictions, references)
+    return np.array(
+        [float(p is not None and p == r) for p, r in zip(predictions, references, strict=True)]
+    )
+
+
+def seen_classes(predictions: Sequence[str | None], references: Sequence[str]) -> list[str]:
+    """The classes macro-F1 averages over: labels in references or valid predictions, sorted."""
+    return sorted(set(references) | {p for p in predictions if p is not None})
+
+
 def macro_f1(predictions: Sequence[str | None], references: Sequence[str]) -> float:
     """SA, PRP: unweighted mean over classes of per-class F1 = 2PR/(P+R).
 
@@ -96,7 +131,7 @@ def macro_f1(predictions: Sequence[str | None], references: Sequence[str]) -> fl
     negative of its reference class and a false positive of none.
     """
     _check_lengths(predictions, references)
-    labels = sorted(set(references) | {p for p in predictions if p is not None})
+    labels = seen_classes(predictions, references)
     return float(
         f1_score(
             list(references),
@@ -106,6 +141,25 @@ def macro_f1(predictions: Sequence[str | None], references: Sequence[str]) -> fl
             zero_division=0.0,
         )
     )
+
+
+def class_counts(
+    predictions: Sequence[str | None], references: Sequence[str], classes: Sequence[str]
+) -> np.ndarray:
+    """(rows × 3·C): per row, the (hits, predicted, actual) counts of each class in turn.
+
+    Class c's F1 is 2·Σhits_c / (Σpredicted_c + Σactual_c); averaged over the classes with
+    predicted + actual > 0 it is `macro_f1` (an invalid output adds to `actual` only).
+    """
+    _check_lengths(predictions, references)
+    index = {c: i for i, c in enumerate(classes)}
+    counts = np.zeros((len(references), len(classes), len(COUNT_COLUMNS)))
+    for row, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        counts[row, index[ref], 2] = 1.0
+        if pred is not None:
+            counts[row, index[pred], 1] = 1.0
+            counts[row, index[pred], 0] = float(pred == ref)
+    return counts.reshape(len(references), -1)
 
 
 def positive_f1(
@@ -120,18 +174,43 @@ def positive_f1(
     (a "no" reference becomes a false positive, a "yes" one a false negative); leaving it out
     would let a model dodge every hard negative by emitting garbage.
     """
+    flipped = _flip_invalid(predictions, references, positive, negative)
+    return float(
+        f1_score(list(references), flipped, pos_label=positive, average="binary", zero_division=0.0)
+    )
+
+
+def positive_counts(
+    predictions: Sequence[str | None],
+    references: Sequence[str],
+    positive: str = "yes",
+    negative: str = "no",
+) -> np.ndarray:
+    """(rows × 3) counts (hits, predicted, actual) of the `positive` class, invalid outputs
+    flipped as in `positive_f1`; F1 = 2·Σhits / (Σpredicted + Σactual) is `positive_f1`."""
+    flipped = _flip_invalid(predictions, references, positive, negative)
+    return np.array(
+        [
+            [p == r == positive, p == positive, r == positive]
+            for p, r in zip(flipped, references, strict=True)
+        ],
+        dtype=float,
+    ).reshape(len(references), len(COUNT_COLUMNS))
+
+
+def _flip_invalid(
+    predictions: Sequence[str | None], references: Sequence[str], positive: str, negative: str
+) -> list[str]:
+    """Invalid (None) predictions replaced by the answer that is wrong for their row."""
     _check_lengths(predictions, references)
     allowed = {positive, negative}
     bad = sorted({r for r in references if r not in allowed})
     if bad:
         raise ValueError(f"references must be {positive!r}/{negative!r}, got {bad}")
-    flipped = [
+    return [
         p if p is not None else (negative if r == positive else positive)
         for p, r in zip(predictions, references, strict=True)
     ]
-    return float(
-        f1_score(list(references), flipped, pos_label=positive, average="binary", zero_division=0.0)
-    )
 
 
 # --- AVE ---
@@ -198,17 +277,117 @@ def attribute_value_prf(
     Hits are one-to-one (a label counts once however often it is predicted). An invalid output
     predicts nothing, so its labels all count as misses.
     """
+    hits, n_pred, n_label = attribute_value_counts(predictions, references).sum(axis=0)
+    return _precision_recall_f1(hits, n_pred, n_label)
+
+
+def attribute_value_counts(
+    predictions: Sequence[Sequence[AttributeValue] | None],
+    references: Sequence[Sequence[AttributeValue]],
+) -> np.ndarray:
+    """(rows × 3) counts (hits, predicted, actual) of `attribute_value_prf`, one row each."""
     _check_lengths(predictions, references)
-    hits = n_pred = n_label = 0
-    for pred, labels in zip(predictions, references, strict=True):
-        pred = pred or []
-        hits += _matched_pairs(pred, labels)
-        n_pred += len(pred)
-        n_label += len(labels)
-    precision = hits / n_pred if n_pred else 0.0
-    recall = hits / n_label if n_label else 0.0
+    return np.array(
+        [
+            [_matched_pairs(pred or [], labels), len(pred or []), len(labels)]
+            for pred, labels in zip(predictions, references, strict=True)
+        ],
+        dtype=float,
+    ).reshape(len(references), len(COUNT_COLUMNS))
+
+
+def _precision_recall_f1(hits: float, n_pred: float, n_label: float) -> PrecisionRecallF1:
+    precision = float(hits / n_pred) if n_pred else 0.0
+    recall = float(hits / n_label) if n_label else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return PrecisionRecallF1(precision, recall, f1)
+
+
+# --- the authors' scorer (JunkFood436/RecFound scripts/eval.py), for paper-comparable figures ---
+
+# What their scorer writes for an invalid SA/PRP answer: a wrong letter, "B" when the reference
+# is "A", else "A" (so the invalid answer is also a false positive of that letter).
+_AUTHORS_WRONG_LETTERS = ("A", "B")
+_AVE_KEYS = ("attribute", "value", "source")
+
+
+def authors_flip_invalid(predictions: Sequence[str | None], references: Sequence[str]) -> list[str]:
+    """SA/PRP answers as the authors score them: an invalid (None) answer becomes "B" when the
+    reference is "A", else "A"."""
+    _check_lengths(predictions, references)
+    first, second = _AUTHORS_WRONG_LETTERS
+    return [
+        p if p is not None else (second if r == first else first)
+        for p, r in zip(predictions, references, strict=True)
+    ]
+
+
+def authors_macro_f1(predictions: Sequence[str | None], references: Sequence[str]) -> float:
+    """SA, PRP as the authors score them: scikit-learn macro-F1 over the classes seen in the
+    references and the answers after `authors_flip_invalid`.
+
+    Stricter than `macro_f1`: an invalid answer is a false negative of its reference class
+    *and* a false positive of "A" (or "B"), which may even add that class to the average.
+    `predictions` come from `parsing.parse_option_authors` (first character A–E).
+    """
+    flipped = authors_flip_invalid(predictions, references)
+    return float(f1_score(list(references), flipped, average="macro", zero_division=0.0))
+
+
+def authors_attribute_value_hit(predicted: Mapping[str, Any], label: AttributeValue) -> bool:
+    """Their AVE rule: the attributes are equal, and value and source are each equal or one
+    contains the other, compared as written: case- and whitespace-sensitive, and an empty
+    string is contained in anything. A prediction missing a key, or with a null value or
+    source, hits nothing; non-string values are compared as `str()` (their script compares
+    values so and would fail on a non-string source)."""
+    if not all(key in predicted for key in _AVE_KEYS):
+        return False
+    value, source = predicted["value"], predicted["source"]
+    if value is None or source is None:
+        return False
+    return (
+        predicted["attribute"] == label.attribute
+        and _either_contains(str(value), label.value)
+        and _either_contains(str(source), label.source)
+    )
+
+
+def _either_contains(a: str, b: str) -> bool:
+    return a in b or b in a
+
+
+def authors_attribute_value_counts(
+    predictions: Sequence[Sequence[Any] | None],
+    references: Sequence[Sequence[AttributeValue]],
+) -> np.ndarray:
+    """(rows × 3) counts (hits, predicted, actual) of AVE as the authors' scorer counts them.
+
+    Their loop runs over the labels of a row and, inside it, over all its predictions, so
+    - hits = #(label, prediction) pairs that hit (`authors_attribute_value_hit`): a prediction
+      hitting two labels counts twice, two equal predictions of one label count twice;
+    - predicted = #labels × #predictions (JSON objects with an "attribute" key): every
+      prediction is counted once per label of its row, none on a row without labels;
+    - actual = #labels.
+    So 3 correct predictions of 3 labels give P = 3/9, R = 1, F1 = 0.50 (1.0 in
+    `attribute_value_prf`), and recall can exceed 1. An invalid output (None) predicts nothing.
+    """
+    _check_lengths(predictions, references)
+    rows = []
+    for pred, labels in zip(predictions, references, strict=True):
+        counted = [p for p in pred or [] if isinstance(p, Mapping) and "attribute" in p]
+        hits = sum(authors_attribute_value_hit(p, label) for label in labels for p in counted)
+        rows.append([hits, len(labels) * len(counted), len(labels)])
+    return np.array(rows, dtype=float).reshape(len(references), len(COUNT_COLUMNS))
+
+
+def authors_attribute_value_prf(
+    predictions: Sequence[Sequence[Any] | None],
+    references: Sequence[Sequence[AttributeValue]],
+) -> PrecisionRecallF1:
+    """AVE P, R, F1 over the whole test set from `authors_attribute_value_counts` (their
+    1e-6 guards against division by zero are left out: an empty denominator gives 0)."""
+    hits, n_pred, n_label = authors_attribute_value_counts(predictions, references).sum(axis=0)
+    return _precision_recall_f1(hits, n_pred, n_label)
 
 
 # --- text (QR/UP/IP/AG) ---
@@ -217,19 +396,26 @@ def attribute_value_prf(
 PairScorer = Callable[[list[str], list[str]], list[float]]
 
 
-def mean_pair_score(
+def pair_scores(
     predictions: Sequence[str | None], references: Sequence[str], scorer: PairScorer
-) -> float:
-    """Mean of `scorer` over (prediction, reference) pairs; an invalid output scores 0."""
+) -> np.ndarray:
+    """`scorer` of each (prediction, reference) pair; an invalid output scores 0 unscored."""
     _check_lengths(predictions, references)
     if not predictions:
-        raise ValueError("mean_pair_score needs at least one prediction")
+        raise ValueError("pair_scores needs at least one prediction")
     valid = [i for i, p in enumerate(predictions) if p is not None]
     scores = np.zeros(len(predictions))
     if valid:
         scored = scorer([predictions[i] for i in valid], [references[i] for i in valid])
         scores[valid] = np.asarray(scored, dtype=float)
-    return float(scores.mean())
+    return scores
+
+
+def mean_pair_score(
+    predictions: Sequence[str | None], references: Sequence[str], scorer: PairScorer
+) -> float:
+    """Mean of `scorer` over (prediction, reference) pairs; an invalid output scores 0."""
+    return float(pair_scores(predictions, references, scorer).mean())
 
 
 @functools.cache

@@ -3,6 +3,9 @@
 Parsers accept what an instruction-tuned model plausibly writes around a correct answer
 ("B", "(B)", "B. Running shoes", "Answer: B", "Yes, it is.") and nothing looser: an output
 that names no option, or several different ones, is invalid and is reported as "#invalid".
+
+`parse_option_authors` and `parse_attribute_values_authors` read outputs as the authors' scorer
+does (JunkFood436/RecFound, scripts/eval.py), for the paper-comparable AVE and SA/PRP figures.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from recfound.evaluate.metrics import AttributeValue
 from recfound.tasks import Task
 
 _ANSWER_CUE = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*", re.IGNORECASE)
 _AVE_KEYS = ("attribute", "value", "source")
+# The answers the authors' scorer accepts for SA and PRP, whatever the row's options.
+AUTHORS_OPTION_LETTERS = frozenset("ABCDE")
 
 
 def parse_option(text: str, options: Sequence[str]) -> str | None:
@@ -86,6 +92,32 @@ def parse_attribute_values(text: str) -> list[AttributeValue] | None:
             return None
         triples.append(AttributeValue(*(element[key] for key in _AVE_KEYS)))
     return triples
+
+
+def parse_option_authors(text: str) -> str | None:
+    """SA/PRP as the authors read an answer: the first character of the stripped output when
+    it is one of A–E (case-sensitive), else None (invalid).
+
+    Their inference generates one token for these tasks and scores `output.strip()[0]`; greedy
+    decoding starts our longer answer with that same token, so its first character is theirs
+    ("B. Running shoes" -> "B", but also "Based on …" -> "B"; "(B)" is invalid). The one
+    difference: a whitespace-only first token, which their scorer cannot read (IndexError).
+    """
+    stripped = text.strip()
+    return stripped[0] if stripped and stripped[0] in AUTHORS_OPTION_LETTERS else None
+
+
+def parse_attribute_values_authors(text: str) -> list[Any] | None:
+    """AVE as the authors read an answer: the whole output as JSON (`json.loads`, no prose or
+    code fence around it). None (invalid, predicts nothing) when it is not JSON; a JSON value
+    that is not a list predicts nothing but is valid, as in their scorer. The elements are
+    returned as they are (recfound.evaluate.metrics.authors_attribute_value_counts judges them).
+    """
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # their bare `except:` catches any failure
+        return None
+    return value if isinstance(value, list) else []
 
 
 def parse_text(text: str) -> str | None:

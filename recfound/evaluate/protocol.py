@@ -9,6 +9,14 @@
 
 Metric keys in results and reports/metrics.json: `MRR@k`, `NDCG@k`, `Recall@1`, `macro_F1`,
 `F1_yes`, `F1` (+ `precision`, `recall`), `BERTScore_F1` (+ `ROUGE-L_F1`), and `n`, `invalid`.
+AVE and SA/PRP also carry `F1_authors` / `macro_F1_authors`: the same answers scored as the
+authors' scorer does (recfound.evaluate.metrics `authors_*`), the figure comparable with the
+paper's; ours stays the primary (it credits each label once and penalises an invalid answer
+without inventing a class for it).
+
+Each score is computed from per-row statistics (recfound.evaluate.bootstrap), which the result
+keeps (`TaskResult.evidence`) so that `bootstrap.with_intervals` can add a confidence interval
+per metric (`ci` in metrics.json) and results of two systems can be compared pairwise.
 
 Results per source: when a task's test rows come from several sources (the `source` column,
 e.g. amazon_reviews and movielens), its result also carries one result per source, scored on
@@ -24,17 +32,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from recfound.errors import DataError
 from recfound.evaluate import metrics as m
-from recfound.evaluate.parsing import parse_output, parse_reference
+from recfound.evaluate.bootstrap import Interval, RowEvidence, RowStats
+from recfound.evaluate.parsing import (
+    parse_attribute_values_authors,
+    parse_option_authors,
+    parse_output,
+    parse_reference,
+)
 from recfound.evaluate.systems import Row, System
 from recfound.tasks import TASKS, Task
 
-# Key of the per-source results inside a task's entry of metrics.json.
+# Keys of the per-source results and of the confidence intervals inside a task's entry of
+# metrics.json: {"MRR@20": 0.41, "n": 16, "ci": {"MRR@20": {"low": …, "high": …}}}.
 SOURCES_KEY = "sources"
+INTERVALS_KEY = "ci"
+# Suffix of a metric scored as the authors' code scores it, e.g. "F1_authors".
+AUTHORS_SUFFIX = "_authors"
 # Task.metric (recfound/tasks.py, the authority) -> key under which the score is stored.
 _LABEL_METRIC_KEYS = {
     "Recall@1": "Recall@1",
@@ -54,11 +71,19 @@ def primary_metric(task: Task, cutoff: int) -> str:
     return _LABEL_METRIC_KEYS[task.metric]
 
 
+def authors_metric(key: str) -> str:
+    """Key of metric `key` scored as the authors do, e.g. "macro_F1" -> "macro_F1_authors"."""
+    return key + AUTHORS_SUFFIX
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """One system's scores on one task: `metrics[primary]` is the table entry.
 
     `by_source`: the same scores per data source, when the task's rows come from several.
+    `intervals`: a bootstrap confidence interval per metric key (recfound.evaluate.bootstrap).
+    `evidence`: the per-row statistics the scores come from; not part of metrics.json (it is
+    written to reports/evidence/) nor of equality.
     """
 
     task: str
@@ -67,17 +92,22 @@ class TaskResult:
     n: int
     invalid: int | None = None  # generative tasks only
     by_source: dict[str, TaskResult] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    evidence: RowEvidence | None = field(default=None, compare=False, repr=False)
 
     @property
     def score(self) -> float:
         return self.metrics[self.primary]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON for reports/metrics.json: metric keys, `n`, `invalid` if generative, and
-        `sources` ({source: the same keys}) if the rows come from several sources."""
+        """JSON for reports/metrics.json: metric keys, `n`, `invalid` if generative, `ci`
+        ({metric: {"low", "high"}}) if intervals were computed, and `sources` ({source: the
+        same keys}) if the rows come from several sources."""
         out: dict[str, Any] = {**self.metrics, "n": self.n}
         if self.invalid is not None:
             out["invalid"] = self.invalid
+        if self.intervals:
+            out[INTERVALS_KEY] = {key: ci.to_json() for key, ci in self.intervals.items()}
         if self.by_source:
             out[SOURCES_KEY] = {name: r.to_json() for name, r in self.by_source.items()}
         return out
@@ -88,13 +118,18 @@ class TaskResult:
         primary = primary_metric(task, cutoff)
         if primary not in values:
             raise ValueError(f"{task.code}: no {primary!r} among {sorted(values)}")
-        metrics = {k: float(v) for k, v in values.items() if k not in ("n", "invalid", SOURCES_KEY)}
+        not_metrics = ("n", "invalid", SOURCES_KEY, INTERVALS_KEY)
+        metrics = {k: float(v) for k, v in values.items() if k not in not_metrics}
         by_source = {
             name: cls.from_json(task, per_source, cutoff)
             for name, per_source in values.get(SOURCES_KEY, {}).items()
         }
+        intervals = {
+            key: Interval(float(ci["low"]), float(ci["high"]))
+            for key, ci in values.get(INTERVALS_KEY, {}).items()
+        }
         invalid = values.get("invalid")
-        return cls(task.code, primary, metrics, int(values["n"]), invalid, by_source)
+        return cls(task.code, primary, metrics, int(values["n"]), invalid, by_source, intervals)
 
 
 @dataclass
@@ -126,19 +161,30 @@ def source_indices(rows: Sequence[Row]) -> dict[str, list[int]]:
     return dict(sorted(by_source.items())) if len(by_source) > 1 else {}
 
 
-def _pick(values: Sequence[Any], indices: Sequence[int]) -> list[Any]:
-    return [values[i] for i in indices]
-
-
-def _ranking_result(
-    task: Task, pools: Sequence[np.ndarray], n_positives: Sequence[int], cutoff: int
+def _task_result(
+    task: Task,
+    primary: str,
+    rows: Sequence[Row],
+    stats: dict[str, RowStats],
+    invalid: Sequence[bool] | None = None,
 ) -> TaskResult:
-    key = primary_metric(task, cutoff)
-    if key.startswith("MRR@"):
-        value = m.mrr_at_k(pools, n_positives, cutoff)
-    else:
-        value = m.ndcg_at_k(pools, n_positives, cutoff)
-    return TaskResult(task.code, key, {key: value}, n=len(pools))
+    """The scores of per-row `stats` over `rows`, overall and, for rows of several sources,
+    per source (the same statistics, that source's rows); `invalid` flags unparsed answers."""
+    evidence = RowEvidence(
+        tuple(str(row["id"]) for row in rows),
+        tuple(str(row.get("source", "")) for row in rows),
+        stats,
+    )
+
+    def scored(part: RowEvidence, idx: Sequence[int]) -> TaskResult:
+        n_invalid = None if invalid is None else sum(invalid[i] for i in idx)
+        return TaskResult(task.code, primary, part.point_estimates(), len(idx), n_invalid)
+
+    by_source = {
+        source: scored(evidence.subset(idx), idx) for source, idx in source_indices(rows).items()
+    }
+    overall = scored(evidence, range(len(rows)))
+    return dataclasses.replace(overall, by_source=by_source, evidence=evidence)
 
 
 def evaluate_embedding_task(
@@ -148,29 +194,10 @@ def evaluate_embedding_task(
     overall and, for rows of several sources, per source."""
     pools = system.score_pools(task, rows)
     n_positives = [len(row["positives"]) for row in rows]
-    overall = _ranking_result(task, pools, n_positives, cutoff)
-    by_source = {
-        source: _ranking_result(task, _pick(pools, idx), _pick(n_positives, idx), cutoff)
-        for source, idx in source_indices(rows).items()
-    }
-    return dataclasses.replace(overall, by_source=by_source)
-
-
-class _RememberingScorer:
-    """A PairScorer that scores each distinct (candidate, reference) pair once: the per-source
-    results re-read the scores of the overall one instead of running the encoder again."""
-
-    def __init__(self, scorer: m.PairScorer) -> None:
-        self.scorer = scorer
-        self.known: dict[tuple[str, str], float] = {}
-
-    def __call__(self, candidates: list[str], references: list[str]) -> list[float]:
-        pairs = list(zip(candidates, references, strict=True))
-        new = [p for p in dict.fromkeys(pairs) if p not in self.known]
-        if new:
-            scores = self.scorer([c for c, _ in new], [r for _, r in new])
-            self.known.update(zip(new, (float(x) for x in scores), strict=True))
-        return [self.known[p] for p in pairs]
+    key = primary_metric(task, cutoff)
+    per_row = m.reciprocal_ranks if key.startswith("MRR@") else m.ndcg_per_query
+    stats = {key: RowStats.of_values(per_row(pools, n_positives, cutoff))}
+    return _task_result(task, key, rows, stats)
 
 
 def _references(task: Task, rows: Sequence[Row], source: Path) -> list[Any]:
@@ -201,43 +228,60 @@ def score_generations(
         parse_output(task, out, row["options"]) for out, row in zip(outputs, rows, strict=True)
     ]
     references = _references(task, rows, source)
-    per_source = source_indices(rows)
-    if per_source:
-        text_scorer = _RememberingScorer(text_scorer)
-    overall = _generative_result(task, predictions, references, text_scorer)
-    by_source = {
-        name: _generative_result(task, _pick(predictions, idx), _pick(references, idx), text_scorer)
-        for name, idx in per_source.items()
-    }
+    stats = _generative_stats(task, outputs, predictions, references, text_scorer)
+    invalid = [p is None for p in predictions]
+    result = _task_result(task, _LABEL_METRIC_KEYS[task.metric], rows, stats, invalid)
     records = [
         {"id": row["id"], "output": out, "valid": pred is not None, "reference": row["output"]}
         for row, out, pred in zip(rows, outputs, predictions, strict=True)
     ]
-    return dataclasses.replace(overall, by_source=by_source), records
+    return result, records
 
 
-def _generative_result(
-    task: Task, predictions: Sequence[Any], references: Sequence[Any], text_scorer: m.PairScorer
-) -> TaskResult:
-    """The task's metric(s) of parsed predictions against parsed references."""
+def _generative_stats(
+    task: Task,
+    outputs: Sequence[str],
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    text_scorer: m.PairScorer,
+) -> dict[str, RowStats]:
+    """Per-row statistics of the task's metric(s), parsed predictions against parsed
+    references (recfound.evaluate.bootstrap gives each kind's formula). The authors' scores
+    re-read the raw `outputs` the way their scorer does. Free text is scored once per row."""
     key = _LABEL_METRIC_KEYS[task.metric]
-    scores: dict[str, float]
     if key == "Recall@1":
-        scores = {key: m.recall_at_1(predictions, references)}
-    elif key == "macro_F1":
-        scores = {key: m.macro_f1(predictions, references)}
-    elif key == "F1_yes":
-        scores = {key: m.positive_f1(predictions, references)}
-    elif key == "F1":
-        prf = m.attribute_value_prf(predictions, references)
-        scores = {"F1": prf.f1, "precision": prf.precision, "recall": prf.recall}
-    else:
-        scores = {
-            key: m.mean_pair_score(predictions, references, text_scorer),
-            "ROUGE-L_F1": m.mean_pair_score(predictions, references, m.rouge_l_f1),
+        return {key: RowStats.of_values(m.label_hits(predictions, references))}
+    if key == "macro_F1":
+        theirs = [parse_option_authors(out) for out in outputs]
+        return {
+            key: _macro_f1_stats(predictions, references),
+            authors_metric(key): _macro_f1_stats(
+                m.authors_flip_invalid(theirs, references), references
+            ),
         }
-    invalid = sum(p is None for p in predictions)
-    return TaskResult(task.code, key, scores, n=len(predictions), invalid=invalid)
+    if key == "F1_yes":
+        return {key: RowStats("f1", m.positive_counts(predictions, references))}
+    if key == "F1":
+        ours = m.attribute_value_counts(predictions, references)
+        theirs = [parse_attribute_values_authors(out) for out in outputs]
+        return {
+            "F1": RowStats("f1", ours),
+            "precision": RowStats("precision", ours),
+            "recall": RowStats("recall", ours),
+            authors_metric(key): RowStats(
+                "f1", m.authors_attribute_value_counts(theirs, references)
+            ),
+        }
+    return {
+        key: RowStats.of_values(m.pair_scores(predictions, references, text_scorer)),
+        "ROUGE-L_F1": RowStats.of_values(m.pair_scores(predictions, references, m.rouge_l_f1)),
+    }
+
+
+def _macro_f1_stats(predictions: Sequence[str | None], references: Sequence[str]) -> RowStats:
+    """Per-class counts over the classes `macro_f1` averages (invalid = None adds none)."""
+    classes = m.seen_classes(predictions, references)
+    return RowStats("macro_f1", m.class_counts(predictions, references, classes), tuple(classes))
 
 
 def evaluate_system(

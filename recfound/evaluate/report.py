@@ -1,14 +1,24 @@
-"""reports/metrics.json (DVC metrics) and reports/results.md (the paper's Tables 2–5).
+"""reports/metrics.json and comparisons.json (DVC metrics) and reports/results.md (the
+paper's Tables 2–5, paired comparisons, paper-comparable scores).
 
 metrics.json is nested JSON that `dvc metrics show` / `dvc metrics diff` flatten:
 
-    {"recfound": {"U2I": {"MRR@20": 0.41, "n": 16}, "QR": {"BERTScore_F1": …, "invalid": 0}, …},
+    {"recfound": {"U2I": {"MRR@20": 0.41, "n": 16,
+                          "ci": {"MRR@20": {"low": 0.27, "high": 0.56}}},
+                  "QR": {"BERTScore_F1": …, "invalid": 0, "ci": {…}}, …},
      "no_merge": {…}, "base": {…}, "minilm": {…}, "popularity": {…}, "random": {…},
-     "average_rank": {"generative": {"recfound": {"mean": 1.3, "std": 0.46}, …}, "embedding": …}}
+     "average_rank": {"generative": {"recfound": {"mean": 1.3, "std": 0.46}, …}, "embedding": …},
+     "bootstrap": {"samples": 1000, "confidence": 0.95, "seed": 1234}}
 
-A task whose test rows come from several sources also has, beside its overall keys,
-`"sources": {"amazon_reviews": {"MRR@20": …, "n": …}, "movielens": {…}}`
-(recfound.evaluate.protocol); the overall keys stay where they were.
+`ci` holds each metric's bootstrap interval at `bootstrap.confidence`
+(recfound.evaluate.bootstrap). A task whose test rows come from several sources also has,
+beside its overall keys, `"sources": {"amazon_reviews": {"MRR@20": …, "n": …, "ci": …},
+"movielens": {…}}` (recfound.evaluate.protocol); the overall keys stay where they were.
+
+comparisons.json: RecFound minus each other system on the same test rows, per task and metric,
+with its paired bootstrap interval and `sign` (+1 the interval is above 0, −1 below, 0 it
+contains 0): `{"reference": "recfound", "bootstrap": {…}, "differences": {"base": {"U2I":
+{"MRR@20": {"value", "low", "high", "sign"}}}}, "left_out": {system: why}}`.
 
 The tables cover the tasks evaluated (the task set of the dataset, any non-empty subset of the
 13): a table with no task of its kind (e.g. Table 2 for an embedding-only dataset) is left out
@@ -23,6 +33,7 @@ on every task of a table are ranked (a popularity baseline that answers SR alone
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +43,8 @@ from scipy.stats import rankdata
 
 from recfound.atomic import atomic_file
 from recfound.errors import DataError
-from recfound.evaluate.protocol import TaskResult
+from recfound.evaluate.bootstrap import BootstrapSettings, Comparisons
+from recfound.evaluate.protocol import TaskResult, authors_metric
 from recfound.tasks import BY_CODE, TASKS, Kind
 
 # Column orders of the paper's Table 2 (generative) and Table 3 (embedding).
@@ -65,6 +77,13 @@ ABLATION_ROWS: tuple[str, ...] = (
     "multitask_lora",
 )
 MISSING = "—"
+# Scores with three decimals, interval ends and differences with two: `.202 [.18, .23]`.
+SCORE_DIGITS = 3
+INTERVAL_DIGITS = 2
+# How a paired difference's interval reads (Difference.sign): above 0, below 0, contains 0.
+MARKS: dict[int, str] = {1: "▲", -1: "▼", 0: "·"}
+# Tasks the authors' scorer reads differently from ours (recfound.evaluate.metrics `authors_*`).
+AUTHORS_SCORED: tuple[str, ...] = ("AVE", "SA", "PRP")
 
 Results = dict[str, dict[str, TaskResult]]  # system -> task code -> result
 
@@ -113,8 +132,8 @@ def source_label(code: str, source: str) -> str:
     return f"{code}[{source}]"
 
 
-def metrics_json(results: Results) -> dict:
-    """The reports/metrics.json object (module docstring)."""
+def metrics_json(results: Results, settings: BootstrapSettings | None = None) -> dict:
+    """The reports/metrics.json object (module docstring); `bootstrap` records `settings`."""
     out: dict = {
         name: {task: result.to_json() for task, result in per_task.items()}
         for name, per_task in results.items()
@@ -128,13 +147,23 @@ def metrics_json(results: Results) -> dict:
         for kind, columns in COLUMNS_BY_KIND.items()
         if present_columns(columns, tasks)
     }
+    if settings is not None:
+        out["bootstrap"] = settings.to_json()
     return out
 
 
-def write_metrics(path: Path, results: Results) -> Path:
+def write_metrics(path: Path, results: Results, settings: BootstrapSettings | None = None) -> Path:
     """Write reports/metrics.json atomically (sorted keys, so diffs stay readable)."""
     with atomic_file(path) as handle:
-        json.dump(metrics_json(results), handle, indent=2, sort_keys=True)
+        json.dump(metrics_json(results, settings), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return path
+
+
+def write_comparisons(path: Path, comparisons: Comparisons) -> Path:
+    """Write reports/comparisons.json atomically (module docstring)."""
+    with atomic_file(path) as handle:
+        json.dump(comparisons.to_json(), handle, indent=2, sort_keys=True)
         handle.write("\n")
     return path
 
@@ -171,8 +200,25 @@ def read_variants(variants_dir: Path, cutoff: int) -> Results:
     }
 
 
+def _short(value: float, digits: int, signed: bool = False) -> str:
+    """`value` as the paper's tables write it, without a leading zero: .202, -.05, +.12, 1.000."""
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return re.sub(r"^([+-]?)0\.", r"\1.", text)
+
+
 def _fmt(value: float) -> str:
-    return f"{value:.3f}"
+    return _short(value, SCORE_DIGITS)
+
+
+def _score_cell(result: TaskResult, key: str, bold: bool = False) -> str:
+    """A score and, when computed, its interval: `.202 [.18, .23]` (bold marks the value)."""
+    value = _fmt(result.metrics[key])
+    cell = f"**{value}**" if bold else value
+    interval = result.intervals.get(key)
+    if interval is None:
+        return cell
+    low, high = (_short(x, INTERVAL_DIGITS) for x in (interval.low, interval.high))
+    return f"{cell} [{low}, {high}]"
 
 
 def _display(name: str) -> str:
@@ -201,10 +247,8 @@ def score_table(
         for c in columns:
             if c not in res:
                 cells.append(MISSING)
-            elif res[c].score == best[c]:
-                cells.append(f"**{_fmt(res[c].score)}**")
             else:
-                cells.append(_fmt(res[c].score))
+                cells.append(_score_cell(res[c], res[c].primary, bold=res[c].score == best[c]))
         if with_rank:
             rank = ranks.get(name)
             cells.append(f"{rank.mean:.2f} ({rank.std:.2f})" if rank else MISSING)
@@ -232,22 +276,75 @@ def extra_metric_table(
     results: Mapping[str, Mapping[str, TaskResult]], columns: Sequence[str], key: str
 ) -> str:
     """Markdown table of a secondary metric (e.g. ROUGE-L_F1) where systems report it."""
+    return keyed_table(results, [(c, c, key) for c in columns])
+
+
+def keyed_table(
+    results: Mapping[str, Mapping[str, TaskResult]], columns: Sequence[tuple[str, str, str]]
+) -> str:
+    """Markdown table whose columns are (header, task code, metric key): one row per system
+    that reports any of them, each cell the score with its interval."""
+
+    def reports(res: Mapping[str, TaskResult], code: str, key: str) -> bool:
+        return code in res and key in res[code].metrics
+
     rows = {
         name: res
         for name, res in results.items()
-        if any(c in res and key in res[c].metrics for c in columns)
+        if any(reports(res, code, key) for _, code, key in columns)
     }
     if not rows:
         return "_no results_\n"
-    header = ["Model", *columns]
+    header = ["Model", *(title for title, _, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, res in rows.items():
         cells = [_display(name)] + [
-            _fmt(res[c].metrics[key]) if c in res and key in res[c].metrics else MISSING
-            for c in columns
+            _score_cell(res[code], key) if reports(res, code, key) else MISSING
+            for _, code, key in columns
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def authors_table(results: Mapping[str, Mapping[str, TaskResult]], tasks: Collection[str]) -> str:
+    """AVE, SA, PRP (those in `tasks`) scored our way and the authors' way, side by side."""
+    primary = {code: r.primary for per_task in results.values() for code, r in per_task.items()}
+    columns = []
+    for code in present_columns(AUTHORS_SCORED, tasks):
+        key = primary[code]
+        columns += [(f"{code} {key}", code, key), (f"{code} (authors)", code, authors_metric(key))]
+    return keyed_table(results, columns)
+
+
+def comparison_table(
+    comparisons: Comparisons, primary: Mapping[str, str], columns: Sequence[str]
+) -> str:
+    """The reference minus each paired system on `columns` (task codes; `primary` metric of each):
+    `+.12 [+.03, +.21] ▲` per cell, and how many differences are above, below and around 0."""
+    rows = {
+        name: per_task
+        for name, per_task in comparisons.differences.items()
+        if any(c in per_task for c in columns)
+    }
+    if not rows:
+        return "_no paired results_\n"
+    header = [f"{_display(comparisons.reference)} vs", *columns, "Summary"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, per_task in rows.items():
+        diffs = [per_task[c].get(primary[c]) if c in per_task else None for c in columns]
+        cells = [_display(name)] + [
+            MISSING if d is None else _difference_cell(d.value, d.low, d.high, d.sign)
+            for d in diffs
+        ]
+        signs = [d.sign for d in diffs if d is not None]
+        cells.append(" ".join(f"{signs.count(sign)}{mark}" for sign, mark in MARKS.items()))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _difference_cell(value: float, low: float, high: float, sign: int) -> str:
+    ends = ", ".join(_short(x, INTERVAL_DIGITS, signed=True) for x in (low, high))
+    return f"{_short(value, INTERVAL_DIGITS, signed=True)} [{ends}] {MARKS[sign]}"
 
 
 def _metric_legend(cutoff: int, tasks: Collection[str]) -> str:
@@ -299,13 +396,16 @@ def render_results(
     cutoff: int,
     n_by_task: Mapping[str, int],
     stale: Sequence[str] = (),
+    comparisons: Comparisons | None = None,
 ) -> str:
-    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), #invalid,
-    ROUGE-L and, when some task's rows come from several sources, the results per source.
+    """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), the paired
+    comparisons with RecFound, #invalid, ROUGE-L, the paper-comparable (authors') scores and,
+    when some task's rows come from several sources, the results per source.
 
     The tables cover the tasks of `n_by_task` (test rows per task code: the evaluated task
     set); a table none of them belongs to is replaced by a one-line note. `stale` names
-    variants left out because they ran with other settings than today's."""
+    variants left out because they ran with other settings than today's. Without
+    `comparisons` (no bootstrap) the paired table and the interval legend are left out."""
     tasks = set(n_by_task)
     generative = present_columns(GENERATIVE_COLUMNS, tasks)
     embedding = present_columns(EMBEDDING_COLUMNS, tasks)
@@ -323,6 +423,8 @@ def render_results(
         "(population std) over tasks; rows covering only some tasks are shown for reference.\n",
         f"Test rows per task: {sizes}.\n",
     ]
+    if comparisons is not None:
+        sections.append(_interval_legend(comparisons.settings))
     if generative:
         sections += ["## Generative tasks (cf. paper Table 2)\n", score_table(results, generative)]
     else:
@@ -346,6 +448,8 @@ def render_results(
             f"Left out, trained with other settings than params.yaml now holds: {names} "
             "(re-run `recfound ablate`).\n"
         )
+    if comparisons is not None:
+        sections += _comparison_sections(comparisons, results, generative, embedding, n_by_task)
     if generative:
         sections += [
             "## Invalid outputs (#invalid / #rows)\n",
@@ -360,6 +464,12 @@ def render_results(
         ]
     else:
         sections.append(_omitted("ROUGE-L F1", f"no free-text task ({', '.join(TEXT_COLUMNS)})"))
+    if present_columns(AUTHORS_SCORED, tasks):
+        sections += [
+            "## Paper-comparable scores (the authors' scorer)\n",
+            AUTHORS_NOTE,
+            authors_table({**results, **variants}, tasks),
+        ]
     by_source, source_columns, source_sizes = per_source_results(results)
     if source_columns:
         counts = ", ".join(f"{c} {n}" for c, n in source_sizes.items())
@@ -371,6 +481,67 @@ def render_results(
             score_table(by_source, source_columns, with_rank=False),
         ]
     return "\n".join(sections)
+
+
+AUTHORS_NOTE = (
+    "The same answers scored as the authors' code scores them (JunkFood436/RecFound, "
+    "scripts/eval.py), for comparison with the paper; the tables above use ours. AVE: the "
+    "authors count every prediction once per label of its row and every (label, prediction) "
+    "pair that matches, case-sensitively, so 3 correct predictions of 3 labels score F1 .50 "
+    "there and 1.0 here. SA/PRP: the answer is the output's first character if it is A–E; "
+    "anything else is replaced by a wrong letter (A, or B when the reference is A), a false "
+    "positive of that letter, where ours only misses the reference class.\n"
+)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _interval_legend(settings: BootstrapSettings) -> str:
+    return (
+        f"Each score is followed by its {_percent(settings.confidence)} bootstrap interval "
+        f"[low, high]: the percentile interval of the metric over {settings.samples} "
+        f"resamples of the task's test rows (drawn with replacement, seed {settings.seed}). "
+        "Few test rows give wide intervals.\n"
+    )
+
+
+def _comparison_sections(
+    comparisons: Comparisons,
+    results: Mapping[str, Mapping[str, TaskResult]],
+    generative: Sequence[str],
+    embedding: Sequence[str],
+    n_by_task: Mapping[str, int],
+) -> list[str]:
+    """The "RecFound vs …" tables (one per kind of task present) and their explanation."""
+    reference = results.get(comparisons.reference, {})
+    primary = {code: result.primary for code, result in reference.items()}
+    settings = comparisons.settings
+    fewest = min(n_by_task.values()) if n_by_task else 0
+    sections = [
+        f"## {_display(comparisons.reference)} vs each other system (paired bootstrap)\n",
+        f"Each cell: {_display(comparisons.reference)}'s score minus the row system's on the "
+        f"same test rows, and the {_percent(settings.confidence)} interval of that difference over "
+        f"{settings.samples} resamples that draw the same rows for both systems. "
+        f"▲: the interval lies above 0, {_display(comparisons.reference)} is better; ▼: below "
+        "0, it is worse; ·: the interval contains 0, inconclusive — not evidence that the two "
+        f"are equal: with {fewest} test row{'' if fewest == 1 else 's'} on the smallest task "
+        "only large gaps exclude 0. "
+        "Summary: how many tasks of the row fall in each case.\n",
+    ]
+    for title, columns in (("Generative tasks", generative), ("Embedding tasks", embedding)):
+        columns = [c for c in columns if c in primary]
+        if columns:
+            sections += [f"### {title}\n", comparison_table(comparisons, primary, columns)]
+    if comparisons.left_out:
+        names = "; ".join(f"`{name}`: {why}" for name, why in comparisons.left_out.items())
+        sections.append(
+            f"Not compared: {names}. A variant needs the per-row statistics and test rows of "
+            "the current run (re-run `recfound ablate`); without statistics its scores show no "
+            "interval either.\n"
+        )
+    return sections
 
 
 def write_results(path: Path, text: str) -> Path:

@@ -10,9 +10,16 @@ tasks with training rows, any non-empty subset of the 13) that have test rows.
 
 Outputs under `paths.reports`:
     metrics.json            per system and task, and per source where a task's test rows
-                            come from several (DVC metrics; recfound.evaluate.report)
-    results.md              the paper's Tables 2-4 + #invalid + ROUGE-L (+ per source)
+                            come from several, each metric with its bootstrap interval
+                            (DVC metrics; recfound.evaluate.report)
+    comparisons.json        RecFound minus every other system and current variant, per task
+                            and metric, with paired bootstrap intervals (DVC metrics)
+    evidence/<system>.json  the per-row statistics behind every score (recfound.evaluate.bootstrap)
+    results.md              the paper's Tables 2-4 + #invalid + ROUGE-L (+ per source), the
+                            paired comparisons and the paper-comparable (authors') scores
     figures/                routing_similarity.png (Figure 2), sample_ratios.png (Figure 3)
+    learning_curve.csv      a validation metric of `evaluate.curve_tasks` at every saved
+                            checkpoint (DVC plot; recfound.evaluate.curve)
     predictions/<system>.jsonl   every generated answer, whether it parsed, and its reference
 """
 
@@ -28,7 +35,7 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import ablate, figures, report
+from recfound.evaluate import ablate, bootstrap, curve, figures, report
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
@@ -36,6 +43,10 @@ from recfound.merge.stage import MERGED_ADAPTER_DIR
 from recfound.tasks import Task
 
 METRICS_FILE = "metrics.json"
+COMPARISONS_FILE = "comparisons.json"
+EVIDENCE_DIR = "evidence"
+# The system every other one is compared with, pairwise (comparisons.json, results.md).
+REFERENCE_SYSTEM = "recfound"
 RESULTS_FILE = "results.md"
 FIGURES_DIR = "figures"
 PREDICTIONS_DIR = "predictions"
@@ -204,17 +215,27 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )
-    results = {name: r.results for name, r in runs.items()}
+    settings = bootstrap.BootstrapSettings.from_config(cfg)
+    results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = ablate.current_variants(cfg, reports / VARIANTS_DIR)
+    variants = bootstrap.attach_intervals(variants, settings)
+    comparisons = bootstrap.compare_systems(results | variants, REFERENCE_SYSTEM, settings)
     sizes = {code: len(rows) for code, rows in test.items()}
-    report.write_metrics(reports / METRICS_FILE, results)
+    report.write_metrics(reports / METRICS_FILE, results, settings)
+    report.write_comparisons(reports / COMPARISONS_FILE, comparisons)
+    bootstrap.write_evidence(reports / EVIDENCE_DIR, results)
     report.write_results(
         reports / RESULTS_FILE,
-        report.render_results(results, variants, cfg.evaluate.rank_cutoff, sizes, stale),
+        report.render_results(
+            results, variants, cfg.evaluate.rank_cutoff, sizes, stale, comparisons
+        ),
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)
-    print(f"metrics: {reports / METRICS_FILE}")
+    curve_path = curve.learning_curve(cfg, scorer)
+    print(f"metrics: {reports / METRICS_FILE} (paired comparisons: {reports / COMPARISONS_FILE})")
     print(f"tables: {reports / RESULTS_FILE}")
     for path in figure_paths:
         print(f"figure: {path}")
+    if curve_path is not None:
+        print(f"learning curve: {curve_path}")
     print(f"generations: {reports / PREDICTIONS_DIR}/<system>.jsonl")

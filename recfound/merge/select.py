@@ -4,8 +4,9 @@
 - `best_per_task`: for each task of the task set (the tasks with training rows,
   recfound.data.unified.present_tasks), the checkpoint with the lowest loss on the VALIDATION
   split (never the test split); the union of those steps. The loss is training's own per-task
-  validation loss (recfound.train.objective.task_validation_loss) over every validation row,
-  with training's encoding settings and `train.eval_batch_size`.
+  loss (recfound.train.objective: `train.loss_gen_reduction` included) over the seeded
+  validation rows training measures before and after (`train.val_rows_per_task`), with
+  training's encoding settings and `train.eval_batch_size`.
 - a list of steps, e.g. [16, 32, 48]: exactly those. Negative entries count from the newest
   trained checkpoint, as Python indexes a list: [-2, -1] is the last two, whatever
   `train.steps` and `train.save_every` are.
@@ -78,7 +79,7 @@ def validation_losses_per_step(
     from recfound.data.unified import load_unified, present_tasks
     from recfound.model.inference import load_recfound
     from recfound.train.batches import BatchEncoder, validation_rows
-    from recfound.train.objective import validation_losses
+    from recfound.train.objective import MultiTaskObjective, validation_losses
 
     dataset = load_unified(cfg.paths.unified, ("train", "validation"))
     task_set = present_tasks(dataset)
@@ -92,11 +93,10 @@ def validation_losses_per_step(
     for step in tqdm(steps, desc="validation loss per checkpoint", unit="ckpt"):
         model, tokenizer = load_recfound(cfg.paths.base_model, adapters[step], cfg)
         encoder = BatchEncoder(validation, tokenizer, cfg.train, cfg.paths.unified)
-        per_task = validation_losses(
-            model, encoder, rows, tasks, cfg.train.eval_batch_size, cfg.model.temperature
-        )
+        objective = MultiTaskObjective.from_config(model, cfg)
+        per_task = validation_losses(objective, encoder, rows, tasks, cfg.train.eval_batch_size)
         losses[step] = {TASKS[t].code: loss for t, loss in per_task.items()}
-        del model
+        del model, objective
     return task_set, losses
 
 

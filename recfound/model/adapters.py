@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 from recfound.atomic import atomic_dir
 from recfound.config import LoRAConfig, ModelConfig, TMoLEConfig
 from recfound.errors import DataError, RecFoundError
-from recfound.model.tmole import TaskRouting, TMoLELinear
+from recfound.model.tmole import TaskRouting, TMoLELinear, expert_group_sizes
 from recfound.tasks import NUM_TASKS, TASKS
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -164,11 +164,8 @@ class TMoLEAdapter:
         """
         ids = torch.as_tensor(task_ids, device=self.routing.task_embedding.device)
         _check_task_ids(ids)
-        previous, self.routing.task_ids = self.routing.task_ids, ids
-        try:
+        with self.routing.routed(ids):
             yield
-        finally:
-            self.routing.task_ids = previous
 
     def named_trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Experts, routers and task table under the model's own parameter names."""
@@ -261,7 +258,9 @@ class LoRAAdapter:
 
     @classmethod
     def from_model_config(cls, model: PreTrainedModel, cfg: ModelConfig) -> LoRAAdapter:
-        return cls(model, lora_config(cfg.lora, cfg.target_modules, _base_model_name(model)))
+        """The LoRA `lora_settings(cfg)` describes, on `cfg.target_modules`."""
+        peft_config = lora_config(lora_settings(cfg), cfg.target_modules, _base_model_name(model))
+        return cls(model, peft_config)
 
     def route(self, task_ids: torch.Tensor | Sequence[int]) -> contextlib.AbstractContextManager:
         """One LoRA serves every task: nothing to route."""
@@ -308,15 +307,37 @@ def _lora_params(layer: LoraLayer) -> list[nn.Parameter]:
     ]
 
 
+def equal_capacity_lora(cfg: TMoLEConfig, dropout: float) -> LoRAConfig:
+    """A plain LoRA as wide as TMoLE's E experts together: rank E·r, α = E·α.
+
+    "Equal capacity" means equal adapter rank, hence equal adapter matrix parameters: its A and B
+    have exactly the shapes of TMoLE's stacked A (E·r × in) and B (out × E·r), so
+    E·r·(in + out) per adapted layer. TMoLE has on top its routers (E·(dim + 1) per layer) and
+    the task table (13 × dim), a small share; and any one task of TMoLE uses only the experts its
+    kind may (e.g. 4 of 6), while this LoRA serves every task with all E·r ranks. α grows with
+    the rank so that the scaling α/r equals each TMoLE expert's.
+    """
+    experts = sum(expert_group_sizes(cfg))
+    return LoRAConfig(rank=experts * cfg.rank, alpha=experts * cfg.alpha, dropout=dropout)
+
+
+def lora_settings(cfg: ModelConfig) -> LoRAConfig:
+    """The LoRA `model.adapter: lora` trains: `model.lora`, or with `model.lora.equal_capacity`
+    the equal-capacity LoRA of `model.tmole` (`equal_capacity_lora`, dropout from `model.lora`)."""
+    if cfg.lora.equal_capacity:
+        return equal_capacity_lora(cfg.tmole, cfg.lora.dropout)
+    return cfg.lora
+
+
 def lora_config(
     cfg: LoRAConfig, target_modules: Sequence[str], base_model_name_or_path: str | None
 ) -> LoraConfig:
-    """The PEFT LoraConfig for `model.lora` (scaling α/r, no dropout, causal LM)."""
+    """The PEFT LoraConfig for `cfg` (scaling α/r, dropout on the adapter input, causal LM)."""
     return LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         target_modules=list(target_modules),
-        lora_dropout=0.0,
+        lora_dropout=cfg.dropout,
         bias="none",
         task_type="CAUSAL_LM",
         base_model_name_or_path=base_model_name_or_path,
@@ -330,9 +351,10 @@ def attach_adapter(model: PreTrainedModel, cfg: ModelConfig) -> Adapter:
     """Inject the adapter `cfg.adapter` names into `model` in place and freeze the base weights.
 
     TMoLE: each target linear becomes y = W x + Σ_e g_e(t)(α/r) B_e A_e x (recfound.model.tmole),
-    with a freshly initialised task table (Xavier-normal), routers, A (kaiming) and B (zeros),
-    so the model's outputs are unchanged until training moves B.
-    LoRA: PEFT's LoRA of rank `model.lora.rank` on the same target modules.
+    with a freshly initialised task table (Xavier-normal), routers (`model.tmole.router_init`),
+    A (kaiming) and B (zeros), so the model's outputs are unchanged until training moves B.
+    LoRA: PEFT's LoRA of `lora_settings(cfg)` (rank `model.lora.rank`, or E·r with
+    `model.lora.equal_capacity`) on the same target modules.
     """
     if cfg.adapter == "tmole":
         return TMoLEAdapter(model, cfg)

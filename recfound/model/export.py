@@ -2,13 +2,16 @@
 
 TMoLE's gates depend only on the task, so task t has one fixed weight delta (recfound.md §2):
 
-    ΔW_t = Σ_e g_e(t)(α/r) B_e A_e = B'_t A'
-    A'   = [A_1; …; A_E]                          (E·r × in, the stacked A rows as they are)
-    B'_t = [g_1(t)(α/r) B_1, …, g_E(t)(α/r) B_E]  (out × E·r)
+    ΔW_t = Σ_{e ∈ S_t} g_e(t)(α/r) B_e A_e = B'_t A'_t
+    A'_t = [A_e; e ∈ S_t]                          (|S_t|·r × in, the stacked A rows as they are)
+    B'_t = [g_e(t)(α/r) B_e; e ∈ S_t]              (out × |S_t|·r)
 
-so task t is exactly one LoRA of rank E·r with scaling 1 (lora_alpha = r' = E·r), or, merged,
-the plain weight W + ΔW_t with no inference overhead. A plain LoRA adapter serves every task:
-its delta is (α/r) B A for all t and its export is the LoRA itself.
+with S_t the experts task t's kind may use (embedding-only + shared, or shared +
+generative-only; `recfound.model.tmole.kind_experts`): the others have gate exactly 0 and
+contribute nothing, so they are left out. Task t is exactly one LoRA of rank |S_t|·r (4·r of
+6·r by default) with scaling 1 (lora_alpha = r'), or, merged, the plain weight W + ΔW_t with no
+inference overhead. A plain LoRA adapter serves every task: its delta is (α/r) B A for all t and
+its export is the LoRA itself.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from recfound.model.adapters import (
     remove_adapter_modules,
     write_peft_lora_dir,
 )
+from recfound.model.tmole import kind_experts
 from recfound.tasks import NUM_TASKS, TASKS, Task
 
 TASK_INFO_FILE = "recfound_task.json"
@@ -53,7 +57,8 @@ class LowRankDelta:
 def task_deltas(adapter: Adapter, task_id: int) -> dict[str, LowRankDelta]:
     """Per adapted layer (model module name), task `task_id`'s ΔW_t as low-rank factors.
 
-    TMoLE: a = A' (stacked), b = B'_t (each rank block of B scaled by g_e(t)·α/r).
+    TMoLE: a = A'_t, b = B'_t: the rank blocks of the experts task t's kind may use, each block
+    of B scaled by g_e(t)·α/r (the other experts' gates are exactly 0).
     LoRA: a = A, b = (α/r)·B, the same for every task.
     """
     if not 0 <= task_id < NUM_TASKS:
@@ -62,9 +67,13 @@ def task_deltas(adapter: Adapter, task_id: int) -> dict[str, LowRankDelta]:
     with torch.no_grad():
         if isinstance(adapter, TMoLEAdapter):
             ids = torch.tensor([task_id], device=adapter.routing.task_embedding.device)
+            experts = kind_experts(adapter.config, [TASKS[task_id].kind])
             for name, layer in adapter.layers.items():
-                scales = layer.rank_block_scales(ids)[0]
-                deltas[name] = LowRankDelta(a=layer.lora_a.detach(), b=layer.lora_b * scales)
+                rows = layer.expert_rows(experts)
+                scales = layer.rank_block_scales(ids)[0, rows]
+                deltas[name] = LowRankDelta(
+                    a=layer.lora_a[rows].detach(), b=layer.lora_b[:, rows] * scales
+                )
         elif isinstance(adapter, LoRAAdapter):
             for name, layer in adapter.layers.items():
                 (key,) = layer.active_adapters
@@ -102,7 +111,8 @@ def export_task_lora(
 ) -> Path:
     """Write task `task_id` as a standard PEFT LoRA directory, exactly (not approximately).
 
-    TMoLE: r = lora_alpha = E·r (scaling 1), lora_A = A', lora_B = B'_t. LoRA: the LoRA itself.
+    TMoLE: r = lora_alpha = |S_t|·r (scaling 1), lora_A = A'_t, lora_B = B'_t (module doc).
+    LoRA: the LoRA itself.
     `peft.PeftModel.from_pretrained(base, out_dir)` loads it; recfound_task.json names the task.
     """
     task = TASKS[task_id] if 0 <= task_id < NUM_TASKS else None

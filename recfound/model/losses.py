@@ -1,8 +1,9 @@
-"""The losses: InfoNCE for the embedding tasks (hard and in-batch negatives), and the
-per-sample LM cross-entropy for generative batches averaged by sample.
+"""The losses: InfoNCE for the embedding tasks (hard and in-batch negatives, gathered across
+processes), and the per-sample LM cross-entropy of generative batches.
 
-The token-averaged generative loss is the LM's own (RecFoundModel.generative_loss); the
-training objective (recfound.train.objective) assembles L = L_emb + λ·L_gen.
+The training objective (recfound.train.objective) assembles L = L_emb + λ·L_gen from these
+per-sample losses; the token-averaged generative loss is the LM's own
+(RecFoundModel.generative_loss).
 """
 
 from __future__ import annotations
@@ -14,19 +15,78 @@ import torch.nn.functional as F
 from recfound.model.prompts import IGNORE_INDEX
 
 
-def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate `local` from every process (rank order); gradient flows to the local part.
+def process_rank_and_count() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    `all_gather` returns detached copies, so this rank's slot is replaced by the tensor itself:
-    each rank back-propagates through its own passages, as in GritLM / DPR training.
-    With one process it returns `local` unchanged.
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the gradient by `factor` in the backward."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, factor: float):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):
+        return grad * ctx.factor, None
+
+
+def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """Concatenate `local` from every process (rank order), for a loss every process computes
+    alike over the whole gathered batch; with one process, `local` unchanged.
+
+    `all_gather` returns detached copies, so this rank's slot is `local` itself: each process
+    back-propagates into its own part only. Every process computes the same loss L, and DDP
+    averages parameter gradients over the N processes, so the local part's gradient is
+    multiplied by N: the average (1/N) Σ_r N·∂L/∂e_r·∂e_r/∂θ = ∂L/∂θ, the gradient of the
+    single-process loss over the whole batch. (GritLM multiplies the loss by N instead, which
+    would scale the logged value as well.)
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    rank, world = process_rank_and_count()
+    if world == 1:
         return local
-    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local.contiguous())
-    parts[dist.get_rank()] = local
+    parts[rank] = _ScaleGradient.apply(local, float(world))
     return torch.cat(parts, dim=0)
+
+
+def info_nce_per_query(
+    query_emb: torch.Tensor,
+    passage_emb: torch.Tensor,
+    group_size: int,
+    temperature: float,
+    across_processes: bool = True,
+) -> torch.Tensor:
+    """Per-query InfoNCE over one positive, `group_size - 1` hard negatives and all in-batch
+    passages, for the queries of every process: shape (N·Q,), rank-major.
+
+    query_emb: (Q, d); passage_emb: (Q·group_size, d) laid out per query as
+    [q0 pos, q0 neg1 .. neg(G-1), q1 pos, ...]. Embeddings are expected unit-norm, so the dot
+    product is the cosine similarity. With `across_processes` both queries and passages are
+    gathered from the N processes (`gather_with_grad`, as GritLM), so every process scores all
+    N·Q queries against all N·Q·G passages P; otherwise N counts as 1 (this process's batch
+    only, e.g. validation, where processes run different rows). Query j's positive is then
+    passage j·G, and
+
+        ℓ_j = −log( exp(q_j·p_{jG}/τ) / Σ_{p∈P} exp(q_j·p/τ) ).
+    """
+    queries, passages = query_emb.shape[0], passage_emb.shape[0]
+    if passages != queries * group_size:
+        raise ValueError(
+            f"expected {queries} x group_size {group_size} = {queries * group_size} passages, "
+            f"got {passages}"
+        )
+    if across_processes:
+        query_emb, passage_emb = gather_with_grad(query_emb), gather_with_grad(passage_emb)
+    targets = torch.arange(query_emb.shape[0], device=query_emb.device) * group_size
+    # fp32 softmax under bf16 autocast: scores / τ with τ = 0.02 reach ±50
+    scores = (query_emb @ passage_emb.T).float() / temperature
+    return F.cross_entropy(scores, targets, reduction="none")
 
 
 def info_nce(
@@ -35,27 +95,19 @@ def info_nce(
     group_size: int,
     temperature: float,
 ) -> torch.Tensor:
-    """InfoNCE over one positive, `group_size - 1` hard negatives and all in-batch passages.
+    """The mean of `info_nce_per_query` over all queries of all processes:
 
-    query_emb: (Q, d); passage_emb: (Q·group_size, d) laid out per query as
-    [q0 pos, q0 neg1 .. neg(G-1), q1 pos, ...]. Embeddings are expected unit-norm, so the dot
-    product is the cosine similarity. With P the passages of all processes and p⁺(i) query i's
-    positive:
+    L = −(1/(N·Q)) Σ_j log( exp(q_j·p_{jG}/τ) / Σ_{p∈P} exp(q_j·p/τ) ),
 
-        L = -(1/Q) Σ_i log( exp(q_i·p⁺(i)/τ) / Σ_{p∈P} exp(q_i·p/τ) )
+    the same value on every process, and (after DDP's gradient averaging) the gradient of the
+    single-process loss over the whole batch.
     """
-    queries, passages = query_emb.shape[0], passage_emb.shape[0]
-    if passages != queries * group_size:
-        raise ValueError(
-            f"expected {queries} x group_size {group_size} = {queries * group_size} passages, "
-            f"got {passages}"
-        )
-    all_passages = gather_with_grad(passage_emb)
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    # This rank's passages start at rank·passages in the gathered matrix.
-    targets = rank * passages + torch.arange(queries, device=query_emb.device) * group_size
-    scores = query_emb @ all_passages.T / temperature
-    return F.cross_entropy(scores, targets)
+    return info_nce_per_query(query_emb, passage_emb, group_size, temperature).mean()
+
+
+def response_token_counts(labels: torch.Tensor) -> torch.Tensor:
+    """|R_i| per sample, shape (B,): labels after the causal shift that are not ignored."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
 
 
 def per_sample_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -69,5 +121,4 @@ def per_sample_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     per_token = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    counts = (targets != IGNORE_INDEX).sum(dim=1)
-    return per_token.sum(dim=1) / counts.clamp(min=1)
+    return per_token.sum(dim=1) / response_token_counts(labels).clamp(min=1)

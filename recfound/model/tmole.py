@@ -2,8 +2,11 @@
 
 For an adapted linear layer W and a sample of task t:
 
-    y = W x + Σ_e g_e(t) · (α / r) · B_e A_e x
+    y = W x + Σ_e g_e(t) · (α / r) · B_e A_e dropout(x)
     g(t) = softmax( router(task_table[t]) + mask[t] )
+
+`dropout` (`model.tmole.dropout`) acts in training mode only, as LoRA's; one dropout mask serves
+all experts of a layer (the authors' loop draws one per expert: the same in expectation).
 
 The E experts come in three groups, in this order: embedding-only, shared, generative-only.
 `mask[t]` is −∞ on the generative-only experts for an embedding task and on the
@@ -14,18 +17,26 @@ The task table is one for the whole model (`TaskRouting`), the router is one per
 The experts are stacked: A = [A_1; …; A_E] is one (E·r × in) matrix and B = [B_1 … B_E] one
 (out × E·r) matrix, so the adapter path is two matmuls of rank E·r with a per-sample scale of
 each rank block (g_e(t)·α/r, repeated r times) between them — no loop over experts.
+
+The experts a task kind may use are contiguous in that order (embedding: embedding-only +
+shared; generative: shared + generative-only). When every sample of a routed batch is of one
+kind — every batch the trainer builds — the layer multiplies only those experts' rank rows of A
+and B (a view, no copy); the others have gate exactly 0 and would add exactly 0, so outputs and
+gradients are those of the full product. A batch mixing kinds uses all E·r rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recfound.config import TMoLEConfig
-from recfound.tasks import NUM_TASKS, TASKS
+from recfound.tasks import NUM_TASKS, TASKS, Kind
 
 
 def expert_group_sizes(cfg: TMoLEConfig) -> tuple[int, int, int]:
@@ -66,6 +77,21 @@ def expert_logit_mask(cfg: TMoLEConfig, dtype: torch.dtype) -> torch.Tensor:
     return mask
 
 
+def kind_experts(cfg: TMoLEConfig, kinds: Iterable[Kind]) -> slice:
+    """The experts that tasks of these kinds may use, as one slice of the stacking order.
+
+    Embedding: embedding-only + shared; generative: shared + generative-only; both (or none):
+    all experts. Each is contiguous because the groups are stacked in that order.
+    """
+    n_emb, n_shared, n_gen = expert_group_sizes(cfg)
+    present = set(kinds)
+    if present == {Kind.EMBEDDING}:
+        return slice(0, n_emb + n_shared)
+    if present == {Kind.GENERATIVE}:
+        return slice(n_emb, n_emb + n_shared + n_gen)
+    return slice(0, n_emb + n_shared + n_gen)
+
+
 def init_task_embeddings_(table: torch.Tensor) -> None:
     """Task-embedding table: Xavier-normal, as the reference."""
     nn.init.xavier_normal_(table)
@@ -81,10 +107,23 @@ def init_expert_up_projections_(lora_b: torch.Tensor) -> None:
     nn.init.zeros_(lora_b)
 
 
+def init_router_(router: nn.Linear, how: str) -> None:
+    """`default`: nn.Linear's own init, kept. `normal`: weights N(0, 1) as the authors (bias kept),
+    so each task's gates start far from uniform."""
+    if how == "normal":
+        nn.init.normal_(router.weight, mean=0.0, std=1.0)
+
+
+def adapter_input_dropout(p: float) -> nn.Module:
+    """Dropout on the adapter's input, or the identity when p is 0 (no copy in training)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class TaskRouting(nn.Module):
     """What every TMoLE layer of one model shares: the task table, the kind mask, the batch's tasks.
 
-    `task_ids` is set by `TMoLEAdapter.route()` for the forwards inside its block.
+    `task_ids` and `experts` (the experts some sample of the batch may use, `kind_experts`) are
+    set by `routed()` — `TMoLEAdapter.route()` — for the forwards inside its block.
     """
 
     def __init__(
@@ -96,7 +135,21 @@ class TaskRouting(nn.Module):
         )
         init_task_embeddings_(self.task_embedding)
         self.register_buffer("expert_logit_mask", expert_logit_mask(cfg, dtype).to(device))
+        self.config = cfg
         self.task_ids: torch.Tensor | None = None
+        self.experts = kind_experts(cfg, ())
+
+    @contextlib.contextmanager
+    def routed(self, task_ids: torch.Tensor) -> Iterator[None]:
+        """Inside the block, sample i is of task task_ids[i] (one id broadcasts); restored after."""
+        # The kinds are read once per block on the host, not in every layer's forward.
+        kinds = {TASKS[t].kind for t in task_ids.unique().tolist()}
+        previous = self.task_ids, self.experts
+        self.task_ids, self.experts = task_ids, kind_experts(self.config, kinds)
+        try:
+            yield
+        finally:
+            self.task_ids, self.experts = previous
 
     def current_task_ids(self, batch_size: int) -> torch.Tensor:
         """The routed task ids for a batch of `batch_size` (a single id broadcasts)."""
@@ -134,8 +187,10 @@ class TMoLELinear(nn.Module):
         self.lora_a = nn.Parameter(torch.empty(stacked_rank, base.in_features, **like_base))
         self.lora_b = nn.Parameter(torch.empty(base.out_features, stacked_rank, **like_base))
         self.router = nn.Linear(cfg.task_embedding_dim, self.num_experts, **like_base)
+        self.dropout = adapter_input_dropout(cfg.dropout)
         init_expert_down_projections_(self.lora_a)
         init_expert_up_projections_(self.lora_b)
+        init_router_(self.router, cfg.router_init)
         # Kept out of the module tree: the table belongs to the model once, not to every layer.
         self._routing = (routing,)
 
@@ -161,11 +216,23 @@ class TMoLELinear(nn.Module):
         """(batch × E·r): g_e(t)·α/r repeated over the r rows of expert e's block."""
         return (self.task_gates(task_ids) * self.scaling).repeat_interleave(self.rank, dim=-1)
 
+    def expert_rows(self, experts: slice) -> slice:
+        """The rank rows of A (columns of B) that hold these experts."""
+        return slice(experts.start * self.rank, experts.stop * self.rank)
+
+    def adapter_delta(
+        self, x: torch.Tensor, task_ids: torch.Tensor, experts: slice
+    ) -> torch.Tensor:
+        """Σ_e g_e(t)(α/r) B_e A_e dropout(x) over `experts` (those with a nonzero gate)."""
+        rows = self.expert_rows(experts)
+        scales = self.rank_block_scales(task_ids)[:, rows]
+        scales = scales.view(x.shape[0], *([1] * (x.dim() - 2)), scales.shape[-1])
+        down = F.linear(self.dropout(x), self.lora_a[rows])
+        return F.linear(down * scales, self.lora_b[:, rows])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         task_ids = self.routing.current_task_ids(x.shape[0])
-        scales = self.rank_block_scales(task_ids)
-        scales = scales.view(x.shape[0], *([1] * (x.dim() - 2)), scales.shape[-1])
-        return self.base(x) + F.linear(F.linear(x, self.lora_a) * scales, self.lora_b)
+        return self.base(x) + self.adapter_delta(x, task_ids, self.routing.experts)
 
     def extra_repr(self) -> str:
         return f"experts={self.num_experts}, rank={self.rank}, scaling={self.scaling:g}"

@@ -2,9 +2,14 @@
 
 - Generation: the usual causal forward; loss = next-token cross-entropy on response tokens.
 - Embedding: the same network with *bidirectional* attention, obtained without patching
-  transformers by passing a 4-D boolean mask (batch, 1, L, L) that is True wherever the key is a
-  real token (a 2-D mask would keep the model causal). The last hidden states of the decoder
-  (not the LM head) are mean-pooled over the text tokens and L2-normalised.
+  transformers by passing a ready 4-D mask (batch, 1, L, L), which transformers hands to the
+  attention function as it is (a 2-D mask would keep the model causal). The mask is additive:
+  M[b, 0, q, k] = 0 where key k of sample b is a real token and finfo(dtype).min where it is
+  padding, so softmax(QKᵀ·s + M) gives padding keys weight 0 under every attention
+  implementation. (A boolean mask would be right under sdpa only: eager attention adds the mask
+  to the scores, and True/False become +1/+0, so every query would attend padding.) The last
+  hidden states of the decoder (not the LM head) are mean-pooled over the text tokens and
+  L2-normalised.
 
 The adapter (TMoLE or LoRA, recfound.model.adapters) is optional; when present, every forward
 runs inside `adapter.route(task_ids)` so each sample gets its task's experts.
@@ -44,14 +49,21 @@ def resolve_dtype(model_cfg: ModelConfig, device: torch.device | str) -> torch.d
     return torch.float32
 
 
-def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(batch, L) 0/1 padding mask -> (batch, 1, L, L) bool mask: every query sees every real key.
+def bidirectional_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, L) 0/1 padding mask -> (batch, 1, L, L) additive mask: every query sees every real
+    key. Entries are 0 on real keys and finfo(dtype).min on padding keys.
 
-    Padding queries also see the real keys, so no row is fully masked (no NaN from softmax).
+    Additive, not boolean, so eager attention (scores + mask) and sdpa (which adds a float mask)
+    agree; transformers builds its own eager masks the same way. `dtype` should be the model's
+    activation dtype (its input embeddings'): sdpa accepts a float mask that is float32 or the
+    query's dtype. Padding queries also see the real keys, so no row is fully masked (no NaN
+    from softmax).
     """
     batch, length = attention_mask.shape
-    keys = attention_mask.bool()[:, None, None, :]
-    return keys.expand(batch, 1, length, length)
+    padding_keys = ~attention_mask.bool()[:, None, None, :]
+    mask = torch.zeros(batch, 1, 1, length, dtype=dtype, device=attention_mask.device)
+    mask = mask.masked_fill(padding_keys, torch.finfo(dtype).min)
+    return mask.expand(batch, 1, length, length)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -97,9 +109,15 @@ class RecFoundModel(nn.Module):
         bidirectional: bool = True,
     ) -> torch.Tensor:
         """Last-layer hidden states (batch, L, d) of the decoder, bidirectional or causal."""
-        mask = bidirectional_mask(attention_mask) if bidirectional else attention_mask
+        decoder = self.lm.get_decoder()
+        activation_dtype = decoder.get_input_embeddings().weight.dtype
+        mask = (
+            bidirectional_mask(attention_mask, activation_dtype)
+            if bidirectional
+            else attention_mask
+        )
         with self.routed(task_ids):
-            out = self.lm.get_decoder()(
+            out = decoder(
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=position_ids_from_mask(attention_mask),

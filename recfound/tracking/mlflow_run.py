@@ -245,7 +245,10 @@ def stage_artifacts(cfg: Config, stage: str) -> list[tuple[Path, str]]:
         "validate": [(cfg.paths.validation, "validation")],
         "train": [(cfg.paths.train_metrics, "train")],
         "merge": [(cfg.paths.merged / "adapter", "merged_adapter")],
-        "evaluate": [(reports / "results.md", ""), (reports / "metrics.json", "")]
+        "evaluate": [
+            (reports / name, "")
+            for name in ("results.md", "metrics.json", "comparisons.json", "learning_curve.csv")
+        ]
         + [(png, "figures") for png in sorted((reports / "figures").glob("*.png"))],
     }
     return [(path, dest) for path, dest in wanted.get(stage, []) if path.exists()]

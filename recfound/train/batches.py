@@ -11,8 +11,15 @@
   configured slots per group, so every rank runs the same shapes (InfoNCE gathers across ranks).
 * `BatchEncoder` formats and tokenises rows with recfound.model.prompts (the one formatter):
   embedding rows -> query (with instruction), 1 positive, group_size-1 hard negatives;
-  generative rows -> prompt + response, one sub-batch per task (per-task losses come free and
-  L_gen stays the token mean of the whole batch; see recfound.train.objective).
+  generative rows -> prompt + response, all tasks in one batch with a per-sample `task_ids`
+  (TMoLE routes each sample by its own id; recfound.train.objective splits the per-sample losses
+  by task).
+* Passages per draw: with `draw=None` (validation losses) an embedding row always gives its
+  first positive and first group_size-1 negatives, so successive losses stay comparable. With an
+  integer draw key (the training step) it gives one positive and group_size-1 distinct hard
+  negatives chosen at random, as the authors do each time a row is used. The choice comes from
+  a generator seeded by (seed, draw, row index) alone, so a resumed run redraws exactly the same
+  passages without any sampler state in the checkpoint.
 """
 
 from __future__ import annotations
@@ -169,11 +176,15 @@ class BatchEncoder:
         tokenizer: PreTrainedTokenizerBase,
         cfg: TrainConfig,
         source: str | Path,
+        *,
+        seed: int = 0,
     ) -> None:
+        """`seed`: with the draw key and the row index, what picks a row's passages per draw."""
         self.split = split
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.source = Path(source)
+        self.seed = seed
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             raise ValueError("the tokenizer has no pad token; set one before training")
@@ -185,8 +196,12 @@ class BatchEncoder:
             for values in zip(*columns.values(), strict=True)
         ]
 
-    def _passages(self, row: dict[str, Any]) -> list[str]:
-        """[positive, hard negative 1, …, hard negative group_size-1] of an embedding row."""
+    def _passages(self, row: dict[str, Any], index: int, draw: int | None) -> list[str]:
+        """[positive, hard negative 1, …, hard negative group_size-1] of embedding row `index`.
+
+        `draw=None`: the first positive and the first negatives. An int: a seeded random choice
+        (negatives distinct), the same for the same (seed, draw, index).
+        """
         need = self.cfg.group_size - 1
         if not row["positives"]:
             raise DataError(self.source, f"row {row['id']!r} ({row['task']}): no positive passage")
@@ -196,12 +211,19 @@ class BatchEncoder:
                 f"row {row['id']!r} ({row['task']}): {len(row['negatives'])} negatives, "
                 f"train.group_size={self.cfg.group_size} needs {need}",
             )
-        return [row["positives"][0], *row["negatives"][:need]]
+        positives, negatives = row["positives"], row["negatives"]
+        if draw is None:
+            return [positives[0], *negatives[:need]]
+        rng = np.random.default_rng([self.seed, draw, index])
+        chosen = rng.choice(len(negatives), size=need, replace=False)
+        return [positives[rng.integers(len(positives))], *(negatives[i] for i in chosen)]
 
-    def embedding(self, indices: Sequence[int]) -> Batch | None:
+    def embedding(self, indices: Sequence[int], *, draw: int | None = None) -> Batch | None:
         """Queries (with instruction) and their group_size passages each, or None if no rows.
 
-        Passages carry no instruction (GritLM) and are routed to their query's task.
+        Passages carry no instruction (GritLM) and are routed to their query's task. `draw`:
+        None for the fixed first passages (validation), the training step for a random draw
+        (module docstring).
         """
         if not indices:
             return None
@@ -214,8 +236,8 @@ class BatchEncoder:
             ]
             passages = [
                 prompts.encode_embedding(tok, "", text, cfg.max_len_passage)
-                for r in rows
-                for text in self._passages(r)
+                for index, r in zip(indices, rows, strict=True)
+                for text in self._passages(r, int(index), draw)
             ]
         except ValueError as err:
             raise DataError(self.source, f"rows {[r['id'] for r in rows]}: {err}") from err
@@ -228,11 +250,18 @@ class BatchEncoder:
         }
 
     def generative(self, indices: Sequence[int]) -> list[Batch]:
-        """One collated prompt+response batch per task present in `indices` (task id order)."""
-        by_task: dict[int, list[prompts.GenerativeExample]] = {}
+        """One collated prompt+response batch of every row of `indices`, in their order, with
+        a per-sample `task_ids` (tasks may mix); a list of that one batch, [] if no rows.
+
+        A list so the objective's per-batch loop holds; one batch because TMoLE routes each
+        sample by its own task id, and one forward of all rows costs less than one per task.
+        """
+        if not indices:
+            return []
+        rows = self._rows(indices)
         cfg = self.cfg
-        for r in self._rows(indices):
-            example = prompts.encode_generative(
+        examples = [
+            prompts.encode_generative(
                 self.tokenizer,
                 r["instruction"],
                 r["input"],
@@ -240,18 +269,22 @@ class BatchEncoder:
                 cfg.max_len_prompt,
                 cfg.max_len_response,
             )
-            by_task.setdefault(int(r["task_id"]), []).append(example)
-        batches = []
-        for task in sorted(by_task):
-            batch = prompts.collate_generative(by_task[task], self.pad_id)
-            batch["task_ids"] = torch.full((len(by_task[task]),), task, dtype=torch.long)
-            batches.append(batch)
-        return batches
+            for r in rows
+        ]
+        batch = prompts.collate_generative(examples, self.pad_id)
+        batch["task_ids"] = torch.tensor([int(r["task_id"]) for r in rows], dtype=torch.long)
+        return [batch]
 
-    def micro_batch(self, embedding_rows: Sequence[int], generative_rows: Sequence[int]) -> Batch:
-        """The objective's input for one micro-batch of one rank."""
+    def micro_batch(
+        self,
+        embedding_rows: Sequence[int],
+        generative_rows: Sequence[int],
+        *,
+        draw: int | None = None,
+    ) -> Batch:
+        """The objective's input for one micro-batch of one rank; `draw` as in `embedding`."""
         return {
-            "embedding": self.embedding(embedding_rows),
+            "embedding": self.embedding(embedding_rows, draw=draw),
             "generative": self.generative(generative_rows),
         }
 

@@ -1,63 +1,104 @@
-"""The multi-task objective L = L_emb + λ·L_gen, its per-task breakdown, validation losses.
+"""The multi-task objective L = L_emb + λ·L_gen: the one loss definition of training, of
+S2Sched's validation and of merge's checkpoint selection.
 
-`MultiTaskObjective` is an nn.Module whose forward is one whole micro-batch, so DDP (via
-accelerate) sees a single forward per step and synchronises gradients as usual.
+Every loss is kept per sample, with the sample's task id, as a pair (s_i, w_i) — a loss sum and
+a weight (`SampleLosses`). A set S of samples (a task's samples in a batch, a kind's, a task's
+validation rows) has the loss
 
-* L_emb = recfound.model.losses.info_nce over the micro-batch's queries, their positives and
-  hard negatives, with all passages (of all ranks) as in-batch negatives.
-* L_gen = Σ_t n_t·L_t / Σ_t n_t over the micro-batch's per-task sub-batches, by
-  `train.loss_gen_reduction`:
-  - "token": L_t the LM cross-entropy averaged over task t's response tokens, n_t their number:
-    exactly the token mean over the whole batch. A one-letter answer (SR, SA, PRP) then weighs
-    1/60 of a user profile.
-  - "sample": L_t the mean over task t's samples of each sample's own token mean, n_t the
-    samples: every answer weighs the same, however long.
-  Computed per task so the per-task losses come without extra passes.
+    L(S) = Σ_{i∈S} s_i / Σ_{i∈S} w_i,
 
-Per-task embedding losses (for the curves) and S2Sched's validation losses use
-`local_info_nce`, the same InfoNCE restricted to this process's passages: `info_nce` gathers
-across ranks (ranks would have to run identical validation shapes) and returns only the mean.
+so per-task losses are index_adds by task id: the same whether a micro-batch's generative rows
+come as one mixed batch (a per-sample `task_ids` tensor) or as one sub-batch per task, and sums
+over micro-batches, chunks and processes stay exact.
+
+* Embedding sample (a query): s_i = ℓ_i, its InfoNCE (recfound.model.losses.info_nce_per_query:
+  one positive, group_size − 1 hard negatives, every other passage of the batch as in-batch
+  negative), w_i = 1. In training the batch is that of all processes (queries and passages
+  gathered) and, with `train.grad_cache`, of the whole accumulation window
+  (recfound.train.grad_cache).
+* Generative sample, by `train.loss_gen_reduction`, with R_i its response tokens and CE_t the
+  next-token cross-entropy:
+  - "token": s_i = Σ_{t∈R_i} CE_t, w_i = |R_i|: L_gen is the token mean of the batch, so a
+    one-letter answer (SR, SA, PRP) weighs 1/60 of a user profile;
+  - "sample": s_i = (1/|R_i|) Σ_{t∈R_i} CE_t, w_i = [|R_i| > 0]: every answer weighs the same,
+    however long.
+
+A micro-batch's L_emb is L(its queries) — over all processes' queries, the same value on every
+process — and L_gen = L(its generative samples); a kind without samples contributes 0.
+
+Validation (`validation_losses`) is L(task t's validation rows) per task, without gradient, the
+rows of all tasks of a kind run together in chunks of `batch_size` (in-batch negatives: the
+chunk's passages, whatever their task).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recfound.model.losses import info_nce
-from recfound.model.prompts import IGNORE_INDEX
+from recfound.config import Config
+from recfound.model.losses import (
+    info_nce_per_query,
+    process_rank_and_count,
+    response_token_counts,
+)
 from recfound.model.unified import RecFoundModel
-from recfound.tasks import NUM_TASKS, TASKS
+from recfound.tasks import NUM_TASKS, Kind
 from recfound.train.batches import Batch, BatchEncoder, move_to
+from recfound.train.s2sched import POOL_KINDS, task_groups
+
+if TYPE_CHECKING:
+    from recfound.train.grad_cache import CachedEmbeddings
 
 GenReduction = Literal["token", "sample"]
+Autocast = Callable[[], AbstractContextManager[Any]]
 
 
-def local_info_nce(
-    query_emb: torch.Tensor, passage_emb: torch.Tensor, group_size: int, temperature: float
-) -> torch.Tensor:
-    """Per-query InfoNCE (Q,) over this process's passages only.
+@dataclass(frozen=True)
+class SampleLosses:
+    """Per-sample losses: sample i adds `loss_sum[i]` (s_i) and `weight[i]` (w_i) to task
+    `task_ids[i]`. Weights are counts (queries, tokens or answered samples), so a non-zero total
+    weight is at least 1."""
 
-    ℓ_i = −log( exp(q_i·p⁺(i)/τ) / Σ_p exp(q_i·p/τ) ), p⁺(i) = passage i·group_size.
-    """
-    targets = torch.arange(query_emb.shape[0], device=query_emb.device) * group_size
-    scores = query_emb @ passage_emb.T / temperature
-    return F.cross_entropy(scores.float(), targets, reduction="none")
+    task_ids: torch.Tensor  # (n,) long
+    loss_sum: torch.Tensor  # (n,) may carry a gradient
+    weight: torch.Tensor  # (n,)
 
+    @staticmethod
+    def cat(parts: Sequence[SampleLosses]) -> SampleLosses:
+        return SampleLosses(
+            torch.cat([p.task_ids for p in parts]),
+            torch.cat([p.loss_sum for p in parts]),
+            torch.cat([p.weight for p in parts]),
+        )
 
-def response_tokens(labels: torch.Tensor) -> torch.Tensor:
-    """Number of predicted tokens: labels after the causal shift that are not ignored."""
-    return (labels[:, 1:] != IGNORE_INDEX).sum()
+    def split(self, sizes: Sequence[int]) -> list[SampleLosses]:
+        """Consecutive parts of `sizes` samples each (the inverse of `cat`)."""
+        columns = (t.split(list(sizes)) for t in (self.task_ids, self.loss_sum, self.weight))
+        return [SampleLosses(*part) for part in zip(*columns, strict=True)]
+
+    def mean(self) -> torch.Tensor:
+        """L = Σ s_i / Σ w_i, and 0 when every weight is 0 (then every s_i is 0 too, so
+        clamping the denominator at 1 gives 0 without a branch)."""
+        return self.loss_sum.sum() / self.weight.sum().clamp(min=1)
+
+    def per_task(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ s_i, Σ w_i) per task id, float64 (NUM_TASKS,), detached."""
+        sums = torch.zeros(NUM_TASKS, dtype=torch.float64, device=self.loss_sum.device)
+        weights = torch.zeros_like(sums)
+        sums.index_add_(0, self.task_ids, self.loss_sum.detach().double())
+        weights.index_add_(0, self.task_ids, self.weight.double())
+        return sums, weights
 
 
 def answered(labels: torch.Tensor) -> torch.Tensor:
     """Which samples have at least one predicted token (a response not cut by truncation)."""
-    return (labels[:, 1:] != IGNORE_INDEX).any(dim=1)
+    return response_token_counts(labels) > 0
 
 
 class MultiTaskObjective(nn.Module):
@@ -78,111 +119,181 @@ class MultiTaskObjective(nn.Module):
         self.gen_factor = gen_factor
         self.gen_reduction = gen_reduction
 
+    @classmethod
+    def from_config(cls, model: RecFoundModel, cfg: Config) -> MultiTaskObjective:
+        """The objective as training defines it: `train.*` and `model.temperature`."""
+        train = cfg.train
+        return cls(
+            model,
+            train.group_size,
+            cfg.model.temperature,
+            train.loss_gen_factor,
+            train.loss_gen_reduction,
+        )
+
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm (query, passage) embeddings of an embedding batch, routed per task."""
+        model = self.model
+        queries = model.embed(**batch["queries"], task_ids=batch["query_task_ids"])
+        passages = model.embed(**batch["passages"], task_ids=batch["passage_task_ids"])
+        return queries, passages
+
+    def embedding_losses(
+        self,
+        queries: torch.Tensor,
+        passages: torch.Tensor,
+        task_ids: torch.Tensor,
+        across_processes: bool = True,
+    ) -> tuple[torch.Tensor, SampleLosses]:
+        """(L_emb over the queries of every process, with gradient; this process's queries as
+        detached SampleLosses, s_i = ℓ_i, w_i = 1)."""
+        per_query = info_nce_per_query(
+            queries, passages, self.group_size, self.temperature, across_processes
+        )
+        rank = process_rank_and_count()[0] if across_processes else 0
+        n = queries.shape[0]
+        mine = per_query[rank * n : (rank + 1) * n].detach()
+        return per_query.mean(), SampleLosses(task_ids, mine, torch.ones_like(mine))
+
+    def generative_losses(self, batch: Batch) -> SampleLosses:
+        """(s_i, w_i) of every sample of a generative batch (any mix of tasks), with gradient."""
+        labels = batch["labels"]
+        mean_ce = self.model.generative_loss(
+            batch["input_ids"], batch["attention_mask"], labels, batch["task_ids"], per_sample=True
+        )
+        tokens = response_token_counts(labels).to(mean_ce.dtype)
+        if self.gen_reduction == "token":
+            return SampleLosses(batch["task_ids"], mean_ce * tokens, tokens)
+        return SampleLosses(batch["task_ids"], mean_ce, answered(labels).to(mean_ce.dtype))
+
     def forward(
-        self, embedding: Batch | None, generative: Sequence[Batch]
+        self,
+        embedding: Batch | None,
+        generative: Sequence[Batch],
+        cached: CachedEmbeddings | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Returns loss (with grad), loss_emb, loss_gen, and per task (detached, length 13):
-        task_loss_sum (Σ of per-query losses / weighted generative losses) and task_weight
-        (queries / response tokens or samples), so sums over micro-batches and ranks stay exact."""
+        """One micro-batch. `cached`: its share of a GradCache window (recfound.train.grad_cache),
+        whose loss and embedding gradients replace this micro-batch's own InfoNCE.
+
+        Returns `backward` (the tensor to back-propagate), the detached values loss, loss_emb,
+        loss_gen, and per task (float64, length 13) task_loss_sum Σ s_i and task_weight Σ w_i of
+        this process's samples, so sums over micro-batches and processes stay exact.
+        """
         device = next(p for p in self.model.parameters()).device
-        task_sum = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
-        task_weight = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
-        loss_emb = torch.zeros((), device=device)
-        loss_gen = torch.zeros((), device=device)
+        zero = torch.zeros((), device=device)
+        parts: list[SampleLosses] = []
+        loss_emb = backward_emb = zero
         if embedding is not None:
-            q = self.model.embed(**embedding["queries"], task_ids=embedding["query_task_ids"])
-            p = self.model.embed(**embedding["passages"], task_ids=embedding["passage_task_ids"])
-            loss_emb = info_nce(q, p, self.group_size, self.temperature)
-            with torch.no_grad():
-                per_query = local_info_nce(q, p, self.group_size, self.temperature).double()
-                tasks = embedding["query_task_ids"]
-                task_sum.index_add_(0, tasks, per_query)
-                task_weight.index_add_(0, tasks, torch.ones_like(per_query))
-        weighted, weights = [], []
-        for batch in generative:
-            n = self._weight(batch["labels"])
-            if int(n) == 0:
-                continue
-            loss_t = self._generative_loss(batch)
-            weighted.append(loss_t * n)
-            weights.append(n)
-            task = int(batch["task_ids"][0])
-            task_sum[task] += loss_t.detach().double() * n
-            task_weight[task] += n.double()
-        if weights:
-            loss_gen = torch.stack(weighted).sum() / torch.stack(weights).sum()
+            if cached is None:
+                queries, passages = self.embed(embedding)
+                backward_emb, own = self.embedding_losses(
+                    queries, passages, embedding["query_task_ids"]
+                )
+                loss_emb = backward_emb.detach()
+                parts.append(own)
+            else:
+                with cached.rng.replay():  # the cached forward's dropout masks
+                    queries, passages = self.embed(embedding)
+                backward_emb = cached.surrogate(queries, passages)
+                loss_emb = cached.window_loss
+                parts.append(cached.samples)
+        loss_gen = zero
+        if generative:
+            gen = SampleLosses.cat([self.generative_losses(b) for b in generative])
+            loss_gen = gen.mean()
+            parts.append(gen)
+        task_sum = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
+        task_weight = torch.zeros_like(task_sum)
+        for part in parts:
+            sums, weights = part.per_task()
+            task_sum += sums
+            task_weight += weights
         return {
-            "loss": loss_emb + self.gen_factor * loss_gen,
-            "loss_emb": loss_emb.detach(),
+            "backward": backward_emb + self.gen_factor * loss_gen,
+            "loss": loss_emb + self.gen_factor * loss_gen.detach(),
+            "loss_emb": loss_emb,
             "loss_gen": loss_gen.detach(),
             "task_loss_sum": task_sum,
             "task_weight": task_weight,
         }
 
-    def _weight(self, labels: torch.Tensor) -> torch.Tensor:
-        """n_t of the module docstring: response tokens, or samples with a response."""
-        return response_tokens(labels) if self.gen_reduction == "token" else answered(labels).sum()
 
-    def _generative_loss(self, batch: Batch) -> torch.Tensor:
-        """L_t of the module docstring for one task's sub-batch."""
-        args = (batch["input_ids"], batch["attention_mask"], batch["labels"], batch["task_ids"])
-        if self.gen_reduction == "token":
-            return self.model.generative_loss(*args)
-        per_sample = self.model.generative_loss(*args, per_sample=True)
-        return per_sample[answered(batch["labels"])].mean()
+# ----------------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class ValidationChunk:
+    """Validation rows of one kind that run as one batch."""
+
+    kind: Kind
+    rows: list[int]
+
+
+def validation_chunks(
+    rows: Mapping[int, Sequence[int]], tasks: Iterable[int], batch_size: int
+) -> list[ValidationChunk]:
+    """The rows of `tasks`, kind by kind (embedding first), tasks in id order, cut into chunks of
+    at most `batch_size`: a chunk may mix tasks, never kinds. Independent of the process count,
+    so the losses do not depend on how chunks are dealt to processes."""
+    chunks = []
+    for kind, group in zip(POOL_KINDS, task_groups(tasks), strict=True):
+        kind_rows = [int(r) for t in group for r in rows[t]]
+        for start in range(0, len(kind_rows), batch_size):
+            chunks.append(ValidationChunk(kind, kind_rows[start : start + batch_size]))
+    return chunks
 
 
 @torch.no_grad()
-def task_validation_loss(
-    model: RecFoundModel,
+def validation_sums(
+    objective: MultiTaskObjective,
     encoder: BatchEncoder,
-    rows: Sequence[int],
-    task_id: int,
-    batch_size: int,
-    temperature: float,
-    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-) -> float:
-    """Validation loss of one task over `rows`, in chunks of `batch_size` (no gradient).
+    chunks: Iterable[ValidationChunk],
+    autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ s_i, Σ w_i) per task id, float64 (NUM_TASKS,), over the rows of `chunks`.
 
-    Embedding tasks: mean per-query InfoNCE (in-batch negatives within a chunk); generative
-    tasks: response-token mean cross-entropy. NaN when `rows` is empty.
+    Embedding chunks score their queries against the chunk's own passages (this process only).
     """
-    device = next(p for p in model.parameters()).device
-    total, weight = 0.0, 0.0
-    for start in range(0, len(rows), batch_size):
-        chunk = list(rows[start : start + batch_size])
+    device = next(p for p in objective.model.parameters()).device
+    task_sum = torch.zeros(NUM_TASKS, dtype=torch.float64, device=device)
+    task_weight = torch.zeros_like(task_sum)
+    for chunk in chunks:
         with autocast():
-            if TASKS[task_id].is_embedding:
-                batch = move_to(encoder.embedding(chunk), device)
-                q = model.embed(**batch["queries"], task_ids=batch["query_task_ids"])
-                p = model.embed(**batch["passages"], task_ids=batch["passage_task_ids"])
-                losses = local_info_nce(q, p, encoder.cfg.group_size, temperature)
-                total += float(losses.double().sum())
-                weight += len(chunk)
-                continue
-            for batch in move_to(encoder.generative(chunk), device):
-                n = int(response_tokens(batch["labels"]))
-                if n == 0:
-                    continue
-                loss = model.generative_loss(
-                    batch["input_ids"], batch["attention_mask"], batch["labels"], batch["task_ids"]
+            if chunk.kind is Kind.EMBEDDING:
+                batch = move_to(encoder.embedding(chunk.rows), device)
+                queries, passages = objective.embed(batch)
+                _, losses = objective.embedding_losses(
+                    queries, passages, batch["query_task_ids"], across_processes=False
                 )
-                total += float(loss) * n
-                weight += n
-    return total / weight if weight else float("nan")
+            else:
+                batches = move_to(encoder.generative(chunk.rows), device)
+                losses = SampleLosses.cat([objective.generative_losses(b) for b in batches])
+        sums, weights = losses.per_task()
+        task_sum += sums
+        task_weight += weights
+    return task_sum, task_weight
+
+
+def task_losses(
+    task_sum: torch.Tensor, task_weight: torch.Tensor, tasks: Iterable[int]
+) -> dict[int, float]:
+    """L per task of `tasks`: Σ s_i / Σ w_i, NaN for a task without weight (no rows, or no
+    response token left after truncation)."""
+    return {
+        t: float(task_sum[t] / task_weight[t]) if task_weight[t] > 0 else float("nan")
+        for t in tasks
+    }
 
 
 def validation_losses(
-    model: RecFoundModel,
+    objective: MultiTaskObjective,
     encoder: BatchEncoder,
     rows: Mapping[int, Sequence[int]],
     tasks: Sequence[int],
     batch_size: int,
-    temperature: float,
-    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    autocast: Autocast = nullcontext,
 ) -> dict[int, float]:
-    """`task_validation_loss` for each task in `tasks` (the model's train/eval mode unchanged)."""
-    return {
-        t: task_validation_loss(model, encoder, rows[t], t, batch_size, temperature, autocast)
-        for t in tasks
-    }
+    """Validation loss of each task of `tasks` over its `rows`, in one process: mixed chunks of
+    `batch_size` (`validation_chunks`), no gradient, the model's train/eval mode unchanged."""
+    chunks = validation_chunks(rows, tasks, batch_size)
+    return task_losses(*validation_sums(objective, encoder, chunks, autocast), tasks)

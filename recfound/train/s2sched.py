@@ -18,7 +18,9 @@ no validation loss is asked of it. S2Sched splits each pool's slots among its ta
     group's slope, i.e. the slope of max_i ℓ̃_i: near 1 while the group converges (trust RCS),
     smaller once it diverges (lean on ACS);
   - w = softmax(K · (DF · RCS + (1 − DF) · ACS));  w ← w ⊙ size/mean(size), renormalised;
-    w ← w · (1 − K·f) + f with the floor f = 1 / (floor_divisor · K).
+  - floor f = 1 / (floor_divisor · K): only if some w_i < f, the whole group is lifted,
+    w ← w · (1 − K·f) + f (as the authors' code does), which keeps Σw = 1 and puts the smallest
+    weight at or above f; a group with every weight at or above f is left as it is.
 
 * Allocation: slots × w apportioned by largest remainder, capped by the samples still unseen in
   the current epoch, shortfall to the group's other tasks by weight (then, once a whole group is
@@ -131,19 +133,26 @@ def proportional_weights(sizes: Sequence[int]) -> np.ndarray:
 def scheduled_weights(
     rcs: np.ndarray, acs: np.ndarray, df: float, sizes: Sequence[int], floor_divisor: int
 ) -> np.ndarray:
-    """w = softmax(K·(DF·RCS + (1−DF)·ACS)), times size/mean(size), renormalised, floored.
-
-    The floor f = 1/(floor_divisor·K) is applied as w ← w·(1 − K·f) + f, which keeps Σw = 1 and
-    puts every weight at or above f.
-    """
+    """w = softmax(K·(DF·RCS + (1−DF)·ACS)), times size/mean(size), renormalised, floored."""
     k = rcs.size
     w = softmax(k * (df * rcs + (1.0 - df) * acs))
     n = np.asarray(sizes, dtype=np.float64)
     if n.sum() > 0:
         w = w * (n / n.mean())
         w = w / w.sum()
-    floor = 1.0 / (floor_divisor * k)
-    return w * (1.0 - k * floor) + floor
+    return lift_to_floor(w, 1.0 / (floor_divisor * k))
+
+
+def lift_to_floor(w: np.ndarray, floor: float) -> np.ndarray:
+    """w unchanged when no weight is under `floor`; else w·(1 − K·floor) + floor for all K.
+
+    The authors' rule: the affine lift keeps Σw = 1 and the order of the weights, and maps the
+    smallest weight to at least `floor` (K·floor ≤ 1). It moves every weight of the group, but
+    only when one of them needs it.
+    """
+    if not (w < floor).any():
+        return w
+    return w * (1.0 - w.size * floor) + floor
 
 
 def apportion(

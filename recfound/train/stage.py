@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import torch
 from accelerate.utils import set_seed
 
 from recfound.config import Config, TrainConfig
@@ -67,14 +68,16 @@ def check_task_set(
     return tasks
 
 
-def train(cfg: Config, report_val_loss: bool = True) -> TrainOutcome:
-    """Load base model and data, attach a fresh adapter, train (or resume), write outputs.
+def build_trainer(cfg: Config) -> Trainer:
+    """Load base model and data, attach a fresh adapter: the Trainer, ready to run (or resume).
 
-    `report_val_loss`: measure the per-task validation loss before and after (val_loss.json).
+    Sets torch's thread count to `train.threads` (the stage's one place for it) when given.
     """
     from recfound.model.adapters import attach_adapter
     from recfound.model.inference import load_recfound
 
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     dataset = load_unified(cfg.paths.unified, REQUIRED_SPLITS)
     tasks = check_task_set(dataset, cfg.paths.unified, cfg.train, cfg.s2sched.enabled)
     accelerator = make_accelerator(cfg.train, tasks)
@@ -83,8 +86,15 @@ def train(cfg: Config, report_val_loss: bool = True) -> TrainOutcome:
     model, tokenizer = load_recfound(cfg.paths.base_model, None, cfg, accelerator.device)
     model.adapter = attach_adapter(model.lm, cfg.model)
     fingerprint = run_fingerprint(cfg, dataset, Path(cfg.paths.base_model))
-    trainer = Trainer(cfg, model, tokenizer, dataset, accelerator, fingerprint)
-    return trainer.run(report_val_loss)
+    return Trainer(cfg, model, tokenizer, dataset, accelerator, fingerprint)
+
+
+def train(cfg: Config, report_val_loss: bool = True) -> TrainOutcome:
+    """Build the trainer, train (or resume), write outputs.
+
+    `report_val_loss`: measure the per-task validation loss before and after (val_loss.json).
+    """
+    return build_trainer(cfg).run(report_val_loss)
 
 
 def run(cfg: Config) -> None:

@@ -85,9 +85,13 @@ class SplitSizes:
     validation_every: int = 20
 
     @classmethod
-    def of(cls, cfg: BuildConfig) -> SplitSizes:
+    def of(cls, cfg: BuildConfig, code: str | None = None) -> SplitSizes:
+        """The sizes of task `code`: an embedding task's test split is
+        `build.embedding_test_per_task`, any other's `build.test_per_task`."""
         every = max(1, round(1 / cfg.validation_share))
-        return cls(cfg.train_per_task, cfg.validation_per_task, cfg.test_per_task, every)
+        embedding = code is not None and task_by_code(code).is_embedding
+        test = cfg.embedding_test_per_task if embedding else cfg.test_per_task
+        return cls(cfg.train_per_task, cfg.validation_per_task, test, every)
 
     def get(self, split: str) -> int | None:
         return getattr(self, split)

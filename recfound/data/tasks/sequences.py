@@ -75,11 +75,11 @@ class SequenceTasks:
         self.cfg = cfg
         self.eligible = {u: n for u, n in seqs.lengths().items() if n >= cfg.min_interactions}
 
-    def build(self, sizes: SplitSizes) -> dict[str, RowStream]:
+    def build(self) -> dict[str, RowStream]:
+        makers = {"U2I": self._u2i, "SR": self._sr, "UP": self._up}
         return {
-            "U2I": self._leave_last_out("U2I", sizes, self._u2i),
-            "SR": self._leave_last_out("SR", sizes, self._sr),
-            "UP": self._leave_last_out("UP", sizes, self._up),
+            code: self._leave_last_out(code, SplitSizes.of(self.cfg, code), make)
+            for code, make in makers.items()
         }
 
     def _leave_last_out(self, code: str, sizes: SplitSizes, make: RowMaker) -> RowStream:

@@ -1,0 +1,181 @@
+"""GradCache and InfoNCE across processes give the gradient of one big batch, exactly.
+
+- One process, k micro-batches, adapter dropout on: the accumulated adapter gradient with
+  `train.grad_cache` equals that of InfoNCE over all k micro-batches at once; without the cache
+  (negatives within a micro-batch), or replaying without the cached RNG state, it does not.
+- Two processes (gloo): queries and passages gathered, the DDP-averaged gradient equals the
+  single-process gradient of the whole batch; gathering passages only would not. The same with
+  GradCache over two micro-batches per process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from gradcache_helpers import (
+    GROUP_SIZE,
+    TEMPERATURE,
+    accumulate_window,
+    adapter_gradients,
+    big_batch_loss,
+    linear_embed,
+    linear_problem,
+    micro_batches,
+    tiny_objective,
+)
+
+from recfound.model.losses import info_nce
+from recfound.train.grad_cache import RngState
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+MICRO_BATCHES = 3
+SEED = 7
+DROPOUT = 0.1
+# The cached path sums the same float32 terms in another order than one big graph.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def assert_gradients_equal(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=RTOL, atol=ATOL, msg=name)
+
+
+def gradients_equal(got: dict, want: dict) -> bool:
+    return all(torch.allclose(got[n], want[n], rtol=RTOL, atol=ATOL) for n in want)
+
+
+@pytest.fixture(scope="module")
+def dropout_objective(tiny_model_dir):
+    return tiny_objective(tiny_model_dir, DROPOUT)
+
+
+def big_batch_gradient(objective, batches) -> tuple[dict, float]:
+    """The adapter gradient of one big batch of `batches`, and its InfoNCE."""
+    loss, loss_emb = big_batch_loss(objective, [batches], [SEED])
+    loss.backward()
+    return adapter_gradients(objective), float(loss_emb)
+
+
+def test_adapter_dropout_is_on(dropout_objective):
+    batch = micro_batches(1)[0]["embedding"]
+    first, second = dropout_objective.embed(batch)[0], dropout_objective.embed(batch)[0]
+    assert not torch.allclose(first, second)  # else the RNG replay below would prove nothing
+
+
+def test_grad_cache_gives_the_gradient_of_one_big_batch_with_dropout(dropout_objective):
+    batches = micro_batches(MICRO_BATCHES)
+    want, want_emb = big_batch_gradient(dropout_objective, batches)
+    logged = accumulate_window(dropout_objective, batches, SEED, grad_cache=True)
+    assert_gradients_equal(adapter_gradients(dropout_objective), want)
+    assert float(logged) == pytest.approx(want_emb, rel=1e-5)  # the window's InfoNCE
+
+
+def test_replaying_without_the_cached_rng_state_breaks_exactness(dropout_objective, monkeypatch):
+    batches = micro_batches(MICRO_BATCHES)
+    want, _ = big_batch_gradient(dropout_objective, batches)
+    monkeypatch.setattr(RngState, "replay", lambda self: nullcontext())
+    accumulate_window(dropout_objective, batches, SEED, grad_cache=True)
+    assert not gradients_equal(adapter_gradients(dropout_objective), want)
+
+
+def test_without_grad_cache_negatives_span_one_micro_batch(tiny_model_dir):
+    objective = tiny_objective(tiny_model_dir, dropout=0.0)  # differences come from negatives
+    batches = micro_batches(MICRO_BATCHES)
+    want, _ = big_batch_gradient(objective, batches)
+    accumulate_window(objective, batches, SEED, grad_cache=False)
+    assert not gradients_equal(adapter_gradients(objective), want)
+    accumulate_window(objective, batches, SEED, grad_cache=True)
+    assert_gradients_equal(adapter_gradients(objective), want)
+
+
+# ------------------------------------------------------------------------- two processes
+
+# One rank of a 2-process gloo group, run as its own interpreter: (a) InfoNCE of a linear
+# encoder on this rank's half of the batch; (b) a GradCache step of the tiny TMoLE model over
+# this rank's micro-batches. Saves the gradients before any averaging.
+_RANK_SCRIPT = """
+import sys
+import torch, torch.distributed as dist
+rank, world, init_file, result, model_dir, tests_dir, k = sys.argv[1:8]
+rank, world, k = int(rank), int(world), int(k)
+sys.path.insert(0, tests_dir)
+from gradcache_helpers import *
+from recfound.model.losses import info_nce
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world)
+weight, x_q, x_p = linear_problem(world)
+q, p = x_q.chunk(world)[rank], x_p.chunk(world)[rank]
+info_nce(linear_embed(weight, q), linear_embed(weight, p), GROUP_SIZE, TEMPERATURE).backward()
+objective = tiny_objective(model_dir, dropout=float(sys.argv[8]))
+batches = micro_batches(world * k)[rank * k : (rank + 1) * k]
+logged = accumulate_window(objective, batches, seed=100 + rank, grad_cache=True)
+torch.save(
+    {"linear": weight.grad, "adapter": adapter_gradients(objective), "loss_emb": logged},
+    result + str(rank),
+)
+dist.destroy_process_group()
+"""
+
+WORLD = 2
+PER_RANK = 2
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, tiny_model_dir) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("ranks")
+    init, result = str(tmp / "init"), str(tmp / "result")
+    tests_dir = str(Path(__file__).parent)
+    args = [init, result, str(tiny_model_dir), tests_dir, str(PER_RANK), str(DROPOUT)]
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(r), str(WORLD), *args])
+        for r in range(WORLD)
+    ]
+    assert [p.wait(timeout=300) for p in ranks] == [0] * WORLD
+    return [torch.load(result + str(r), weights_only=True) for r in range(WORLD)]
+
+
+def passages_only_gradient(weight, x_q, x_p) -> torch.Tensor:
+    """The DDP-averaged gradient when only passages are gathered (the former info_nce): rank r
+    scores its own queries against all passages, of which only its own carry a gradient."""
+    grads = []
+    for rank in range(WORLD):
+        q = linear_embed(weight, x_q.chunk(WORLD)[rank])
+        parts = [linear_embed(weight, x).detach() for x in x_p.chunk(WORLD)]
+        parts[rank] = linear_embed(weight, x_p.chunk(WORLD)[rank])
+        passages = torch.cat(parts)
+        targets = rank * len(parts[rank]) + torch.arange(len(q)) * GROUP_SIZE
+        loss = F.cross_entropy(q @ passages.T / TEMPERATURE, targets)
+        grads.append(torch.autograd.grad(loss, weight)[0])
+    return torch.stack(grads).mean(0)
+
+
+def test_gathering_queries_and_passages_gives_the_whole_batch_gradient(two_ranks):
+    weight, x_q, x_p = linear_problem(WORLD)
+    whole = info_nce(linear_embed(weight, x_q), linear_embed(weight, x_p), GROUP_SIZE, TEMPERATURE)
+    want = torch.autograd.grad(whole, weight)[0]
+    averaged = torch.stack([r["linear"] for r in two_ranks]).mean(0)  # what DDP does
+    torch.testing.assert_close(averaged, want, rtol=RTOL, atol=ATOL)
+    assert not torch.allclose(passages_only_gradient(weight, x_q, x_p), want, rtol=0.01)
+
+
+def test_grad_cache_across_processes_gives_the_whole_batch_gradient(two_ranks, tiny_model_dir):
+    objective = tiny_objective(tiny_model_dir, DROPOUT)
+    batches = micro_batches(WORLD * PER_RANK)
+    per_rank = [batches[r * PER_RANK : (r + 1) * PER_RANK] for r in range(WORLD)]
+    # Each rank ran from seed 100 + rank: the single process replays the same dropout masks.
+    loss, loss_emb = big_batch_loss(objective, per_rank, [100 + r for r in range(WORLD)])
+    loss.backward()
+    want = adapter_gradients(objective)
+    averaged = {n: torch.stack([r["adapter"][n] for r in two_ranks]).mean(0) for n in want}
+    assert_gradients_equal(averaged, want)
+    # Every rank logs the InfoNCE of the whole window of both ranks.
+    for rank in two_ranks:
+        assert float(rank["loss_emb"]) == pytest.approx(float(loss_emb), rel=1e-5)
