@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.build
 	$(BIN)/python -m bench.tmole
 	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.precision
 
 serve: $(STAMP)
 	$(BIN)/recfound serve

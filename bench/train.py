@@ -4,17 +4,20 @@
 
 Writes bench/results/train.json. Builds the real trainer (recfound.train.stage.build_trainer)
 at the settings of params.yaml — base model paths.base_model, unified data paths.unified — and
-runs two variants of it alternately, A B A B …, each round one training step and one S2Sched
-validation pass of each:
+runs two variants of it on the same step, in alternating order (A B, B A, …), each round one
+training step and one S2Sched validation pass of each:
 
-- `before`, the former path: generative rows as one sub-batch per task, AdamW looping over the
-  parameter tensors one by one (torch's default on CPU), S2Sched's validation one task at a time
-  in chunks of `s2sched.val_batch_size` (one chunk per task);
-- `after`, the current code: one mixed generative batch, fused AdamW where torch has it, the
-  validation rows of a kind together in chunks of `train.eval_batch_size`.
+- `before`, the former path: generative rows as one sub-batch per task, LM-head logits at every
+  position (prompt included), AdamW looping over the parameter tensors one by one (torch's
+  default on CPU), S2Sched's validation one task at a time in chunks of
+  `s2sched.val_batch_size` (one chunk per task);
+- `after`, the current code: generative rows of all tasks in length groups
+  (`train.max_padding_share`), logits at the response positions only, fused AdamW where torch
+  has it, the validation rows of a kind together in chunks of `train.eval_batch_size`.
 
-Both variants train the same adapter (one optimizer each over the same parameters) from the
-same sampler, so they do the same kind of work; `train.grad_cache` is as configured in both.
+Both variants train the same adapter (one optimizer each over the same parameters) on the
+same rows: each round restores the sampler and S2Sched before each variant's step, so they do
+exactly the same work; `train.grad_cache` is as configured in both.
 A round's after/before ratios are paired: load from other processes on a shared machine falls
 on both halves of a round alike, which two runs one after the other would not give. Reported:
 per variant the median samples/s (and real tokens/s) of the steps and median seconds of the
@@ -46,6 +49,7 @@ import torch
 
 from recfound.atomic import atomic_file
 from recfound.config import Config, load_config
+from recfound.model.losses import per_sample_lm_loss
 from recfound.tasks import TASKS
 from recfound.train.batches import Batch, BatchEncoder
 from recfound.train.loop import Trainer
@@ -80,6 +84,25 @@ class PerTaskBatches:
         return self.encoder.row_ids(indices)
 
 
+def full_logits_generative_loss(model: Any) -> Any:
+    """The former `RecFoundModel.generative_loss`: logits at every position, prompt included."""
+    from recfound.model.losses import response_positions
+    from recfound.model.unified import position_ids_from_mask
+
+    def generative_loss(input_ids, attention_mask, labels, task_ids=None, per_sample=False):
+        with model.routed(task_ids):
+            logits = model.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            ).logits
+        losses = per_sample_lm_loss(logits[response_positions(labels)], labels)
+        return losses if per_sample else losses.mean()
+
+    return generative_loss
+
+
 @dataclass
 class Variant:
     """What a variant swaps into the trainer, and its timings."""
@@ -87,6 +110,7 @@ class Variant:
     encoder: Any
     optimizer: Any
     per_task_validation: bool
+    generative_loss: Any = None  # None: the model's own (logits at response positions only)
     samples_per_s: list[float] = field(default_factory=list)
     tokens_per_s: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
@@ -103,14 +127,23 @@ def make_variants(trainer: Trainer) -> dict[str, Variant]:
             PerTaskBatches(trainer.train_encoder),
             trainer.accelerator.prepare(per_tensor),
             per_task_validation=True,
+            generative_loss=full_logits_generative_loss(trainer.model),
         ),
         "after": Variant(trainer.train_encoder, trainer.optimizer, per_task_validation=False),
     }
 
 
+def use(trainer: Trainer, variant: Variant) -> None:
+    """Swap `variant`'s batching, optimizer and generative loss into the trainer."""
+    trainer.train_encoder, trainer.optimizer = variant.encoder, variant.optimizer
+    trainer.model.__dict__.pop("generative_loss", None)  # back to the class's method
+    if variant.generative_loss is not None:
+        trainer.model.generative_loss = variant.generative_loss
+
+
 def timed_step(trainer: Trainer, variant: Variant, step: int) -> tuple[float, int, int]:
     """(seconds, samples, real tokens) of one training step of `variant`."""
-    trainer.train_encoder, trainer.optimizer = variant.encoder, variant.optimizer
+    use(trainer, variant)
     start = time.perf_counter()
     record, _, tokens = trainer._train_step(step)
     seconds = time.perf_counter() - start
@@ -123,6 +156,7 @@ def timed_validation(trainer: Trainer, variant: Variant) -> float:
     rows, objective = trainer.sched_val_rows, trainer.plain_objective
     encoder, autocast = trainer.val_encoder, trainer.accelerator.autocast
     tasks = [t for t in trainer.task_ids if len(rows[t])]
+    use(trainer, variant)
     trainer.model.eval()
     start = time.perf_counter()
     if variant.per_task_validation:
@@ -137,16 +171,20 @@ def timed_validation(trainer: Trainer, variant: Variant) -> float:
 
 
 def run_rounds(trainer: Trainer, variants: dict[str, Variant], pairs: int) -> None:
-    """One warm-up round, then `pairs` timed rounds of `before` then `after`."""
+    """One warm-up round, then `pairs` timed rounds; each round runs both variants on the SAME
+    step (sampler and scheduler restored in between: the same rows, the same random passages),
+    in alternating order (A B, then B A, …) so neither always runs on a warmer cache."""
     trainer.model.train()
-    step = 0
-    for round_ in range(pairs + 1):
-        for name in VARIANTS:
+    for step in range(pairs + 1):
+        sampler, sched = trainer.sampler.state_dict(), trainer.sched.state_dict()
+        order = VARIANTS if step % 2 == 0 else VARIANTS[::-1]
+        for name in order:
+            trainer.sampler.load_state_dict(sampler)
+            trainer.sched.load_state_dict(sched)
             variant = variants[name]
             seconds, samples, tokens = timed_step(trainer, variant, step)
-            step += 1
             validation = timed_validation(trainer, variant)
-            if round_ == 0:
+            if step == 0:
                 continue
             variant.step_seconds.append(seconds)
             variant.samples_per_s.append(samples / seconds)
@@ -230,7 +268,7 @@ def main() -> None:
             raise SystemExit(
                 f"{cfg.paths.base_model}: no base model; run `recfound stage base_model`"
             )
-        cfg = bench_config(cfg, workdir / "run", steps=len(VARIANTS) * (args.pairs + 1))
+        cfg = bench_config(cfg, workdir / "run", steps=args.pairs + 1)
         trainer = build_trainer(cfg)
         variants = make_variants(trainer)
         run_rounds(trainer, variants, args.pairs)
@@ -249,7 +287,7 @@ def main() -> None:
             "train": cfg.train.model_dump(mode="json", include={
                 "embedding_per_batch", "generative_per_batch", "group_size", "grad_accum",
                 "grad_cache", "eval_batch_size", "max_len_query", "max_len_passage",
-                "max_len_prompt", "max_len_response",
+                "max_len_prompt", "max_len_response", "max_padding_share",
             }),
             "s2sched": cfg.s2sched.model_dump(mode="json"),
             "pairs": args.pairs,

@@ -244,6 +244,9 @@ class TrainConfig(_Section):
     max_len_passage: int = 64
     max_len_prompt: int = 192
     max_len_response: int = 64
+    # Generative rows of a batch are grouped by length up to this share of padding tokens
+    # (recfound.train.batches.length_groups)
+    max_padding_share: float = Field(0.25, ge=0.0, le=1.0)
     save_every: int = 16
     log_every: int = 1
     max_grad_norm: float = 1.0

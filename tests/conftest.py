@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recfound.config import Config, load_config
+from recfound.model.unified import CPU_BF16_ENV
+
+# fp32 on every CPU: `auto` would pick bf16 on an AMX machine and not on another, and the
+# exactness tests (GradCache, merge, export) compare fp32 numbers. Subprocesses inherit it.
+os.environ.setdefault(CPU_BF16_ENV, "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 

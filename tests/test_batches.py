@@ -17,6 +17,7 @@ from recfound.tasks import EMBEDDING_TASK_IDS, GENERATIVE_TASK_IDS, NUM_TASKS
 from recfound.train.batches import (
     BatchEncoder,
     EpochSampler,
+    length_groups,
     rows_by_task,
     split_step,
     validation_rows,
@@ -124,7 +125,9 @@ def test_embedding_batch_holds_query_positive_and_hard_negatives(unified, tokeni
 
 
 def test_generative_rows_of_every_task_share_one_batch_with_the_prompt_masked(unified, tokenizer):
-    encoder = BatchEncoder(unified["train"], tokenizer, TrainConfig(), "unified/train")
+    # max_padding_share 1: every row in one batch, however ragged
+    cfg = TrainConfig(max_padding_share=1.0)
+    encoder = BatchEncoder(unified["train"], tokenizer, cfg, "unified/train")
     rows = rows_by_task(unified["train"])
     indices = [int(rows[SR][0]), int(rows[QR][0]), int(rows[SR][1])]
     (batch,) = encoder.generative(indices)
@@ -142,6 +145,26 @@ def test_generative_rows_of_every_task_share_one_batch_with_the_prompt_masked(un
         assert batch["input_ids"][i, :n].tolist() == alone["input_ids"][0].tolist()
         assert batch["labels"][i, :n].tolist() == alone["labels"][0].tolist()
     assert encoder.generative([]) == []
+
+
+def test_generative_rows_are_grouped_by_length_within_the_padding_share(unified, tokenizer):
+    rows = [int(i) for indices in rows_by_task(unified["train"]).values() for i in indices[:2]]
+    rows = [r for r in rows if unified["train"][r]["kind"] == "generative"]
+    for share in (0.0, 0.25, 1.0):
+        cfg = TrainConfig(max_padding_share=share)
+        batches = BatchEncoder(unified["train"], tokenizer, cfg, "unified/train").generative(rows)
+        assert sum(len(b["task_ids"]) for b in batches) == len(rows)  # every row, once
+        for batch in batches:
+            real = batch["attention_mask"].sum()
+            assert 1 - real / batch["attention_mask"].numel() <= share + 1e-9
+    assert len(batches) == 1  # share 1: one batch
+
+
+def test_length_groups_cut_where_padding_would_exceed_the_share():
+    assert length_groups([400, 100, 90, 390], 0.25) == [[0, 3], [1, 2]]
+    assert length_groups([400, 100, 90, 390], 1.0) == [[0, 1, 2, 3]]
+    assert length_groups([5, 5, 3], 0.0) == [[0, 1], [2]]
+    assert length_groups([], 0.25) == []
 
 
 # --- positives and hard negatives per draw

@@ -22,7 +22,12 @@ from recfound.config import Config
 from recfound.data.unified import load_unified
 from recfound.model.adapters import attach_adapter
 from recfound.model.inference import load_recfound
-from recfound.model.losses import info_nce, info_nce_per_query, per_sample_lm_loss
+from recfound.model.losses import (
+    info_nce,
+    info_nce_per_query,
+    per_sample_lm_loss,
+    response_positions,
+)
 from recfound.tasks import TASKS, task_by_code
 from recfound.train import checkpoint as ckpt
 from recfound.train.batches import BatchEncoder, validation_rows
@@ -267,7 +272,7 @@ def test_per_sample_lm_loss_is_each_samples_token_mean_and_zero_without_a_respon
     labels = torch.randint(0, 11, (3, 6))
     labels[0, :3] = -100
     labels[2, :] = -100
-    per_sample = per_sample_lm_loss(logits, labels)
+    per_sample = per_sample_lm_loss(logits[response_positions(labels)], labels)
     expected0 = torch.nn.functional.cross_entropy(logits[0, 2:5], labels[0, 3:])
     expected1 = torch.nn.functional.cross_entropy(logits[1, :5], labels[1, 1:])
     assert per_sample.tolist() == pytest.approx([expected0.item(), expected1.item(), 0.0])

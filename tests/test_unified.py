@@ -11,10 +11,17 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recfound.config import ModelConfig
+from recfound.config import ModelConfig, TrainConfig
 from recfound.model import prompts as P
 from recfound.model.losses import info_nce
-from recfound.model.unified import RecFoundModel, bidirectional_mask, resolve_dtype
+from recfound.model.unified import (
+    CPU_BF16_ENV,
+    RecFoundModel,
+    bidirectional_mask,
+    native_bf16,
+    resolve_dtype,
+)
+from recfound.train.loop import resolve_mixed_precision
 
 INSTRUCTION = "Represent the user history for retrieving the next item"
 
@@ -183,9 +190,18 @@ def test_a_routed_model_refuses_a_forward_without_task_ids(routed_model, tok):
 # -------------------------------------------------------------------------------------- dtype
 
 
-def test_auto_dtype_is_float32_on_cpu_and_an_explicit_dtype_is_kept():
+def test_auto_dtype_follows_native_bf16_on_cpu_and_an_explicit_dtype_is_kept(monkeypatch):
+    monkeypatch.setenv(CPU_BF16_ENV, "0")  # a CPU without AMX / AVX512-BF16
     assert resolve_dtype(ModelConfig(dtype="auto"), "cpu") is torch.float32
+    assert resolve_mixed_precision(TrainConfig(mixed_precision="auto")) == "no" or (
+        torch.cuda.is_available()
+    )
     assert resolve_dtype(ModelConfig(dtype="bfloat16"), "cpu") is torch.bfloat16
+    monkeypatch.setenv(CPU_BF16_ENV, "1")  # one with them
+    assert resolve_dtype(ModelConfig(dtype="auto"), "cpu") is torch.bfloat16
+    assert resolve_dtype(ModelConfig(dtype="float32"), "cpu") is torch.float32
+    monkeypatch.delenv(CPU_BF16_ENV)  # the probe decides: a bool either way
+    assert isinstance(native_bf16("cpu"), bool)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -110,15 +110,25 @@ def response_token_counts(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
 
 
-def per_sample_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def response_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the positions t whose next token labels[:, t+1] is a response token, i.e.
+    the only logits the LM loss reads (a 400-token prompt with a one-letter answer needs one)."""
+    positions = torch.zeros_like(labels, dtype=torch.bool)
+    positions[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return positions
+
+
+def per_sample_lm_loss(response_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each sample's mean next-token cross-entropy over its response tokens, shape (B,).
 
-    ℓ_i = (1/|R_i|) Σ_{t∈R_i} −log p(labels[i, t] | tokens < t), R_i the positions whose label
-    is not IGNORE_INDEX after the causal shift; a sample without response tokens gets 0.
+    ℓ_i = (1/|R_i|) Σ_{t∈R_i} −log p(labels[i, t+1] | tokens ≤ t), R_i = the True positions of
+    row i in `response_positions(labels)`; a sample without response tokens gets 0.
+    `response_logits` (N, V) holds the logits at exactly those positions, row-major (what
+    transformers returns for `logits_to_keep=response_positions(labels)`).
     """
-    targets = labels[:, 1:]
+    positions = response_positions(labels)
+    targets = labels[:, 1:][positions[:, :-1]]
     # fp32 cross-entropy under bf16 autocast, as transformers' own LM loss does
-    per_token = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    return per_token.sum(dim=1) / response_token_counts(labels).clamp(min=1)
+    per_token = F.cross_entropy(response_logits.float(), targets, reduction="none")
+    sums = per_token.new_zeros(labels.shape[0]).index_add(0, positions.nonzero()[:, 0], per_token)
+    return sums / response_token_counts(labels).clamp(min=1)

@@ -69,6 +69,28 @@ def validation_rows(
     return chosen
 
 
+def length_groups(lengths: Sequence[int], max_padding_share: float) -> list[list[int]]:
+    """Indices of `lengths` in batches whose padding stays within `max_padding_share`.
+
+    Longest first; a row joins the current batch while its padding share
+    1 − Σ len / (n · max len) stays ≤ `max_padding_share`, else it starts the next batch.
+    0 gives one batch per distinct length, 1 a single batch. Each batch lists its indices in
+    ascending order, so a batch of equal lengths keeps the rows' order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    longest = total = 0
+    for i in order:
+        n = len(groups[-1]) + 1 if groups else 0
+        if groups and 1 - (total + lengths[i]) / (n * longest) <= max_padding_share:
+            groups[-1].append(i)
+            total += lengths[i]
+            continue
+        groups.append([i])
+        longest = total = lengths[i]
+    return [sorted(group) for group in groups]
+
+
 class EpochSampler:
     """Seeded sampling without replacement per task, with epochs per task group."""
 
@@ -250,11 +272,12 @@ class BatchEncoder:
         }
 
     def generative(self, indices: Sequence[int]) -> list[Batch]:
-        """One collated prompt+response batch of every row of `indices`, in their order, with
-        a per-sample `task_ids` (tasks may mix); a list of that one batch, [] if no rows.
+        """The rows of `indices` as collated prompt+response batches with a per-sample
+        `task_ids` (tasks mix: TMoLE routes each sample by its own task id); [] if no rows.
 
-        A list so the objective's per-batch loop holds; one batch because TMoLE routes each
-        sample by its own task id, and one forward of all rows costs less than one per task.
+        Rows are grouped by length (`length_groups` with `train.max_padding_share`): one
+        forward of all rows costs less than one per task, but a 400-token SR prompt would pad
+        three 100-token rows to its length and double the work.
         """
         if not indices:
             return []
@@ -271,9 +294,14 @@ class BatchEncoder:
             )
             for r in rows
         ]
-        batch = prompts.collate_generative(examples, self.pad_id)
-        batch["task_ids"] = torch.tensor([int(r["task_id"]) for r in rows], dtype=torch.long)
-        return [batch]
+        lengths = [len(e.input_ids) for e in examples]
+        batches = []
+        for group in length_groups(lengths, cfg.max_padding_share):
+            batch = prompts.collate_generative([examples[i] for i in group], self.pad_id)
+            task_ids = [int(rows[i]["task_id"]) for i in group]
+            batch["task_ids"] = torch.tensor(task_ids, dtype=torch.long)
+            batches.append(batch)
+        return batches
 
     def micro_batch(
         self,

@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmu
 
 from recfound.config import Config, TrainConfig
 from recfound.data.unified import present_tasks
-from recfound.model.unified import RecFoundModel
+from recfound.model.unified import RecFoundModel, native_bf16
 from recfound.tasks import NUM_TASKS, TASKS, Task
 from recfound.train import checkpoint as ckpt
 from recfound.train.batches import (
@@ -94,10 +94,11 @@ class TrainOutcome:
 
 
 def resolve_mixed_precision(train_cfg: TrainConfig) -> str:
-    """`auto`: bf16 on a CUDA device that supports it, else none (CPU autocast is slow)."""
+    """`auto`: bf16 autocast where the device multiplies bf16 natively (a CUDA GPU that supports
+    it, a CPU with AMX / AVX512-BF16: `native_bf16`), else none (emulated bf16 is slow)."""
     if train_cfg.mixed_precision != "auto":
         return train_cfg.mixed_precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
 
 
 def trained_kinds(train_cfg: TrainConfig, tasks: Sequence[Task]) -> set[str]:
