@@ -109,6 +109,23 @@ def trained(tmp_path_factory, tiny_model_dir, unified_dir):
     return cfg, outcome
 
 
+def assert_resumes_bit_exactly_from_step_2(cfg: Config, later_steps: tuple[int, ...]) -> str:
+    """After a finished run: drop the checkpoints of `later_steps` and the adapter (as if
+    killed after step 2), train again, and check it resumes at 2 and ends bit-identical, with
+    the same steps.jsonl (returned)."""
+    full = adapter_tensors(cfg.paths.adapter)
+    log = (cfg.paths.train_metrics / "steps.jsonl").read_text()
+    for step in later_steps:
+        shutil.rmtree(ckpt.checkpoint_dir(cfg.paths.checkpoints, step))
+    shutil.rmtree(cfg.paths.adapter)
+    outcome = train(cfg)
+    assert outcome.resumed_from == 2
+    resumed = adapter_tensors(cfg.paths.adapter)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert (cfg.paths.train_metrics / "steps.jsonl").read_text() == log
+    return log
+
+
 def test_training_writes_numbered_checkpoints_and_the_final_adapter(trained):
     cfg, _ = trained
     steps = [step for step, _ in ckpt.list_checkpoints(cfg.paths.checkpoints)]
@@ -311,15 +328,7 @@ def test_a_grad_cache_run_with_dropout_resumes_to_the_same_weights(
     )
     assert cfg.train.grad_cache
     train(cfg)
-    full = adapter_tensors(cfg.paths.adapter)
-    log = (cfg.paths.train_metrics / "steps.jsonl").read_text()
-    shutil.rmtree(ckpt.checkpoint_dir(cfg.paths.checkpoints, 4))  # as if killed after step 2
-    shutil.rmtree(cfg.paths.adapter)
-    outcome = train(cfg)
-    assert outcome.resumed_from == 2
-    resumed = adapter_tensors(cfg.paths.adapter)
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
-    assert (cfg.paths.train_metrics / "steps.jsonl").read_text() == log
+    log = assert_resumes_bit_exactly_from_step_2(cfg, later_steps=(4,))
     records = [json.loads(line) for line in log.splitlines()]
     assert all(r["loss_emb"] > 0 and sum(r[f"n/{c}"] for c in ("U2I", "Q2I", "I2I")) == 2 * 2
                for r in records)  # fmt: skip
@@ -429,16 +438,7 @@ def test_a_subset_run_resumed_from_a_checkpoint_ends_with_the_same_weights(
 ):
     cfg = make_config(tmp_path, tiny_model_dir, generative_only_dir, steps=6, save_every=2)
     train(cfg)
-    full = adapter_tensors(cfg.paths.adapter)
-    log = (cfg.paths.train_metrics / "steps.jsonl").read_text()
-    for step in (4, 6):  # as if killed after step 2
-        shutil.rmtree(ckpt.checkpoint_dir(cfg.paths.checkpoints, step))
-    shutil.rmtree(cfg.paths.adapter)
-    outcome = train(cfg)
-    assert outcome.resumed_from == 2
-    resumed = adapter_tensors(cfg.paths.adapter)
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
-    assert (cfg.paths.train_metrics / "steps.jsonl").read_text() == log
+    assert_resumes_bit_exactly_from_step_2(cfg, later_steps=(4, 6))
     state = ckpt.read_state(ckpt.checkpoint_dir(cfg.paths.checkpoints, 6))
     subset_ids = {str(task_by_code(c).id) for c in ("SR", "PM", "AG")}
     assert set(state["s2sched"]["loss_history"]) == subset_ids

@@ -73,11 +73,13 @@ def score_checkpoints(
         for code, rows in by_task.items()
     }
     train = dataset["train"].select_columns(["task", "kind", "output"]).to_list()
+    limit = cfg.evaluate.max_new_tokens
+    budgets: dict[str, int] | None = None  # the base model's tokenizer: the same at every step
     points: list[CurvePoint] = []
     for step, adapter_dir in tqdm(adapters, desc="learning curve", unit="ckpt"):
         model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
-        limit = cfg.evaluate.max_new_tokens
-        budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
+        if budgets is None:
+            budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
         system = LLMSystem(
             f"step {step}", model, tokenizer, cfg.evaluate.batch_size, limit, budgets
         )
