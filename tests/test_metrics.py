@@ -379,24 +379,17 @@ def _random_case(kind: str, rng: np.random.Generator, n: int) -> tuple[Callable,
                 lambda idx: positive_f1(pick(preds, idx), pick(refs, idx)),
                 lambda idx: RowStats("f1", positive_counts(pick(preds, idx), pick(refs, idx))),
             )
-        if kind == "macro_F1_authors":
-            flipped = authors_flip_invalid(preds, refs)
-            classes_all = seen_classes(flipped, refs)
-            return (
-                lambda idx: authors_macro_f1(pick(preds, idx), pick(refs, idx)),
-                lambda idx: RowStats(
-                    "macro_f1",
-                    class_counts(pick(flipped, idx), pick(refs, idx), classes_all),
-                    tuple(classes_all),
-                ),
-            )
+        # the authors' scorer counts the flipped answers; ours the answers as given
+        authors = kind == "macro_F1_authors"
+        scored = authors_flip_invalid(preds, refs) if authors else preds
+        metric = authors_macro_f1 if authors else macro_f1
         # the class set of the whole sample: a resample missing a class must not count it
-        classes_all = seen_classes(preds, refs)
+        classes_all = seen_classes(scored, refs)
         return (
-            lambda idx: macro_f1(pick(preds, idx), pick(refs, idx)),
+            lambda idx: metric(pick(preds, idx), pick(refs, idx)),
             lambda idx: RowStats(
                 "macro_f1",
-                class_counts(pick(preds, idx), pick(refs, idx), classes_all),
+                class_counts(pick(scored, idx), pick(refs, idx), classes_all),
                 tuple(classes_all),
             ),
         )
