@@ -5,9 +5,9 @@
 
 Each deployment runs one flow run at a time: a second run waits in the state
 AwaitingConcurrencySlot until the first ends (deployment concurrency limit 1, collision
-strategy ENQUEUE, enforced by the Prefect server). Across the two deployments, the global
-concurrency limit orchestration.workspace_limit (created here with one slot) keeps a
-retrain's pipeline and a train run from using the working tree at the same time.
+strategy ENQUEUE, enforced by the Prefect server). Across the two deployments, the flows take
+turns at the working tree through recfound.locks.workspace_turn (a file lock and a
+first-come queue in the repository), so a retrain's pipeline and a train run never share it.
 Flow runs execute in this process's working directory; PREFECT_API_URL must point at the
 server (`recfound serve` sets it).
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import datetime
 
-from prefect import get_client, serve
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.pipeline import PARAMS_FILE, recfound
+from flows.reconcile import record_flow_run_process
 from flows.retrain import retrain
 from recfound.config import Config, load_config
 
@@ -35,14 +35,18 @@ def one_at_a_time() -> ConcurrencyLimitConfig:
 
 
 def build_deployments(cfg: Config) -> list[RunnerDeployment]:
-    """The train and data-change deployments (module entrypoints: importable from anywhere)."""
-    train = recfound.to_deployment(
+    """The train and data-change deployments (module entrypoints: importable from anywhere).
+
+    Their flow runs record their process (flows.reconcile), so that a restart can tell a run
+    whose process died from one that still runs.
+    """
+    train = recfound.with_options(on_running=[record_flow_run_process]).to_deployment(
         name=TRAIN,
         concurrency_limit=one_at_a_time(),
         entrypoint_type=EntrypointType.MODULE_PATH,
         description="The RecFound pipeline: dvc repro, stage by stage, with retries.",
     )
-    data_change = retrain.to_deployment(
+    data_change = retrain.with_options(on_running=[record_flow_run_process]).to_deployment(
         name=DATA_CHANGE,
         interval=datetime.timedelta(seconds=cfg.orchestration.retrain_interval_s),
         concurrency_limit=one_at_a_time(),
@@ -52,18 +56,11 @@ def build_deployments(cfg: Config) -> list[RunnerDeployment]:
     return [train, data_change]
 
 
-def ensure_workspace_limit(name: str) -> None:
-    """Create the one-slot global concurrency limit the flows hold, if it does not exist."""
-    with get_client(sync_client=True) as client:
-        existing = {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
-        if name not in existing:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-
-
 def main() -> None:
     """Serve both deployments until interrupted (their schedules pause on shutdown)."""
     cfg = load_config(PARAMS_FILE)
-    ensure_workspace_limit(cfg.orchestration.workspace_limit)
+    # `recfound serve` has run flows.reconcile before this: runs left open by a dead process
+    # no longer hold their deployment's slot
     serve(*build_deployments(cfg))
 
 

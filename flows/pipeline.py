@@ -8,53 +8,168 @@ failed stage leaves no half-written output and no lock entry, and a retry simply
 
 The flow-run id goes to the stages through RECFOUND_PIPELINE_ID / RECFOUND_PREFECT_FLOW_RUN_ID,
 so every MLflow stage run of this execution carries it (recfound.tracking.mlflow_run).
-The whole run holds one slot of the global concurrency limit `orchestration.workspace_limit`:
-two pipelines in one working tree would fight over DVC's lock and outputs.
+The whole run holds the workspace (recfound.locks.workspace_turn): two pipelines in one
+working tree would fight over DVC's lock and outputs. Runs waiting for it are served in
+submission order and log who holds it, and since when, every workspace.queue_log_s.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import select
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from recfound.config import load_config
+from recfound.lifeline import die_with_parent
+from recfound.locks import workspace_turn
 from recfound.tracking import git_dvc, tags
 
 PARAMS_FILE = "params.yaml"
+GROUP_POLL_S = 0.2  # how often a stopping command's group is checked (and its output read)
+PIPE_READ_BYTES = 65536
 
 
 class CommandFailed(RuntimeError):
     """A command the flow ran exited non-zero (its output is in the flow's log above)."""
 
 
-def run_logged(cmd: list[str], env: Mapping[str, str] | None = None) -> None:
+def _group_alive(proc: subprocess.Popen) -> bool:
+    """Whether a process of the group `proc` leads still runs (zombies do not count: an
+    orphan waits for init to reap it, which a container's init may never do)."""
+    proc.poll()  # reap the leader
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    if not Path("/proc/self/stat").is_file():
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone while we looked
+        if int(group) == proc.pid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _drain(proc: subprocess.Popen, logger: logging.LoggerAdapter, wait_s: float) -> None:
+    """Log what the stopping command still writes, so that it never blocks on a full pipe."""
+    if proc.stdout is None or proc.stdout.closed:
+        time.sleep(wait_s)
+        return
+    ready, _, _ = select.select([proc.stdout], [], [], wait_s)
+    if not ready:
+        return
+    chunk = os.read(proc.stdout.fileno(), PIPE_READ_BYTES)
+    if not chunk:  # every writer is gone
+        proc.stdout.close()
+    for line in chunk.decode(errors="replace").splitlines():
+        if line.strip():
+            logger.info(line.rstrip())
+
+
+def stop_process_group(
+    proc: subprocess.Popen, timeout_s: float, logger: logging.LoggerAdapter
+) -> None:
+    """SIGTERM the command `proc`, SIGKILL its whole group if anything is left after
+    `timeout_s`, reap.
+
+    SIGTERM goes to the command (dvc) only: the stage under it is tied to it and gets its own
+    SIGTERM when it dies (recfound.lifeline). A group-wide SIGTERM would reach the stage
+    twice (directly, then for its parent's death), and a second SIGTERM kills a stage at once,
+    before it has closed its MLflow run. Nothing when the group is already gone. A second
+    signal during the wait does not cut the stage's grace period short: it is re-raised once
+    the group is gone, so no member outlives this call either way.
+    """
+    if not _group_alive(proc):
+        return
+    logger.info("stopping `%s` (process group %d)", " ".join(map(str, proc.args)), proc.pid)
+    deadline = time.monotonic() + timeout_s
+    interrupted: BaseException | None = None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    while _group_alive(proc) and time.monotonic() < deadline:
+        try:
+            _drain(proc, logger, GROUP_POLL_S)
+        except BaseException as err:  # a second signal: the stage still gets its grace period
+            interrupted = interrupted or err
+    if _group_alive(proc):
+        logger.warning("process group %d outlived %.0f s: SIGKILL", proc.pid, timeout_s)
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if interrupted is not None:
+        raise interrupted
+
+
+def close_dead_stage_runs(logger: logging.LoggerAdapter) -> None:
+    """Close as KILLED, now, the MLflow runs of stages that died with a stopped command.
+
+    A stage told to stop closes its own run; one that could not (SIGKILLed after the grace
+    period, or stopped before it got that far) would read RUNNING until the next start.
+    """
+    cfg = load_config(PARAMS_FILE)
+    if not cfg.tracking.enabled:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from recfound.tracking.mlflow_run import configure_mlflow
+    from recfound.tracking.reconcile import close_dead_runs
+
+    closed = close_dead_runs(MlflowClient(), configure_mlflow(cfg))
+    if closed:
+        logger.info("MLflow runs of the stopped stage, now KILLED: %s", ", ".join(closed))
+
+
+def run_logged(
+    cmd: list[str], env: Mapping[str, str] | None = None, stop_timeout_s: float | None = None
+) -> None:
     """Run `cmd` in the working directory, each output line going to the Prefect logger.
 
-    Raises CommandFailed on a non-zero exit; if the task itself is interrupted (cancellation,
-    Ctrl-C), the child is terminated rather than left running.
+    Raises CommandFailed on a non-zero exit. The command runs in a session (process group) of
+    its own, with everything it starts (dvc -> shell -> `recfound stage`), and takes nothing
+    with it: when this returns or raises, for whatever reason (exit, cancellation, which
+    Prefect delivers as SIGTERM and its engine raises here as TerminationSignal, Ctrl-C), the
+    group is stopped (stop_process_group): SIGTERM, then SIGKILL after `stop_timeout_s`
+    (default: orchestration.stop_timeout_s). If this process dies without a word (SIGKILL,
+    crash), the command gets SIGTERM from the kernel (die_with_parent) and the stage dies
+    with its parent dvc.
     """
+    if stop_timeout_s is None:
+        stop_timeout_s = load_config(PARAMS_FILE).orchestration.stop_timeout_s
     logger = get_run_logger()
     logger.info("$ %s", " ".join(cmd))
     # stderr joins stdout so that errors and progress appear in order in one log
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        bufsize=1,
+        start_new_session=True,  # its own group, which a teardown can stop as a whole
+        preexec_fn=die_with_parent(),
     )
+    ended = False
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.strip():
                 logger.info(line.rstrip())
         code = proc.wait()
-    except BaseException:
-        proc.terminate()
-        proc.wait()
-        raise
+        ended = True
+    finally:
+        stop_process_group(proc, stop_timeout_s, logger)
+        if not ended:
+            close_dead_stage_runs(logger)
     if code != 0:
         raise CommandFailed(f"`{' '.join(cmd)}` exited with status {code}")
 
@@ -98,8 +213,8 @@ def recfound(stages: list[str] | None = None) -> list[str]:
     repro = repro_stage.with_options(
         retries=cfg.orchestration.retries, retry_delay_seconds=cfg.orchestration.retry_delay_s
     )
-    # strict=False: without the limit (a local run outside `recfound serve`) nothing to wait on
-    with concurrency(cfg.orchestration.workspace_limit, occupy=1, strict=False):
+    # the workspace is one run's at a time, in submission order; waiting is logged
+    with workspace_turn(cfg, flow_run.scheduled_start_time, pipeline_id, get_run_logger().info):
         return [
             repro(stage, pipeline_id, cfg.orchestration.progress_interval_s) for stage in stages
         ]

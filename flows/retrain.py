@@ -25,12 +25,12 @@ import subprocess
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.pipeline import PARAMS_FILE, recfound, run_logged
 from recfound.config import Config, load_config
+from recfound.locks import workspace_turn
 from recfound.tracking import git_dvc
 
 UNCHANGED = "unchanged"
@@ -128,17 +128,19 @@ def retrain(stages: list[str] | None = None) -> State:
     `stages` is passed to the pipeline (default: orchestration.stages).
     """
     cfg = load_config(PARAMS_FILE)
-    # The check and the add touch the workspace: hold the pipeline's slot, then let go so the
-    # subflow can take it.
-    with concurrency(cfg.orchestration.workspace_limit, occupy=1, strict=False):
+    # Check, add, pipeline and commits all touch the workspace: hold it throughout (the
+    # pipeline subflow runs in this process and enters the turn this run holds).
+    with workspace_turn(
+        cfg, flow_run.scheduled_start_time, str(flow_run.id), get_run_logger().info
+    ):
         if not data_changed(cfg):
             return Completed(message=f"{UNCHANGED}: {cfg.paths.data} matches {dvc_file(cfg)}")
         committed = add_and_commit(cfg)
-    recfound(stages=stages)
-    if not committed:
-        return Completed(message=f"{RETRAINED}; data.dvc not committed (tree not clean)")
-    commit_pipeline_record(cfg)
-    return Completed(message=f"{RETRAINED}; data.dvc committed")
+        recfound(stages=stages)
+        if not committed:
+            return Completed(message=f"{RETRAINED}; data.dvc not committed (tree not clean)")
+        commit_pipeline_record(cfg)
+        return Completed(message=f"{RETRAINED}; data.dvc committed")
 
 
 if __name__ == "__main__":

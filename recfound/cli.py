@@ -1,40 +1,116 @@
 """`recfound` command line: data sample, pipeline stages, generate/embed, serve, lineage.
 
 Implementations are imported inside each command so `recfound --help` stays fast and a stage
-only pays for the libraries it uses.
+only pays for the libraries it uses. Every command's failures end the same way: RecFoundErrors
+and storage faults (disk full, read-only, permission) as one line naming the path and what to
+do, the traceback only with --debug or RECFOUND_DEBUG=1.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
+import click
 import typer
+from typer.core import TyperGroup
 
+# lifeline first: it notes who launched this process, as early as possible (see there)
+from recfound import lifeline
 from recfound.config import load_config
-from recfound.errors import RecFoundError
+from recfound.errors import (
+    RecFoundError,
+    StageTerminated,
+    setting_for,
+    storage_errno,
+    storage_message,
+)
+from recfound.locks import stage_lock
+from recfound.stages import entry_points
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+DEBUG_ENV = "RECFOUND_DEBUG"
+_DEBUG_KEY = "recfound.debug"  # in click's ctx.meta, shared by every nested context
+_PARAMS_KEY = "recfound.params"
+
+
+class _ReportingGroup(TyperGroup):
+    """The one place every command's unhandled RecFoundError or storage fault becomes `_fail`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RecFoundError as err:
+            _fail(err, ctx)
+        except Exception as err:
+            if storage_errno(err) is None:
+                raise
+            _fail(err, ctx)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=_ReportingGroup)
 data_app = typer.Typer(no_args_is_help=True, help="Raw data: the seeded sample.")
 app.add_typer(data_app, name="data")
 
-# One definition per stage: dvc.yaml's cmd and the Prefect flow both end up here.
-STAGES: dict[str, str] = {
-    "base_model": "recfound.model.base_model:run",
-    "build": "recfound.data.build:run",
-    "validate": "recfound.data.validate:run",
-    "train": "recfound.train.stage:run",
-    "merge": "recfound.merge.stage:run",
-    "evaluate": "recfound.evaluate.stage:run",
-}
-
-ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+# Stage name -> "module:function", from the stage contract: dvc.yaml's cmd and the Prefect
+# flow both end up here.
+STAGES: dict[str, str] = entry_points()
 
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+def _remember_params(ctx: click.Context, value: Path) -> Path:
+    # Lets an error name the params.yaml key that chose a failing path.
+    ctx.meta[_PARAMS_KEY] = value
+    return value
+
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="params.yaml to read", callback=_remember_params)
+]
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help=f"show the traceback of a failure (also {DEBUG_ENV}=1); without it a failure "
+            "is one line: what went wrong, where, and what to do",
+        ),
+    ] = False,
+) -> None:
+    ctx.meta[_DEBUG_KEY] = debug
+
+
+def _path_settings(meta: dict[str, Any]) -> dict[str, Path]:
+    """`paths.*` of the command's params.yaml, {} when it cannot be read (it may be the fault)."""
+    try:
+        cfg = load_config(meta.get(_PARAMS_KEY, Path("params.yaml")))
+    except Exception:
+        return {}
+    return {f"paths.{name}": path for name, path in cfg.paths}
+
+
+def _message(err: BaseException, meta: dict[str, Any]) -> str:
+    """One line for a person; storage faults get the path and the advice (recfound.errors)."""
+    if storage_errno(err) is None:
+        return str(err)
+    path = getattr(err, "filename", None)
+    return storage_message(err, setting_for(path, _path_settings(meta)) if path else None)
+
+
+def _fail(err: BaseException, ctx: click.Context | None = None) -> NoReturn:
+    """Print `err` as one line (after its traceback with --debug) and exit 1."""
+    ctx = ctx or click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    if meta.get(_DEBUG_KEY):
+        typer.echo("".join(traceback.format_exception(err)).rstrip(), err=True)
+    typer.secho(f"error: {_message(err, meta)}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=1)
 
 
@@ -63,17 +139,25 @@ def stage(
         _fail(ValueError("--raw-only applies to the validate stage only"))
     try:
         cfg = load_config(params)
-        if raw_only:
-            from recfound.data.validate import run as validate_raw
+        # one writer per workspace: ends with its launcher (dvc), holds the stage lock
+        with (
+            lifeline.tied_to_launcher(cfg.workspace.launcher_poll_s),
+            stage_lock(cfg, name, notify=_note),
+        ):
+            if raw_only:
+                from recfound.data.validate import run as validate_raw
 
-            validate_raw(cfg, raw_only=True)
-            return
-        from recfound.tracking.mlflow_run import stage_run
+                validate_raw(cfg, raw_only=True)
+                return
+            from recfound.tracking.mlflow_run import stage_run
 
-        with stage_run(cfg, name, params_path=params):
-            _resolve(STAGES[name])(cfg)
+            with stage_run(cfg, name, params_path=params):
+                _resolve(STAGES[name])(cfg)
     except RecFoundError as err:
         _fail(err)
+    except StageTerminated as err:
+        typer.secho(f"error: stage {name} stopped: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=128 + signal.SIGTERM) from None
 
 
 @data_app.command("sample")

@@ -41,6 +41,10 @@ class Paths(_Section):
     train_metrics: Path = Path("reports/train")
     merged: Path = Path("artifacts/merged")
     reports: Path = Path("reports")
+    # One writer per workspace (recfound.locks): the stage lock, the flow runs' lock and queue
+    stage_lock: Path = Path(".recfound/stage.lock")
+    workspace_lock: Path = Path(".recfound/workspace.lock")
+    workspace_queue: Path = Path(".recfound/queue")
 
 
 class SampleConfig(_Section):
@@ -319,12 +323,26 @@ class OrchestrationConfig(_Section):
     stages: tuple[str, ...] = ("build", "base_model", "validate", "train", "merge", "evaluate")
     host: str = "127.0.0.1"
     prefect_port: int = 4200
-    workspace_limit: str = "recfound-workspace"
     commit_author_name: str = "recfound retrain"
     commit_author_email: str = "recfound-retrain@localhost"
     health_timeout_s: float = 180.0
     stop_timeout_s: float = 20.0
     progress_interval_s: float = 10.0
+
+
+class WorkspaceConfig(_Section):
+    """How processes share one working tree (recfound.locks, recfound.lifeline)."""
+
+    # A second stage waits this long for the stage lock, then refuses. Long enough for an
+    # orphaned stage (its launcher killed) to notice and end; short enough not to hang CI.
+    stage_wait_s: float = Field(30.0, ge=0, le=3600)
+    # While waiting for the stage lock: at most one "waiting for ..." line per this many s
+    wait_notice_s: float = Field(5.0, gt=0, le=600)
+    # A stage started through `sh -c` checks this often that its launcher (dvc) still lives
+    launcher_poll_s: float = Field(1.0, gt=0, le=60)
+    # A queued flow run checks its turn this often, and logs who holds the workspace this often
+    queue_poll_s: float = Field(1.0, gt=0, le=60)
+    queue_log_s: float = Field(30.0, gt=0, le=3600)
 
 
 class TrackingConfig(_Section):
@@ -335,6 +353,20 @@ class TrackingConfig(_Section):
     enabled: bool = True
     register_model: bool = True
     ui_port: int = 5000
+
+
+class IndexConfig(_Section):
+    """Full-catalogue retrieval (recfound.index): how the catalogue is embedded and searched."""
+
+    batch_size: int = Field(32, ge=1)  # passages per model batch when embedding the catalogue
+    chunk_items: int = Field(4096, ge=1)  # passages handed to the embedder at a time (memory)
+    # Exact inner-product search up to this many items; HNSW above (tests/test_index.py, bench).
+    exact_max_items: int = Field(100_000, ge=1)
+    hnsw_m: int = Field(32, ge=4, le=256)  # graph neighbours per node: recall vs memory
+    hnsw_ef_construction: int = Field(100, ge=8)  # candidate list while building
+    hnsw_ef_search: int = Field(256, ge=1)  # candidate list per query: recall vs speed
+    top_k: int = Field(10, ge=1)  # items `recfound recommend` returns by default
+    overfetch: float = Field(2.0, ge=1.0)  # first search asks k·this, more while exclusions bite
 
 
 class Config(_Section):
@@ -349,7 +381,9 @@ class Config(_Section):
     merge: MergeConfig = MergeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    workspace: WorkspaceConfig = WorkspaceConfig()
     tracking: TrackingConfig = TrackingConfig()
+    index: IndexConfig = IndexConfig()
 
 
 class ConfigError(RecFoundError, ValueError):

@@ -42,6 +42,9 @@ class Service:
     cmd: list[str]
     health_url: str
     needs_prefect: bool = False  # started only once the Prefect server answers
+    # run to completion first (its output to the same log, and here): the deployments' start
+    # must not look healthy before a previous life's runs are reconciled
+    prepare: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log: Path | None = None
@@ -102,6 +105,7 @@ def services(cfg: Config, root: Path) -> list[Service]:
             [sys.executable, "-m", "flows.deployments"],
             f"{api}/deployments/name/recfound/train",
             needs_prefect=True,
+            prepare=[sys.executable, "-m", "flows.reconcile"],
         )
     )
     return found
@@ -124,6 +128,8 @@ def _tail(path: Path | None) -> str:
 def start(service: Service, env: dict[str, str], log_dir: Path) -> None:
     """Start `service` in a new session (its own process group), output to its log file."""
     service.log = log_dir / f"{service.name}.log"
+    if service.prepare:
+        run_prepare(service, env)
     with service.log.open("ab") as log:
         service.proc = subprocess.Popen(
             service.cmd,
@@ -131,6 +137,27 @@ def start(service: Service, env: dict[str, str], log_dir: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the group ourselves
+        )
+
+
+def run_prepare(service: Service, env: dict[str, str]) -> None:
+    """Run `service.prepare` to completion; its output goes to the service's log and here."""
+    assert service.prepare is not None and service.log is not None
+    done = subprocess.run(
+        service.prepare,
+        env={**env, **service.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with service.log.open("a", encoding="utf-8") as log:
+        log.write(done.stdout)
+    for line in done.stdout.splitlines():
+        print(f"  {service.name}: {line}", flush=True)
+    if done.returncode != 0:
+        raise RecFoundError(
+            f"{service.name}: `{' '.join(service.prepare)}` exited with status "
+            f"{done.returncode}; log {service.log}:\n{_tail(service.log)}"
         )
 
 

@@ -27,6 +27,13 @@ from recfound.evaluate.protocol import (
     score_generations,
 )
 from recfound.evaluate.systems import LLMSystem, answer_budgets, cosine_pools
+from recfound.evaluate.variants import (
+    VARIANT_OVERRIDES,
+    current_variants,
+    settings_fingerprint,
+    stale_variants,
+    variant_config,
+)
 from recfound.model.adapters import attach_adapter
 from recfound.tasks import TASKS, task_by_code
 
@@ -283,12 +290,12 @@ def test_variants_run_with_other_settings_are_stale_and_named_not_tabled(
     for name, trained_with in (("no_tmole", default_config), ("no_s2sched", older)):
         (variants / name).mkdir(parents=True)
         (variants / name / "metrics.json").write_text("{}")
-        fingerprint = ablate.settings_fingerprint(ablate.variant_config(trained_with, name))
+        fingerprint = settings_fingerprint(variant_config(trained_with, name))
         (variants / name / "variant.json").write_text(json.dumps({"settings": fingerprint}))
     (variants / "retired_variant").mkdir()
     (variants / "retired_variant" / "metrics.json").write_text("{}")
 
-    stale = ablate.stale_variants(default_config, variants)
+    stale = stale_variants(default_config, variants)
 
     assert stale == ["no_s2sched", "retired_variant"]
     ours = {"recfound": {"SR": result("SR", 0.3, 0)}, "no_merge": {"SR": result("SR", 0.2, 0)}}
@@ -323,13 +330,13 @@ def test_ratio_csv_errors_name_the_line(tmp_path: Path):
 def test_variant_configs_override_the_ablated_component_and_use_their_own_paths(
     default_config: Config,
 ):
-    cfg = ablate.variant_config(default_config, "multitask_lora")
+    cfg = variant_config(default_config, "multitask_lora")
     assert cfg.model.adapter == "lora" and not cfg.s2sched.enabled
     assert cfg.paths.adapter == Path("artifacts/variants/multitask_lora/adapter")
     assert cfg.paths.reports == default_config.paths.reports
-    assert ablate.variant_config(default_config, "no_tmole").s2sched.enabled
+    assert variant_config(default_config, "no_tmole").s2sched.enabled
     with pytest.raises(RecFoundError, match="unknown variant"):
-        ablate.variant_config(default_config, "no_everything")
+        variant_config(default_config, "no_everything")
 
 
 # --- the LLM system and the whole stage on the tiny model
@@ -458,7 +465,7 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     variant = cfg.paths.reports / "variants" / "no_tmole" / "metrics.json"
     variant.parent.mkdir(parents=True)
     variant.write_text(json.dumps({"SR": {"Recall@1": 0.5, "n": 2, "invalid": 0}}))
-    fingerprint = ablate.settings_fingerprint(ablate.variant_config(cfg, "no_tmole"))
+    fingerprint = settings_fingerprint(variant_config(cfg, "no_tmole"))
     (variant.parent / "variant.json").write_text(json.dumps({"settings": fingerprint}))
 
     evaluate_all(cfg, exact_match)
@@ -512,14 +519,14 @@ def test_ablate_trains_a_variant_and_writes_metrics_the_report_reads(
 
     assert out == cfg.paths.reports / "variants" / "no_tmole"
     assert "ci" in json.loads((out / "metrics.json").read_text())["SR"]
-    variants, _ = ablate.current_variants(cfg, cfg.paths.reports / "variants")
+    variants, _ = current_variants(cfg, cfg.paths.reports / "variants")
     assert variants["no_tmole"]["SR"].evidence.ids == ("sr-test0",)  # evidence.json read back
     assert json.loads((out / "variant.json").read_text())["overrides"] == {
-        "model": {"adapter": "lora"}
+        "model": {"adapter": "lora", "lora": {"equal_capacity": True}}
     }
     loaded = report.read_variants(cfg.paths.reports / "variants", cfg.evaluate.rank_cutoff)
     assert set(loaded["no_tmole"]) == {t.code for t in TASKS}
-    assert ablate.stale_variants(cfg, cfg.paths.reports / "variants") == []
+    assert stale_variants(cfg, cfg.paths.reports / "variants") == []
     lora_config = json.loads(
         (tmp_path / "variants" / "no_tmole" / "adapter" / "adapter_config.json").read_text()
     )
@@ -740,7 +747,27 @@ def test_bootstrap_settings_do_not_make_variants_stale(default_config: Config):
     raw = default_config.model_dump(by_alias=True)
     raw["evaluate"].update(bootstrap_samples=200, confidence=0.9)
     other = Config.model_validate(raw)
-    for name in ablate.VARIANT_OVERRIDES:
-        assert ablate.settings_fingerprint(
-            ablate.variant_config(other, name)
-        ) == ablate.settings_fingerprint(ablate.variant_config(default_config, name))
+    for name in VARIANT_OVERRIDES:
+        assert settings_fingerprint(variant_config(other, name)) == settings_fingerprint(
+            variant_config(default_config, name)
+        )
+
+
+def test_variants_go_stale_on_the_settings_they_run_with_and_not_on_merge_or_validate(
+    default_config: Config,
+):
+    """A variant trains and is evaluated without Model Merge; the validate gate changes no
+    number; so only the params of build, base_model, train and evaluate count."""
+
+    def fingerprint_with(section: str, **values: object) -> str:
+        raw = default_config.model_dump(by_alias=True)
+        raw[section].update(values)
+        return settings_fingerprint(variant_config(Config.model_validate(raw), "no_tmole"))
+
+    today = settings_fingerprint(variant_config(default_config, "no_tmole"))
+    assert fingerprint_with("merge", density=0.5) == today
+    assert fingerprint_with("validate", max_text_chars=10) == today
+    assert fingerprint_with("tracking", experiment="other") == today
+    assert fingerprint_with("train", lr=0.5) != today
+    assert fingerprint_with("build", train_per_task=7) != today
+    assert fingerprint_with("evaluate", batch_size=3) != today

@@ -22,12 +22,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from recfound import processes
 from recfound.config import Config, load_config
 from recfound.tracking import git_dvc, tags
 from recfound.tracking.faults import FAULT_MARKER_ENV, FAULT_ONCE_ENV
@@ -131,7 +134,7 @@ def make_pipeline_repo(repo: Path, tiny_model_dir: Path, ports: dict[str, int]) 
 class Served:
     """`recfound serve` running in the pipeline repo, and helpers to drive and inspect it."""
 
-    def __init__(self, repo: Path, proc: subprocess.Popen, env: dict[str, str]) -> None:
+    def __init__(self, repo: Path, proc: subprocess.Popen | None, env: dict[str, str]) -> None:
         self.repo, self.proc, self.env = repo, proc, env
         self.cfg: Config = load_config(repo / "params.yaml")
 
@@ -202,30 +205,34 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
         FAULT_ONCE_ENV: fault_stage,
         FAULT_MARKER_ENV: str(base / "fault-fired"),
     }
-    log = (base / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [str(SCRIPTS / "recfound"), "serve"],
-        cwd=repo,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    served = Served(repo, proc, env)
+    served = Served(repo, None, env)
     served.fault_stage = fault_stage
-    served.log = base / "serve.log"
     try:
-        deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while "Ctrl-C stops everything" not in served.log.read_text(errors="replace"):
-            assert proc.poll() is None, served.log.read_text(errors="replace")[-4000:]
-            assert time.monotonic() < deadline, "recfound serve not ready in time"
-            time.sleep(1)
+        start_serve(served, base / "serve.log")
         yield served
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal would do
-            proc.wait(timeout=120)
-        log.close()
+        if served.proc is not None and served.proc.poll() is None:
+            os.killpg(served.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal would do
+            served.proc.wait(timeout=120)
+
+
+def start_serve(served: Served, log_path: Path) -> None:
+    """Start `recfound serve` in the repo, logging to `log_path`; return once it is ready."""
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        served.proc = subprocess.Popen(
+            [str(SCRIPTS / "recfound"), "serve"],
+            cwd=served.repo,
+            env=served.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    served.log = log_path
+    deadline = time.monotonic() + SERVE_TIMEOUT_S
+    while "Ctrl-C stops everything" not in log_path.read_text(errors="replace"):
+        assert served.proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
+        assert time.monotonic() < deadline, "recfound serve not ready in time"
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -408,6 +415,118 @@ def test_data_change_deployment_retrains_the_whole_pipeline_to_a_traced_model(
             served.repo,
         )
         assert "fully traced" in lineage
+
+
+# ------------------------------------------------ cancellation, crashes and restarts (issue 12)
+
+# Enough steps that training is still going when the tests below stop it.
+LONG_TRAIN_STEPS = 100_000
+GONE_WITHIN_S = 10
+
+
+def _pipeline_processes(repo: Path) -> list[str]:
+    """`dvc repro` and `recfound stage` processes working in `repo` (live ones, as 'pid cmd')."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if state != "Z" and cwd == str(repo) and ("dvc repro" in cmd or "recfound stage" in cmd):
+            found.append(f"{proc.name} {cmd}")
+    return found
+
+
+def _seconds_until_no_pipeline_process(repo: Path, limit_s: float = 60) -> float:
+    begun = time.monotonic()
+    while _pipeline_processes(repo):
+        assert time.monotonic() - begun < limit_s, _pipeline_processes(repo)
+        time.sleep(0.5)
+    return time.monotonic() - begun
+
+
+@contextmanager
+def _long_training(repo: Path) -> Iterator[None]:
+    """params.yaml with a training long enough to be interrupted; restored afterwards."""
+    path = repo / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    _set(params, "train.steps", LONG_TRAIN_STEPS)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def _train_runs(served: Served, pipeline_id: str, count: int, timeout_s: float = 240) -> list:
+    """The first `count` train stage runs of the pipeline, once the last one is RUNNING."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [r for r in served.stage_runs(pipeline_id) if r.data.tags[tags.STAGE] == "train"]
+        if len(runs) >= count and runs[count - 1].info.status == "RUNNING":
+            return runs[:count]
+        assert time.monotonic() < deadline, [(r.info.run_id, r.info.status) for r in runs]
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def killed_then_cancelled(served: Served, two_train_runs) -> dict:
+    """A long train run: its stage SIGKILLed (the task's retry starts it again), then the
+    flow run cancelled the way a user does; what was seen along the way."""
+    if "train" not in pipeline_stages():
+        pytest.skip("the pipeline has no train stage")
+    seen: dict = {}
+    with _long_training(served.repo):
+        run_id = served.deployment_run("recfound/train")
+        (first,) = _train_runs(served, run_id, 1)
+        os.kill(int(first.data.tags[tags.PROCESS_PID]), signal.SIGKILL)
+        _, seen["retry"] = _train_runs(served, run_id, 2)
+        seen["killed_after_retry"] = served.mlflow().get_run(first.info.run_id).info.status
+        _run([str(SCRIPTS / "prefect"), "flow-run", "cancel", run_id], served.repo, served.env)
+        seen["gone_after_s"] = _seconds_until_no_pipeline_process(served.repo)
+        seen["flow_run"] = served.wait(run_id)
+    seen["retry_after_cancel"] = served.mlflow().get_run(seen["retry"].info.run_id).info.status
+    return seen
+
+
+def test_a_sigkilled_stage_run_is_closed_killed_by_the_next_stage_start(
+    killed_then_cancelled: dict,
+) -> None:
+    assert killed_then_cancelled["killed_after_retry"] == "KILLED"
+
+
+def test_cancelling_a_run_mid_training_stops_dvc_and_the_stage_and_closes_its_run(
+    served: Served, killed_then_cancelled: dict
+) -> None:
+    assert killed_then_cancelled["gone_after_s"] <= GONE_WITHIN_S
+    assert killed_then_cancelled["flow_run"].state.is_cancelled()
+    assert killed_then_cancelled["retry_after_cancel"] in ("KILLED", "FAILED")
+
+
+def test_after_a_crash_and_restart_of_serve_the_next_run_is_not_blocked(
+    served: Served, killed_then_cancelled: dict
+) -> None:
+    (deployments,) = [
+        pid
+        for pid in map(int, _run(["pgrep", "-P", str(served.proc.pid)], served.repo).split())
+        if "flows.deployments" in " ".join(processes.command_line(pid))
+    ]
+    with _long_training(served.repo):
+        orphan = served.deployment_run("recfound/train")
+        (train,) = _train_runs(served, orphan, 1)
+        # the serving process and its flow run die without a word, as in a crash
+        os.killpg(deployments, signal.SIGKILL)
+        assert _seconds_until_no_pipeline_process(served.repo) <= GONE_WITHIN_S
+    served.proc.wait(timeout=120)  # serve stops the rest when a child dies
+    start_serve(served, served.log.with_name("serve-restarted.log"))
+    with served.client() as client:
+        assert client.read_flow_run(orphan).state.is_crashed()
+    assert served.mlflow().get_run(train.info.run_id).info.status in ("KILLED", "FAILED")
+    after = served.wait(served.deployment_run("recfound/train"))
+    assert after.state.is_completed(), after.state
 
 
 def test_ctrl_c_stops_every_process_recfound_serve_started(served: Served, two_train_runs) -> None:

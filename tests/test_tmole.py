@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from recfound.config import Config, ModelConfig, TMoLEConfig
 from recfound.errors import DataError
-from recfound.evaluate.ablate import variant_config
+from recfound.evaluate.variants import variant_config
 from recfound.model.adapters import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,

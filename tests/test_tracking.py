@@ -21,8 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from repo_helpers import git, write_yaml
 
+from recfound import processes
 from recfound.config import Config
-from recfound.errors import DataError, RecFoundError
+from recfound.errors import DataError, RecFoundError, StageTerminated
 from recfound.model.export import EXPORT_INDEX_FILE
 from recfound.tracking import git_dvc, pyfunc, tags
 from recfound.tracking.faults import FAULT_MARKER_ENV, FAULT_ONCE_ENV, InjectedFault
@@ -302,6 +303,22 @@ def test_a_failing_stage_leaves_a_failed_run_and_logs_no_outputs(
     (run,) = runs_of(cfg)
     assert run.info.status == "FAILED"
     assert run.data.metrics == {}
+
+
+@pytest.mark.parametrize("stop", [StageTerminated, KeyboardInterrupt])
+def test_a_stage_told_to_stop_leaves_a_killed_run_naming_its_process(
+    repo: Path, tracking_dir: Path, stop: type[BaseException]
+) -> None:
+    cfg = tracked_config(tracking_dir, f"stopped-{stop.__name__}")
+    with pytest.raises(stop), stage_run(cfg, "train"):
+        raise stop()
+    (run,) = runs_of(cfg)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tags.PROCESS_HOST] == socket.gethostname()
+    assert run.data.tags[tags.PROCESS_PID] == str(os.getpid())
+    assert float(run.data.tags[tags.PROCESS_START]) == pytest.approx(
+        processes.start_time(os.getpid()), abs=processes.START_TOLERANCE_S
+    )
 
 
 def test_injected_fault_fails_the_first_attempt_only(

@@ -35,11 +35,12 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import ablate, bootstrap, curve, figures, report
+from recfound.evaluate import bootstrap, curve, figures, report
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
-from recfound.merge.stage import MERGED_ADAPTER_DIR
+from recfound.evaluate.variants import VARIANTS_DIR, current_variants
+from recfound.merge.layout import MERGED_ADAPTER_DIR
 from recfound.tasks import Task
 
 METRICS_FILE = "metrics.json"
@@ -50,7 +51,6 @@ REFERENCE_SYSTEM = "recfound"
 RESULTS_FILE = "results.md"
 FIGURES_DIR = "figures"
 PREDICTIONS_DIR = "predictions"
-VARIANTS_DIR = "variants"
 # Columns the popularity and random baselines and the answer budgets read from the TRAIN split.
 _TRAIN_COLUMNS = ["task", "kind", "output", "options", "option_ids", "positive_ids"]
 
@@ -217,7 +217,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         )
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
-    variants, stale = ablate.current_variants(cfg, reports / VARIANTS_DIR)
+    variants, stale = current_variants(cfg, reports / VARIANTS_DIR)
     variants = bootstrap.attach_intervals(variants, settings)
     comparisons = bootstrap.compare_systems(results | variants, REFERENCE_SYSTEM, settings)
     sizes = {code: len(rows) for code, rows in test.items()}

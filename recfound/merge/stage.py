@@ -26,14 +26,11 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
+from recfound.merge.layout import MERGE_INFO_FILE, MERGED_ADAPTER_DIR, TASK_ADAPTERS_DIR
 from recfound.merge.methods import StateDict, merge_state_dicts
 from recfound.merge.select import INITIAL_STEP, Selection, adapter_dirs, select_checkpoints
 from recfound.model.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
 from recfound.tasks import Task
-
-MERGED_ADAPTER_DIR = "adapter"
-TASK_ADAPTERS_DIR = "tasks"
-MERGE_INFO_FILE = "merge.json"
 
 
 def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:

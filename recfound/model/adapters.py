@@ -35,7 +35,7 @@ from transformers import PreTrainedModel
 
 from recfound.atomic import atomic_dir
 from recfound.config import LoRAConfig, ModelConfig, TMoLEConfig
-from recfound.errors import DataError, RecFoundError
+from recfound.errors import DataError, RecFoundError, naming
 from recfound.model.tmole import TaskRouting, TMoLELinear, expert_group_sizes
 from recfound.tasks import NUM_TASKS, TASKS
 
@@ -205,7 +205,9 @@ class TMoLEAdapter:
             (tmp / ADAPTER_CONFIG_FILE).write_text(
                 self.file_config().model_dump_json(indent=2) + "\n", encoding="utf-8"
             )
-            save_file(_contiguous_copies(self.adapter_state_dict()), tmp / ADAPTER_WEIGHTS_FILE)
+            weights = tmp / ADAPTER_WEIGHTS_FILE
+            with naming(weights):  # safetensors' errors name no file
+                save_file(_contiguous_copies(self.adapter_state_dict()), weights)
 
     def task_gates(self, task_id: int) -> dict[str, torch.Tensor]:
         """Per adapted layer, g(t) over the E experts (no grad)."""
@@ -296,7 +298,8 @@ def write_peft_lora_dir(
     with atomic_dir(out_dir) as tmp:
         peft_config.save_pretrained(str(tmp))
         on_disk = {PEFT_KEY_PREFIX + k: v for k, v in state.items()}
-        save_file(_contiguous_copies(on_disk), tmp / ADAPTER_WEIGHTS_FILE)
+        with naming(tmp / ADAPTER_WEIGHTS_FILE):  # safetensors' errors name no file
+            save_file(_contiguous_copies(on_disk), tmp / ADAPTER_WEIGHTS_FILE)
         for file_name, content in (extra_json or {}).items():
             (tmp / file_name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 

@@ -9,15 +9,15 @@ not trace instead of failing the stage.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DVC_YAML = "dvc.yaml"
+# dvc.yaml's stages are read in one place, the stage contract.
+from recfound.stages import PARAMS_YAML, StageSpec, read_stages
+
 DVC_LOCK = "dvc.lock"
-PARAMS_YAML = "params.yaml"
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -102,49 +102,6 @@ def data_md5(repo: str | Path = ".", dvc_file: str = "data.dvc") -> str | None:
 def data_md5_at(repo: str | Path, commit: str, dvc_file: str = "data.dvc") -> str | None:
     """The md5 `data.dvc` recorded at `commit` (None when the file was not committed there)."""
     return dvc_file_md5(git_show(repo, commit, dvc_file))
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of dvc.yaml: what it reads, which params it declares, what it writes."""
-
-    name: str
-    deps: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
-    outs: tuple[str, ...] = ()
-
-
-def _paths(entries: list[Any] | None) -> tuple[str, ...]:
-    """dvc.yaml lists entries as plain paths or as {path: {options}} mappings."""
-    paths: list[str] = []
-    for entry in entries or []:
-        paths.extend(entry.keys() if isinstance(entry, dict) else [entry])
-    return tuple(str(p).rstrip("/") for p in paths)
-
-
-def _param_keys(entries: list[Any] | None) -> tuple[str, ...]:
-    """Keys a stage declares from params.yaml (entries for other params files are skipped)."""
-    keys: list[str] = []
-    for entry in entries or []:
-        if isinstance(entry, str):
-            keys.append(entry)
-        elif isinstance(entry, dict):
-            keys.extend(k for k in entry.get(PARAMS_YAML) or [])
-    return tuple(keys)
-
-
-def read_stages(repo: str | Path = ".") -> dict[str, StageSpec]:
-    """All stages of `repo`/dvc.yaml, by name, in file order (empty when there is no dvc.yaml)."""
-    doc = _read_yaml(Path(repo) / DVC_YAML) or {}
-    stages: dict[str, StageSpec] = {}
-    for name, body in (doc.get("stages") or {}).items():
-        stages[name] = StageSpec(
-            name=name,
-            deps=_paths(body.get("deps")),
-            params=_param_keys(body.get("params")),
-            outs=_paths(body.get("outs")) + _paths(body.get("metrics")) + _paths(body.get("plots")),
-        )
-    return stages
 
 
 def _overlaps(a: str, b: str) -> bool:

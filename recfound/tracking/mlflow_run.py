@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from recfound.config import Config
-from recfound.errors import DataError
+from recfound.errors import DataError, StageTerminated
+from recfound.stages import contract
 from recfound.tracking import git_dvc, registry, tags
 from recfound.tracking.faults import inject_fault_once
+from recfound.tracking.reconcile import close_dead_runs, process_identity
 
 # MLflow accepts only these characters in metric and param names (mlflow.utils.validation).
 _INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
@@ -238,20 +240,16 @@ def _log_params(params: dict[str, Any]) -> None:
 
 
 def stage_artifacts(cfg: Config, stage: str) -> list[tuple[Path, str]]:
-    """(local path, artifact dir) pairs a finished stage leaves in MLflow; absent paths skipped."""
-    reports = cfg.paths.reports
-    wanted: dict[str, list[tuple[Path, str]]] = {
-        "build": [(cfg.paths.unified / "build.json", "build")],  # task set + ingest report
-        "validate": [(cfg.paths.validation, "validation")],
-        "train": [(cfg.paths.train_metrics, "train")],
-        "merge": [(cfg.paths.merged / "adapter", "merged_adapter")],
-        "evaluate": [
-            (reports / name, "")
-            for name in ("results.md", "metrics.json", "comparisons.json", "learning_curve.csv")
-        ]
-        + [(png, "figures") for png in sorted((reports / "figures").glob("*.png"))],
-    }
-    return [(path, dest) for path, dest in wanted.get(stage, []) if path.exists()]
+    """(local path, artifact dir) pairs a finished stage leaves in MLflow; absent paths skipped.
+
+    Which outputs, and where they go, is the stage contract's `artifacts` (recfound.stages).
+    """
+    return [
+        (path, artifact.dest)
+        for artifact in contract(stage).artifacts
+        for path in artifact.local_paths(cfg)
+        if path.exists()
+    ]
 
 
 def log_stage_outputs(
@@ -284,8 +282,12 @@ def _is_main_process() -> bool:
 def stage_run(
     cfg: Config, stage_name: str, params_path: str | Path = "params.yaml", repo: str | Path = "."
 ) -> Iterator[mlflow.ActiveRun | None]:
-    """Run the body of stage `stage_name` inside an MLflow run (FAILED if the body raises).
+    """Run the body of stage `stage_name` inside an MLflow run.
 
+    The run ends FAILED if the body raises, KILLED if the stage was told to stop
+    (StageTerminated, KeyboardInterrupt). It is tagged with its process (host, pid, start), so
+    that a run whose process was killed outright can be closed later: each stage run first
+    closes such runs (recfound.tracking.reconcile).
     With tracking.enabled false the body runs untracked and None is yielded.
     After `evaluate`, the merged model is registered as a version of tracking.registered_model
     when tracking.register_model is true.
@@ -295,17 +297,25 @@ def stage_run(
         return
     experiment_id = configure_mlflow(cfg)
     client = MlflowClient()
-    run_tags = lineage_tags(client, experiment_id, stage_name, repo)
+    closed = close_dead_runs(client, experiment_id)
+    if closed:
+        print(f"MLflow runs left RUNNING by dead processes, now KILLED: {', '.join(closed)}")
+    run_tags = lineage_tags(client, experiment_id, stage_name, repo) | process_identity()
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage_name, tags=run_tags) as run:
-        _log_params(stage_params(stage_name, repo, params_path))
-        inject_fault_once(stage_name)
-        yield run
-        model = None
-        if stage_name == "evaluate" and cfg.tracking.register_model:
-            model = registry.log_evaluated_model(cfg, params_path)
-        log_stage_outputs(
-            client, run.info.run_id, cfg, stage_name, model.model_id if model else None
-        )
-        if model is not None:
-            registry.register_model_version(cfg, model, run_tags)
+        try:
+            _log_params(stage_params(stage_name, repo, params_path))
+            inject_fault_once(stage_name)
+            yield run
+            model = None
+            if stage_name == "evaluate" and cfg.tracking.register_model:
+                model = registry.log_evaluated_model(cfg, params_path)
+            log_stage_outputs(
+                client, run.info.run_id, cfg, stage_name, model.model_id if model else None
+            )
+            if model is not None:
+                registry.register_model_version(cfg, model, run_tags)
+        except (StageTerminated, KeyboardInterrupt):
+            # told to stop, not failed: start_run's exit records any exception as FAILED
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
         print(f"MLflow run {run.info.run_id} ({stage_name}) in {tracking_uri(cfg)}")

@@ -71,7 +71,7 @@ def model_artifacts(cfg: Config, params_path: str | Path) -> dict[str, str]:
     The task set (merged/tasks/tasks.json) joins them when the merge stage wrote it; without
     it the model serves all 13 tasks, as models merged before task subsets did.
     """
-    from recfound.merge.stage import MERGED_ADAPTER_DIR, TASK_ADAPTERS_DIR
+    from recfound.merge.layout import MERGED_ADAPTER_DIR, TASK_ADAPTERS_DIR
     from recfound.model.export import EXPORT_INDEX_FILE
 
     merged = Path(cfg.paths.merged)

@@ -21,6 +21,11 @@ DEP_PREFIX = "recfound.dep."  # recfound.dep.<path> = md5 of that dependency
 UPSTREAM_STAGES = "recfound.upstream_stages"  # comma-separated parents in dvc.yaml
 UPSTREAM_PREFIX = "recfound.upstream."  # recfound.upstream.<stage> = run id
 UPSTREAM_MATCH_SUFFIX = ".match"  # recfound.upstream.<stage>.match = pipeline | latest
+# The process that runs the stage: a run left RUNNING whose process is gone on its host is
+# closed as KILLED by the next start (recfound.tracking.reconcile).
+PROCESS_HOST = "recfound.process.host"
+PROCESS_PID = "recfound.process.pid"
+PROCESS_START = "recfound.process.start"  # the process's start time (guards against pid reuse)
 
 # How an upstream run was found: in the same pipeline execution, or (DVC skipped the stage
 # because its outputs were cached) the most recent finished run of that stage.

@@ -11,11 +11,17 @@ A checkpoint holds everything needed to continue bit-for-bit (on CPU with a fixe
 
 Nothing is pickled. The directory is built in a temp sibling and renamed (recfound.atomic), so
 a kill leaves either no `step-XXXXXX` or a complete one; leftover temp dirs are swept on start.
+
+Checkpoints of another configuration are not deleted when a run starts over: the whole
+directory is renamed to `<checkpoints>.previous/` and removed only once the new run's step 0
+is written (`prepare_root`, `drop_previous`). A run killed in between loses nothing; started
+again with the old settings it renames them back and resumes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -27,8 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from recfound.atomic import atomic_dir
-from recfound.errors import DataError
+from recfound.atomic import atomic_dir, fsync_path
+from recfound.errors import DataError, naming
 from recfound.model.adapters import ADAPTER_WEIGHTS_FILE, PEFT_KEY_PREFIX
 
 ADAPTER_DIR = "adapter"
@@ -39,6 +45,7 @@ RNG_TENSORS = "rng.safetensors"
 RNG_META = "rng.json"
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{6,})$")
+PREVIOUS_SUFFIX = ".previous"
 
 
 def checkpoint_dir(root: str | Path, step: int) -> Path:
@@ -76,10 +83,65 @@ def sweep_partial(root: str | Path) -> list[Path]:
     return leftovers
 
 
-def remove_checkpoints(root: str | Path) -> None:
-    """Delete every checkpoint under `root` (a run with another configuration starts over)."""
-    for _, path in list_checkpoints(root):
-        shutil.rmtree(path)
+def previous_root(root: str | Path) -> Path:
+    """`<root>.previous`: where another configuration's checkpoints wait for the new step 0."""
+    root = Path(root)
+    return root.with_name(root.name + PREVIOUS_SUFFIX)
+
+
+def latest_fingerprint(root: str | Path) -> str | None:
+    """The run fingerprint of the newest complete checkpoint under `root`, or None."""
+    latest = latest_checkpoint(root)
+    return read_state(latest[1]).get("fingerprint") if latest else None
+
+
+def prepare_root(root: str | Path, fingerprint: str) -> str | None:
+    """Leave under `root` only checkpoints of `fingerprint`, deleting none of another run's
+    that the new run has not yet replaced; returns a note for the log, or None.
+
+    - `root` holds another configuration's: renamed whole to `previous_root` (replacing an
+      older one, superseded since `root` has a complete checkpoint); the caller runs
+      `drop_previous` once the new step 0 is written;
+    - `root` holds none, `previous_root` holds this configuration's (a run with other
+      settings was killed before its step 0): renamed back, to be resumed;
+    - `root` holds this configuration's: a leftover `previous_root` is superseded, removed.
+    """
+    root = Path(root)
+    previous = previous_root(root)
+    sweep_partial(root)
+    for leftover in root.parent.glob(f".{previous.name}.discard-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    here = latest_fingerprint(root)
+    if here == fingerprint:
+        drop_previous(root)
+        return None
+    if here is not None:
+        drop_previous(root)
+        os.replace(root, previous)
+        fsync_path(root.parent)
+        return (
+            f"checkpoints in {root} come from another configuration or data; starting over "
+            f"(they stay in {previous} until this run's first checkpoint is written)"
+        )
+    if latest_fingerprint(previous) == fingerprint:
+        if root.exists():
+            shutil.rmtree(root)  # no complete checkpoint in it
+        os.replace(previous, root)
+        fsync_path(root.parent)
+        return f"checkpoints of this configuration restored from {previous}"
+    return None
+
+
+def drop_previous(root: str | Path) -> None:
+    """Remove `previous_root(root)`, renamed out of sight first: a kill mid-removal must not
+    leave a half-deleted step directory that still looks complete."""
+    previous = previous_root(root)
+    if not previous.exists():
+        return
+    doomed = previous.with_name(f".{previous.name}.discard-{os.getpid()}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(previous, doomed)
+    shutil.rmtree(doomed)
 
 
 # ------------------------------------------------------------------------- optimizer <-> files
@@ -145,7 +207,8 @@ def _write_rng(out: Path, per_rank: Sequence[Mapping[str, Any]]) -> None:
         for device, state in enumerate(rng.get("cuda", [])):
             tensors[f"{rank}/cuda/{device}"] = state
         meta.append({"python": rng["python"], "numpy": rng["numpy"]})
-    save_file(tensors, out / RNG_TENSORS)
+    with naming(out / RNG_TENSORS):  # safetensors' errors name no file
+        save_file(tensors, out / RNG_TENSORS)
     (out / RNG_META).write_text(json.dumps(meta), encoding="utf-8")
 
 
@@ -183,7 +246,8 @@ def save_checkpoint(
     with atomic_dir(target) as tmp:
         adapter.save(tmp / ADAPTER_DIR)
         tensors, meta = optimizer_to_files(optimizer.state_dict())
-        save_file(tensors, tmp / OPTIMIZER_TENSORS)
+        with naming(tmp / OPTIMIZER_TENSORS):
+            save_file(tensors, tmp / OPTIMIZER_TENSORS)
         (tmp / OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")
         (tmp / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
         _write_rng(tmp, rng_per_rank)

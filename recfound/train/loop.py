@@ -45,6 +45,7 @@ from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmu
 from recfound.config import Config, TrainConfig
 from recfound.data.unified import present_tasks
 from recfound.model.unified import RecFoundModel, native_bf16
+from recfound.stages import declared_settings
 from recfound.tasks import NUM_TASKS, TASKS, Task
 from recfound.train import checkpoint as ckpt
 from recfound.train.batches import (
@@ -140,22 +141,21 @@ def make_adamw(params: Sequence[torch.nn.Parameter], train_cfg: TrainConfig) -> 
     )
 
 
+# Train params that say how often and how fast, not what. (eval_batch_size is not among them:
+# it chunks S2Sched's validation rows, and a chunk's passages are its queries' in-batch negatives.)
+TRAJECTORY_NEUTRAL = ("train.save_every", "train.log_every", "train.log_samples", "train.threads")
+
+
 def run_fingerprint(cfg: Config, dataset: datasets.DatasetDict, base_model: Path) -> str:
     """Hash of everything that shapes the training trajectory.
 
-    A checkpoint is resumed only under the same fingerprint: seed, model / train / s2sched
-    settings (not the logging and saving cadence, nor the thread count), the unified data and
-    the base model.
+    A checkpoint is resumed only under the same fingerprint: the params the train stage declares
+    in dvc.yaml (seed, model, train, s2sched: recfound.stages.declared_settings) but the logging
+    and saving cadence and the thread count, the unified data and the base model.
     """
-    # How often and how fast, not what. (eval_batch_size is not among them: it chunks S2Sched's
-    # validation rows, and a chunk's passages are the in-batch negatives of its queries.)
-    cadence = {"save_every", "log_every", "log_samples", "threads"}
     files = sorted(base_model.glob("*.safetensors"))
     payload = {
-        "seed": cfg.seed,
-        "model": cfg.model.model_dump(mode="json"),
-        "train": cfg.train.model_dump(mode="json", exclude=cadence),
-        "s2sched": cfg.s2sched.model_dump(mode="json"),
+        **declared_settings(cfg, ["train"], leave_out=TRAJECTORY_NEUTRAL),
         "data": {name: split._fingerprint for name, split in dataset.items()},
         "base_model": {
             "config": (base_model / "config.json").read_text(encoding="utf-8")
@@ -297,18 +297,17 @@ class Trainer:
         root = self.cfg.paths.checkpoints
         acc = self.accelerator
         if acc.is_main_process:
-            ckpt.sweep_partial(root)
-            latest = ckpt.latest_checkpoint(root)
-            if latest and ckpt.read_state(latest[1]).get("fingerprint") != self.fingerprint:
-                acc.print(
-                    f"checkpoints in {root} come from another configuration or data; starting over"
-                )
-                ckpt.remove_checkpoints(root)
+            note = ckpt.prepare_root(root, self.fingerprint)
+            if note:
+                acc.print(note)
         acc.wait_for_everyone()
         latest = ckpt.latest_checkpoint(root)
         if latest is None:
             before = self._shared_validation(self.full_val_rows) if report_val_loss else {}
             self._save(0, _before_state(before))
+            if acc.is_main_process:
+                # Step 0 is on disk: the other configuration's checkpoints are superseded.
+                ckpt.drop_previous(root)
             return 0, before, None
         step, path = latest
         state = ckpt.load_checkpoint(path, self.adapter, self.optimizer, self.scheduler, self.rank)

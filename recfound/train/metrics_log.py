@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recfound.atomic import atomic_file
+from recfound.errors import naming
 from recfound.tasks import TASKS
 
 STEPS_FILE = "steps.jsonl"
@@ -57,9 +58,11 @@ class JsonlLog:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record and flush it to disk."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        # naming: a full disk's error from write/close names no file
+        with naming(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
 
 
 def _long_rows(records: Iterable[Mapping[str, Any]], prefix: str) -> list[tuple[int, str, float]]:

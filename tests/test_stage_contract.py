@@ -1,0 +1,281 @@
+"""The stage contract (recfound.stages) and dvc.yaml agree, and dvc.yaml's deps cover the code.
+
+`dvc status` is only as truthful as dvc.yaml: a stage that imports a module its deps do not
+cover is reported up to date after that module changed. So each stage's import closure within
+recfound/ is computed statically (every `import recfound...` / `from recfound... import`,
+including imports inside functions, parent packages' __init__.py too) and must be covered by
+its deps: the dep is the module file or a directory above it.
+
+The closure starts at the stage's entry module (`recfound.stages.CONTRACTS[...].entry`), not at
+`recfound stage <name>`: the CLI and the MLflow wrapper (recfound/cli.py, recfound/tracking/)
+record and guard the run, but what a stage writes to its outputs is decided by the stage
+function alone. A stage module that imports tracking code gets it into its closure like any
+other module.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import deque
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recfound.config import Config, OrchestrationConfig, load_config
+from recfound.stages import (
+    CONTRACTS,
+    StageSpec,
+    declared_settings,
+    entry_points,
+    parse_stages,
+    read_stages,
+    stage_names,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "recfound"
+
+
+# --- the import-closure checker
+
+
+def module_file(root: Path, dotted: str) -> Path | None:
+    """The file that defines module `dotted` under `root` (a package: its __init__.py)."""
+    base = root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _with_parents(dotted: str) -> list[str]:
+    """`a.b.c` -> [a, a.b, a.b.c]: importing a module runs its packages' __init__ first."""
+    parts = dotted.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def imported_modules(root: Path, dotted: str) -> list[str]:
+    """The recfound modules that module `dotted` imports anywhere in its body."""
+    path = module_file(root, dotted)
+    assert path is not None, dotted
+    is_package = path.name == "__init__.py"
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                anchor = dotted.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # `from pkg import name`: `name` is a submodule when such a file exists
+            names = [base] + [
+                f"{base}.{alias.name}"
+                for alias in node.names
+                if module_file(root, f"{base}.{alias.name}")
+            ]
+        else:
+            continue
+        for name in names:
+            if name == PACKAGE or name.startswith(PACKAGE + "."):
+                found.extend(m for m in _with_parents(name) if module_file(root, m))
+    return found
+
+
+def import_closure(root: Path, entry: str) -> dict[str, tuple[str, ...]]:
+    """Every recfound module `entry` imports, directly or not, with one import chain to it."""
+    chains: dict[str, tuple[str, ...]] = {}
+    # the entry's packages first: importing it runs their __init__.py
+    queue: deque[tuple[str, tuple[str, ...]]] = deque(
+        (m, (entry,) if m == entry else (entry, m))
+        for m in _with_parents(entry)
+        if module_file(root, m)
+    )
+    while queue:
+        module, chain = queue.popleft()
+        if module in chains:
+            continue
+        chains[module] = chain
+        for imported in imported_modules(root, module):
+            if imported not in chains:
+                queue.append((imported, (*chain, imported)))
+    return chains
+
+
+def covers(dep: str, path: str) -> bool:
+    """A dep covers a file when it is that file or a directory above it."""
+    return dep == path or Path(dep) in Path(path).parents
+
+
+def uncovered_imports(root: Path, spec: StageSpec, entry: str) -> list[str]:
+    """One line per module in the closure of `entry` that none of `spec`'s deps covers."""
+    problems = []
+    for module, chain in sorted(import_closure(root, entry).items()):
+        path = module_file(root, module).relative_to(root).as_posix()
+        if not any(covers(dep, path) for dep in spec.deps):
+            problems.append(
+                f"stage {spec.name}: {path} is not covered by its deps in dvc.yaml "
+                f"(imported via {' -> '.join(chain)})"
+            )
+    return problems
+
+
+def entry_module(entry: str) -> str:
+    return entry.partition(":")[0]
+
+
+# --- dvc.yaml's deps cover each stage's code
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name)
+def test_dvc_yaml_deps_cover_every_module_the_stage_imports(contract):
+    spec = read_stages(ROOT)[contract.name]
+    problems = uncovered_imports(ROOT, spec, entry_module(contract.entry))
+    assert not problems, "\n".join(problems)
+
+
+def test_a_missing_dep_is_named_with_the_stage_and_the_import_chain():
+    real = read_stages(ROOT)["train"]
+    without_config = StageSpec("train", tuple(d for d in real.deps if d != "recfound/config.py"))
+
+    problems = uncovered_imports(ROOT, without_config, "recfound.train.stage")
+
+    assert len(problems) == 1
+    assert problems[0].startswith("stage train: recfound/config.py is not covered")
+    assert "(imported via recfound.train.stage -> recfound.config)" in problems[0]
+
+
+def test_an_import_inside_a_function_two_modules_deep_joins_the_closure(tmp_path: Path):
+    tree = {
+        "recfound/__init__.py": "",
+        "recfound/stagepkg/__init__.py": "",
+        "recfound/stagepkg/run.py": "from recfound import helper\n",
+        "recfound/helper.py": "def go():\n    from recfound.deep.leaf import x\n",
+        "recfound/deep/__init__.py": "",
+        "recfound/deep/leaf.py": "import os\nx = 1\n",
+        "recfound/unrelated.py": "",
+    }
+    for path, text in tree.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    spec = StageSpec("demo", ("recfound/__init__.py", "recfound/stagepkg", "recfound/helper.py"))
+
+    problems = uncovered_imports(tmp_path, spec, "recfound.stagepkg.run")
+
+    assert problems == [
+        "stage demo: recfound/deep/__init__.py is not covered by its deps in dvc.yaml "
+        "(imported via recfound.stagepkg.run -> recfound.helper -> recfound.deep)",
+        "stage demo: recfound/deep/leaf.py is not covered by its deps in dvc.yaml "
+        "(imported via recfound.stagepkg.run -> recfound.helper -> recfound.deep.leaf)",
+    ]
+    widened = StageSpec("demo", (*spec.deps, "recfound/deep"))
+    assert uncovered_imports(tmp_path, widened, "recfound.stagepkg.run") == []
+
+
+def test_the_evaluate_stage_does_not_import_the_ablation_runner():
+    """`recfound ablate` trains; the evaluate stage only reads its results (the dependency
+    points one way, so the stage's deps need no training loop)."""
+    assert "recfound.evaluate.ablate" not in import_closure(ROOT, "recfound.evaluate.stage")
+    assert "recfound.evaluate.stage" in import_closure(ROOT, "recfound.evaluate.ablate")
+
+
+# --- dvc.yaml, the CLI, the Prefect flow and MLflow follow the contract
+
+
+def test_dvc_yaml_the_contract_and_orchestration_list_the_same_stages_in_order():
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    assert list(read_stages(ROOT)) == stage_names()
+    assert list(OrchestrationConfig().stages) == stage_names()
+    assert list(load_config(ROOT / "params.yaml").orchestration.stages) == stage_names()
+    for name, body in doc["stages"].items():
+        assert body["cmd"] == f"recfound stage {name}"
+
+
+def test_each_entry_point_is_a_function_of_its_module_and_the_cli_runs_it():
+    from recfound import cli
+
+    assert entry_points() == cli.STAGES
+    for contract in CONTRACTS:
+        module, _, function = contract.entry.partition(":")
+        path = module_file(ROOT, module)
+        assert path is not None, contract.entry
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        assert function in {n.name for n in body if isinstance(n, ast.FunctionDef)}, contract
+
+
+def _inside(path: Path | str, outs: tuple[str, ...]) -> bool:
+    return any(covers(out, Path(path).as_posix()) for out in outs)
+
+
+def _belongs_to(path: Path, stage: str, stages: dict[str, StageSpec]) -> bool:
+    """`path` lies inside an out of `stage`, or is a directory of its outs and no one else's."""
+    if _inside(path, stages[stage].outs):
+        return True
+    held = {name for name, spec in stages.items() for out in spec.outs if covers(str(path), out)}
+    return held == {stage}
+
+
+def test_every_mlflow_artifact_is_an_output_of_its_stage(default_config: Config):
+    stages = read_stages(ROOT)
+    for contract in CONTRACTS:
+        for artifact in contract.artifacts:
+            where = artifact.declared_path(default_config)
+            assert _belongs_to(where, contract.name, stages), (contract.name, where)
+
+
+def test_the_paths_a_stage_writes_are_its_outputs_in_dvc_yaml(default_config: Config):
+    """Each `paths` entry a stage writes is one of its outs or holds some, and each out lies
+    under a `paths` entry the stage writes: params.yaml and dvc.yaml name the same places."""
+    stages = read_stages(ROOT)
+    for contract in CONTRACTS:
+        outs = stages[contract.name].outs
+        written = [Path(getattr(default_config.paths, f)).as_posix() for f in contract.writes]
+        for path in written:
+            assert path in outs or any(covers(path, out) for out in outs), (contract.name, path)
+        for out in outs:
+            assert any(covers(path, out) for path in written), (contract.name, out)
+
+
+def test_a_drifted_output_path_fails_the_check(default_config: Config):
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    doc["stages"]["merge"]["outs"] = ["artifacts/merged_v2"]
+    stages = parse_stages(doc)
+    assert not _belongs_to(default_config.paths.merged / "adapter", "merge", stages)
+    # a directory holding another stage's outs is no stage's artifact
+    assert not _belongs_to(default_config.paths.reports, "evaluate", stages)
+
+
+# --- fingerprints derive from the params a stage declares
+
+
+def test_declared_settings_are_the_stage_params_of_dvc_yaml(default_config: Config):
+    evaluate = declared_settings(default_config, ["evaluate"])
+    assert set(evaluate) == {"seed", "evaluate", "model"}
+    assert evaluate["model"] == {"dtype": default_config.model.dtype}  # only model.dtype
+    trained = declared_settings(default_config, ["train"], leave_out=["train.threads"])
+    assert set(trained) == {"seed", "model", "train", "s2sched"}
+    assert "threads" not in trained["train"] and "lr" in trained["train"]
+
+
+def test_a_checkpoint_fingerprint_moves_with_the_train_params_but_not_the_cadence(
+    default_config: Config, tmp_path: Path
+):
+    from recfound.train.loop import run_fingerprint
+
+    class Split:
+        _fingerprint = "rows"
+
+    def fingerprint_with(section: str, **values: object) -> str:
+        raw = default_config.model_dump(by_alias=True)
+        raw[section].update(values)
+        return run_fingerprint(Config.model_validate(raw), {"train": Split()}, tmp_path)
+
+    today = fingerprint_with("train")
+    assert fingerprint_with("train", lr=0.5) != today
+    assert fingerprint_with("s2sched", window=5) != today
+    assert fingerprint_with("model", dtype="float32") != today
+    assert fingerprint_with("train", save_every=3, log_every=2, threads=1) == today
+    assert fingerprint_with("merge", density=0.5) == today  # not a train param
