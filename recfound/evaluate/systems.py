@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 Row = Mapping[str, Any]
 # (texts, instruction) -> unit-norm vectors, one row per text
 EmbedFn = Callable[[list[str], str], np.ndarray]
+# Passages (pool items, catalogue items) are embedded without an instruction, as in training.
+PASSAGE_INSTRUCTION = ""
 
 
 class System(Protocol):
@@ -55,7 +57,7 @@ def cosine_pools(rows: Sequence[Row], embed: EmbedFn) -> list[np.ndarray]:
     """
     passages = sorted({text for row in rows for text in pool_texts(row)})
     passage_index = {text: i for i, text in enumerate(passages)}
-    passage_vectors = embed(passages, "")
+    passage_vectors = embed(passages, PASSAGE_INSTRUCTION)
     query_vectors = np.zeros((len(rows), passage_vectors.shape[1]), dtype=passage_vectors.dtype)
     by_instruction: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -120,13 +122,23 @@ class LLMSystem:
         budget = self.answer_budgets.get(task.code, self.max_new_tokens)
         return generate_batch(self.model, self.tokenizer, prompts, task.id, budget, self.batch_size)
 
-    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+    def embedder(self, task: Task, progress: bool = True) -> EmbedFn:
+        """Texts -> unit vectors routed to `task` (pool scoring and catalogue indexing)."""
         from recfound.model.inference import embed_texts
 
         def embed(texts: list[str], instruction: str) -> np.ndarray:
             vectors = embed_texts(
-                self.model, self.tokenizer, texts, instruction, task.id, self.batch_size
+                self.model,
+                self.tokenizer,
+                texts,
+                instruction,
+                task.id,
+                self.batch_size,
+                progress=progress,
             )
             return vectors.numpy()
 
-        return cosine_pools(rows, embed)
+        return embed
+
+    def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+        return cosine_pools(rows, self.embedder(task))

@@ -10,7 +10,7 @@ target is ever a training target. The history shown is the last `max_history` in
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from recfound.config import BuildConfig
 from recfound.data.tasks.catalog import Catalog, ItemInfo
@@ -25,6 +25,8 @@ FIRST_TRAIN_FROM_END = 3
 PROFILE_TOP = 2
 
 RowMaker = Callable[[str, UserSequence, int], dict | None]
+# Sees each row yielded, with the sequence and position it predicts: (code, row, seq, k).
+RowObserver = Callable[[str, dict, UserSequence, int], None]
 
 
 def _history(catalog: Catalog, seq: UserSequence, end: int, limit: int) -> list[str]:
@@ -69,10 +71,17 @@ def user_profile(infos: list[ItemInfo], ratings: list[float]) -> str:
 class SequenceTasks:
     """Builds the rows of U2I, SR and UP from the same sequences and catalogue."""
 
-    def __init__(self, seqs: Sequences, catalog: Catalog, cfg: BuildConfig) -> None:
+    def __init__(
+        self,
+        seqs: Sequences,
+        catalog: Catalog,
+        cfg: BuildConfig,
+        observers: Iterable[RowObserver] = (),
+    ) -> None:
         self.seqs = seqs
         self.catalog = catalog
         self.cfg = cfg
+        self.observers = tuple(observers)
         self.eligible = {u: n for u, n in seqs.lengths().items() if n >= cfg.min_interactions}
 
     def build(self) -> dict[str, RowStream]:
@@ -97,7 +106,7 @@ class SequenceTasks:
                 if row is not None:
                     filled += 1
                     held_out.add(row["target_key"])
-                    yield split, row
+                    yield self._observed(code, split, row, seq, len(seq) - from_end)
         if sizes.train is None:
             yield from self._all_training_rows(code, order, held_out, make)
             return
@@ -114,10 +123,11 @@ class SequenceTasks:
                     positions[user] = self._training_positions(code, user)
                 if depth < len(positions[user]):
                     reached = True
-                    row = make("train", self.seqs.get(user), positions[user][depth])
+                    seq, k = self.seqs.get(user), positions[user][depth]
+                    row = make("train", seq, k)
                     if row is not None and row["target_key"] not in held_out:
                         filled += 1
-                        yield "train", row
+                        yield self._observed(code, "train", row, seq, k)
             depth += 1
 
     def _training_positions(self, code: str, user: str) -> list[int]:
@@ -135,7 +145,15 @@ class SequenceTasks:
             for k in self._training_positions(code, user):
                 row = make("train", seq, k)
                 if row is not None and row["target_key"] not in held_out:
-                    yield "train", row
+                    yield self._observed(code, "train", row, seq, k)
+
+    def _observed(
+        self, code: str, split: str, row: dict, seq: UserSequence, k: int
+    ) -> tuple[str, dict]:
+        """(split, row), once every observer has seen the row about to be yielded."""
+        for observe in self.observers:
+            observe(code, row, seq, k)
+        return split, row
 
     def _negatives(self, code: str, seq: UserSequence, k: int, n: int) -> list[str] | None:
         """`n` items of the target's category the user never interacted with."""
