@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.precision
 	$(BIN)/python -m bench.index
+	$(BIN)/python -m bench.serve --index-sizes 0   # the index part is bench.index, above
 
 serve: $(STAMP)
 	$(BIN)/recfound serve

@@ -287,6 +287,53 @@ def embed(
 
 
 @app.command()
+def recommend(
+    user: Annotated[
+        str | None, typer.Option(help="U2I: a user of the build (their history is the query)")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(help="U2I: an item title of a history typed by hand (repeat, oldest first)"),
+    ] = None,
+    query: Annotated[str | None, typer.Option(help="Q2I: a search query")] = None,
+    item: Annotated[str | None, typer.Option(help="I2I: a catalogue item id")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", help="items to return (default: index.top_k)")
+    ] = None,
+    include_seen: Annotated[
+        bool, typer.Option(help="--user: keep items already in the user's history")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Top k catalogue items for a user, a history, a query or an item (docs/recommend.md)."""
+    from recfound.index.recommend import Recommender, text_query
+
+    inputs = {"--user": user, "--history": history or None, "--query": query, "--item": item}
+    if sum(value is not None for value in inputs.values()) != 1:
+        _usage_error("give exactly one of --user, --history, --query, --item")
+    if include_seen and user is None:
+        _usage_error("--include-seen applies to --user only")
+    cfg = load_config(params)
+    recommender = Recommender(cfg)
+    if user is not None:
+        request = recommender.for_user(user, seen=include_seen)
+    elif history:
+        request = recommender.for_history(history)
+    elif item is not None:
+        request = recommender.for_item(item)
+    else:
+        request = text_query(query or "")
+    result = recommender.recommend(request, cfg.index.top_k if k is None else k)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        return
+    typer.echo("\n".join(result.table()))
+
+
+@app.command()
 def lineage(
     model: Annotated[str, typer.Argument(help="registered model version, e.g. recfound/3")],
     repo: Annotated[Path, typer.Option(help="git repository the runs came from")] = Path("."),

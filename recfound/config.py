@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +40,7 @@ class Paths(_Section):
     adapter: Path = Path("artifacts/adapter")
     train_metrics: Path = Path("reports/train")
     merged: Path = Path("artifacts/merged")
+    index: Path = Path("artifacts/index")  # one catalogue index per embedding task
     reports: Path = Path("reports")
     # One writer per workspace (recfound.locks): the stage lock, the flow runs' lock and queue
     stage_lock: Path = Path(".recfound/stage.lock")
@@ -292,6 +293,17 @@ class EvaluateConfig(_Section):
         "random",
     )
     rank_cutoff: int = Field(20, ge=1)
+    # Full-catalogue Recall@k / NDCG@k of the embedding tasks (recfound.evaluate.full_catalogue),
+    # one pair per k; () leaves them out (and the catalogue embedding they cost)
+    catalogue_k: tuple[Annotated[int, Field(ge=1, le=1000)], ...] = (10, 20)
+
+    @field_validator("catalogue_k")
+    @classmethod
+    def _distinct_sorted_k(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"repeated k in {list(ks)}")
+        return tuple(sorted(ks))
+
     # Bootstrap intervals (recfound.evaluate.bootstrap): resamples of the test rows, and the
     # coverage of the percentile interval. At 100 resamples each end of a 95 % interval
     # already rests on the 2–3 most extreme replicates; 1000 is the usual choice.
@@ -320,7 +332,15 @@ class OrchestrationConfig(_Section):
     retries: int = 2
     retry_delay_s: float = 10.0
     retrain_interval_s: int = 3600
-    stages: tuple[str, ...] = ("build", "base_model", "validate", "train", "merge", "evaluate")
+    stages: tuple[str, ...] = (
+        "build",
+        "base_model",
+        "validate",
+        "train",
+        "merge",
+        "index",
+        "evaluate",
+    )
     host: str = "127.0.0.1"
     prefect_port: int = 4200
     commit_author_name: str = "recfound retrain"
@@ -369,6 +389,14 @@ class IndexConfig(_Section):
     overfetch: float = Field(2.0, ge=1.0)  # first search asks k·this, more while exclusions bite
 
 
+class ServeConfig(_Section):
+    """Limits of a request to the served model (recfound.tracking.pyfunc): beyond them, a 400."""
+
+    max_k: int = Field(100, ge=1, le=10_000)  # items a retrieval row may ask for
+    max_input_chars: int = Field(8_192, ge=1, le=1_000_000)  # characters of one row's input
+    max_rows: int = Field(256, ge=1, le=100_000)  # rows of one request
+
+
 class Config(_Section):
     seed: int = 1234
     paths: Paths = Paths()
@@ -384,6 +412,7 @@ class Config(_Section):
     workspace: WorkspaceConfig = WorkspaceConfig()
     tracking: TrackingConfig = TrackingConfig()
     index: IndexConfig = IndexConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 class ConfigError(RecFoundError, ValueError):

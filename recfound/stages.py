@@ -100,6 +100,13 @@ CONTRACTS: tuple[StageContract, ...] = (
         artifacts=(Artifact("merged", "adapter", "merged_adapter"),),
     ),
     StageContract(
+        "index",
+        "recfound.index.stage:run",
+        writes=("index",),
+        # the manifests only: the vectors are as large as the catalogue, and DVC versions them
+        artifacts=(Artifact("index", "index.json", "index"),),
+    ),
+    StageContract(
         "evaluate",
         "recfound.evaluate.stage:run",
         writes=("reports",),

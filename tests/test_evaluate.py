@@ -11,10 +11,22 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM
 
 from recfound.config import Config
+from recfound.data.catalogue import (
+    CATALOGUE_FILE,
+    CATALOGUE_SCHEMA,
+    HISTORIES_FILE,
+    HISTORIES_SCHEMA,
+    SEEN_DIR,
+    SEEN_ROWS_FILE,
+    SEEN_ROWS_SCHEMA,
+    i2i_query_item,
+)
 from recfound.data.schema import FEATURES
 from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import ablate, bootstrap, figures, report
@@ -63,6 +75,37 @@ def embedding_row(code: str, row_id: str, n_positives: int = 1, n_negatives: int
         positive_ids=[f"{row_id}-p{i}" for i in range(n_positives)],
         negatives=[f"negative {row_id} {i}" for i in range(n_negatives)],
         negative_ids=[f"{row_id}-n{i}" for i in range(n_negatives)],
+        target_key=f"I2I:{row_id}-q" if code == "I2I" else "",  # the item an I2I row asks about
+    )
+
+
+def write_catalogue(unified: Path, rows: list[dict[str, Any]]) -> None:
+    """What the build writes beside the splits: the catalogue (every item the embedding rows
+    name, I2I query items too) and the U2I seen items — each U2I row's user had the row's
+    first two negatives before its positive."""
+    items: dict[str, str] = {}
+    for r in rows:
+        if r["task"] == "I2I":
+            items[i2i_query_item(r)] = r["input"]
+        items.update(zip(r["positive_ids"], r["positives"], strict=True))
+        items.update(zip(r["negative_ids"], r["negatives"], strict=True))
+    catalogue = [
+        {"item_id": item, "passage": text, "title": text, "category": "c", "source": "s"}
+        for item, text in sorted(items.items())
+    ]
+    pq.write_table(pa.Table.from_pylist(catalogue, CATALOGUE_SCHEMA), unified / CATALOGUE_FILE)
+    u2i = [r for r in rows if r["task"] == "U2I"]
+    histories = [
+        {"user_id": f"user-{r['id']}", "item_ids": [*r["negative_ids"][:2], r["positive_ids"][0]]}
+        for r in u2i
+    ]
+    positions = [{"id": r["id"], "user_id": f"user-{r['id']}", "position": 2} for r in u2i]
+    (unified / SEEN_DIR).mkdir()
+    pq.write_table(
+        pa.Table.from_pylist(histories, HISTORIES_SCHEMA), unified / SEEN_DIR / HISTORIES_FILE
+    )
+    pq.write_table(
+        pa.Table.from_pylist(positions, SEEN_ROWS_SCHEMA), unified / SEEN_DIR / SEEN_ROWS_FILE
     )
 
 
@@ -437,22 +480,20 @@ def test_minilm_baseline_ranks_the_semantically_closest_passage_first():
     assert not system.supports(task_by_code("SR"))
 
 
-def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
-    default_config: Config, tmp_path: Path, tiny_model_dir: Path, capsys
-):
-    from recfound.evaluate.stage import evaluate_all
+def write_stage_inputs(cfg: Config, splits: dict[str, list[dict[str, Any]]]) -> None:
+    """What the evaluate stage reads, as the stages before it leave it: the unified splits with
+    the build's catalogue and U2I seen items, the merged and final adapters, the S2Sched ratio
+    log, and the index stage's catalogue indexes (built with the merged adapter)."""
+    from recfound.index.stage import run as index_stage
     from recfound.train.metrics_log import RATIO_CSV
 
-    # "base" is an LLMSystem without adapter and "minilm" has its own test above; BERTScore
-    # (tests/test_metrics.py) is swapped for exact match: leaving them out keeps this fast.
-    cfg = tiny_config(default_config, tmp_path, tiny_model_dir, baselines=("popularity", "random"))
-    sizes = {"train": 2, "validation": 1, "test": 1}
     datasets.DatasetDict(
         {
-            split: datasets.Dataset.from_list(thirteen_task_split(split, n), features=FEATURES)
-            for split, n in sizes.items()
+            split: datasets.Dataset.from_list(rows, features=FEATURES)
+            for split, rows in splits.items()
         }
     ).save_to_disk(str(cfg.paths.unified))
+    write_catalogue(cfg.paths.unified, [r for rows in splits.values() for r in rows])
     save_random_adapter(cfg, cfg.paths.merged / "adapter", seed=1)
     save_random_adapter(cfg, cfg.paths.adapter, seed=2)
     cfg.paths.train_metrics.mkdir(parents=True)
@@ -462,6 +503,20 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
         writer.writerows(
             [(s, t.code, 1 / 3 if t.is_embedding else 0.1) for s in (1, 2) for t in TASKS]
         )
+    index_stage(cfg)
+
+
+def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
+    default_config: Config, tmp_path: Path, tiny_model_dir: Path, capsys
+):
+    from recfound.evaluate.stage import evaluate_all
+
+    # "base" is an LLMSystem without adapter and "minilm" has its own test above; BERTScore
+    # (tests/test_metrics.py) is swapped for exact match: leaving them out keeps this fast.
+    # Full-catalogue retrieval with every baseline: tests/test_full_catalogue.py.
+    cfg = tiny_config(default_config, tmp_path, tiny_model_dir, baselines=("popularity", "random"))
+    sizes = {"train": 2, "validation": 1, "test": 1}
+    write_stage_inputs(cfg, {split: thirteen_task_split(split, n) for split, n in sizes.items()})
     variant = cfg.paths.reports / "variants" / "no_tmole" / "metrics.json"
     variant.parent.mkdir(parents=True)
     variant.write_text(json.dumps({"SR": {"Recall@1": 0.5, "n": 2, "invalid": 0}}))

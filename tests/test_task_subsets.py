@@ -57,7 +57,14 @@ def subset_config(root: Path, model_dir: Path, **overrides: Any) -> Config:
         "train": {"steps": 4, "save_every": 2, "warmup_steps": 1, "eval_batch_size": 4},
         "s2sched": {"warmup_steps": 2, "update_interval": 2, "val_batch_size": 2},
         "merge": {"checkpoints": "all"},
-        "evaluate": {"max_new_tokens": 4, "batch_size": 4, "baselines": ["popularity", "random"]},
+        # catalogue_k []: the synthetic splits come without the build's catalogue, which
+        # full-catalogue retrieval needs (tests/test_full_catalogue.py covers it)
+        "evaluate": {
+            "max_new_tokens": 4,
+            "batch_size": 4,
+            "baselines": ["popularity", "random"],
+            "catalogue_k": [],
+        },
         "tracking": {"enabled": False},
     }
     for section, values in overrides.items():

@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -34,6 +30,7 @@ from recfound.tracking.mlflow_run import (
     read_step_metrics,
     stage_run,
 )
+from recfound.tracking.serving import post_json, serve_model
 
 DATA_MD5 = "0123456789abcdef0123456789abcdef.dir"
 UNIFIED_MD5 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
@@ -369,12 +366,6 @@ def test_tracking_disabled_runs_the_stage_without_mlflow(repo: Path, tracking_di
 # ------------------------------------------------------------------ registered model
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def registered(tiny_model_dir: Path, tracking_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """An `evaluate` stage run on the tiny model + a fresh TMoLE adapter: registers version 1."""
@@ -470,59 +461,36 @@ def test_a_model_without_a_recorded_task_set_serves_all_tasks(tmp_path: Path) ->
         pyfunc.read_task_set(tmp_path / "bad.json")
 
 
+def test_a_model_logged_without_an_index_refuses_retrieval_with_a_400(registered) -> None:
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    cfg, _ = registered
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.tracking.registered_model}/1")
+    with pytest.raises(MlflowException, match="logged without a catalogue index") as refused:
+        model.predict(pd.DataFrame({"task": ["Q2I"], "input": ["red shoes"], "k": [5]}))
+    assert refused.value.get_http_status_code() == 400
+    # the same row without k is an embedding request, answered as before
+    (vector,) = model.predict(pd.DataFrame({"task": ["Q2I"], "input": ["red shoes"]}))["embedding"]
+    assert len(vector) > 0
+
+
 def test_mlflow_models_serve_answers_a_request_with_the_registered_model(registered) -> None:
     cfg, _ = registered
-    port = _free_port()
-    scripts = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": cfg.tracking.uri,
-        "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}",
-    }
-    server = subprocess.Popen(
-        [
-            str(scripts / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{cfg.tracking.registered_model}/1",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    body = json.dumps(
-        {
-            "dataframe_split": {
-                "columns": ["task", "input"],
-                "data": [["PM", "a vs b"], ["Q2I", "q"]],
-            }
+    body = {
+        "dataframe_split": {
+            "columns": ["task", "input"],
+            "data": [["PM", "a vs b"], ["Q2I", "q"]],
         }
-    ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.loads(response.read())
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow models serve never answered"
-                time.sleep(1)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    }
+    model_uri = f"models:/{cfg.tracking.registered_model}/1"
+    with serve_model(model_uri, {"MLFLOW_TRACKING_URI": cfg.tracking.uri}) as server:
+        status, answer = post_json(server.invocations, body)
+    assert status == 200, answer
     generation, embedding = answer["predictions"]
     assert generation["task"] == "PM" and isinstance(generation["generation"], str)
     assert embedding["task"] == "Q2I" and len(embedding["embedding"]) > 0
+    # strict JSON: what a row does not answer is null, never NaN
+    assert generation["embedding"] is None and embedding["generation"] is None
+    assert all(row[c] is None for row in (generation, embedding) for c in ("items", "scores"))

@@ -55,14 +55,18 @@ class MiniLMSystem:
     def generate(self, task: Task, rows: Sequence[Row]) -> list[str]:
         raise NotImplementedError("MiniLM is an encoder: it has no generative answers")
 
-    def embedder(self, task: Task, progress: bool = True) -> EmbedFn:
-        """Texts -> unit vectors (the same for every task: MiniLM has no task routing)."""
+    # No task routing: one catalogue embedding serves every task (recfound.evaluate.full_catalogue)
+    routes_tasks = False
+
+    def embedder(self, task: Task, progress: bool = True, batch_size: int | None = None) -> EmbedFn:
+        """Texts -> unit vectors (the same for every task: MiniLM has no task routing), in
+        batches of `batch_size` (default: the system's)."""
 
         def embed(texts: list[str], instruction: str) -> np.ndarray:
             # Off the shelf means as its users call it: instructions are an LLM-embedder idea.
             return self.encoder.encode(
                 texts,
-                batch_size=self.batch_size,
+                batch_size=batch_size or self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=progress,
@@ -113,6 +117,14 @@ class PopularitySystem:
             best = np.flatnonzero(counts == counts.max())
             answers.append(row["options"][int(rng.choice(best))])
         return answers
+
+    def catalogue_order(self, item_ids: Sequence[str], task: Task) -> list[str]:
+        """The whole catalogue, most often a training target first (full-catalogue retrieval).
+        Ties, most items never having been a target, fall in a seeded random order, so the
+        id order favours no item."""
+        tiebreak = np.random.default_rng([self.seed, task.id]).permutation(len(item_ids))
+        counts = np.array([self.counts[item] for item in item_ids], dtype=float)
+        return [item_ids[i] for i in np.lexsort((tiebreak, -counts))]
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
         return [

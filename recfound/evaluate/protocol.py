@@ -9,6 +9,8 @@
 
 Metric keys in results and reports/metrics.json: `MRR@k`, `NDCG@k`, `Recall@1`, `macro_F1`,
 `F1_yes`, `F1` (+ `precision`, `recall`), `BERTScore_F1` (+ `ROUGE-L_F1`), and `n`, `invalid`.
+Embedding tasks may also carry `Recall@k_full` / `NDCG@k_full`: retrieval over the whole
+catalogue rather than the row's pool (recfound.evaluate.full_catalogue).
 AVE and SA/PRP also carry `F1_authors` / `macro_F1_authors`: the same answers scored as the
 authors' scorer does (recfound.evaluate.metrics `authors_*`), the figure comparable with the
 paper's; ours stays the primary (it credits each label once and penalises an invalid answer
@@ -52,6 +54,8 @@ SOURCES_KEY = "sources"
 INTERVALS_KEY = "ci"
 # Suffix of a metric scored as the authors' code scores it, e.g. "F1_authors".
 AUTHORS_SUFFIX = "_authors"
+# Suffix of a metric over the whole catalogue rather than the row's sampled pool.
+FULL_SUFFIX = "_full"
 # Task.metric (recfound/tasks.py, the authority) -> key under which the score is stored.
 _LABEL_METRIC_KEYS = {
     "Recall@1": "Recall@1",
@@ -69,6 +73,12 @@ def primary_metric(task: Task, cutoff: int) -> str:
     if task.metric.startswith("NDCG@"):
         return f"NDCG@{cutoff}"
     return _LABEL_METRIC_KEYS[task.metric]
+
+
+def full_catalogue_metrics(k: int) -> tuple[str, str]:
+    """Keys of the full-catalogue Recall@k and NDCG@k (recfound.evaluate.full_catalogue), e.g.
+    ("Recall@10_full", "NDCG@10_full"): beside an embedding task's sampled metric."""
+    return f"Recall@{k}{FULL_SUFFIX}", f"NDCG@{k}{FULL_SUFFIX}"
 
 
 def authors_metric(key: str) -> str:
@@ -198,6 +208,19 @@ def evaluate_embedding_task(
     per_row = m.reciprocal_ranks if key.startswith("MRR@") else m.ndcg_per_query
     stats = {key: RowStats.of_values(per_row(pools, n_positives, cutoff))}
     return _task_result(task, key, rows, stats)
+
+
+def with_row_stats(
+    task: Task, result: TaskResult, rows: Sequence[Row], stats: Mapping[str, RowStats]
+) -> TaskResult:
+    """Embedding result `result` with more metrics of the same `rows` (full-catalogue
+    retrieval): their per-row statistics join its evidence and every score, overall and per
+    source, is recomputed from it, so intervals and paired comparisons cover them too."""
+    if result.evidence is None or result.invalid is not None:
+        raise ValueError(f"{task.code}: only an embedding result with per-row statistics")
+    if result.evidence.ids != tuple(str(row["id"]) for row in rows):
+        raise ValueError(f"{task.code}: the statistics are of other rows than the result's")
+    return _task_result(task, result.primary, rows, {**result.evidence.stats, **stats})
 
 
 def _references(task: Task, rows: Sequence[Row], source: Path) -> list[Any]:

@@ -1,5 +1,5 @@
 """reports/metrics.json and comparisons.json (DVC metrics) and reports/results.md (the
-paper's Tables 2–5, paired comparisons, paper-comparable scores).
+paper's Tables 2–5, full-catalogue retrieval, paired comparisons, paper-comparable scores).
 
 metrics.json is nested JSON that `dvc metrics show` / `dvc metrics diff` flatten:
 
@@ -13,7 +13,9 @@ metrics.json is nested JSON that `dvc metrics show` / `dvc metrics diff` flatten
 `ci` holds each metric's bootstrap interval at `bootstrap.confidence`
 (recfound.evaluate.bootstrap). A task whose test rows come from several sources also has,
 beside its overall keys, `"sources": {"amazon_reviews": {"MRR@20": …, "n": …, "ci": …},
-"movielens": {…}}` (recfound.evaluate.protocol); the overall keys stay where they were.
+"movielens": {…}}` (recfound.evaluate.protocol); the overall keys stay where they were. An
+embedding task's entry also holds its full-catalogue metrics, `"Recall@10_full"`,
+`"NDCG@10_full"`, … with their `ci` (recfound.evaluate.full_catalogue).
 
 comparisons.json: RecFound minus each other system on the same test rows, per task and metric,
 with its paired bootstrap interval and `sign` (+1 the interval is above 0, −1 below, 0 it
@@ -43,8 +45,13 @@ from scipy.stats import rankdata
 
 from recfound.atomic import atomic_file
 from recfound.errors import DataError
-from recfound.evaluate.bootstrap import BootstrapSettings, Comparisons
-from recfound.evaluate.protocol import TaskResult, authors_metric
+from recfound.evaluate.bootstrap import BootstrapSettings, Comparisons, Difference
+from recfound.evaluate.protocol import (
+    FULL_SUFFIX,
+    TaskResult,
+    authors_metric,
+    full_catalogue_metrics,
+)
 from recfound.tasks import BY_CODE, TASKS, Kind
 
 # Column orders of the paper's Table 2 (generative) and Table 3 (embedding).
@@ -321,17 +328,32 @@ def comparison_table(
 ) -> str:
     """The reference minus each paired system on `columns` (task codes; `primary` metric of each):
     `+.12 [+.03, +.21] ▲` per cell, and how many differences are above, below and around 0."""
+    return keyed_comparison_table(comparisons, [(c, c, primary[c]) for c in columns])
+
+
+def keyed_comparison_table(
+    comparisons: Comparisons, columns: Sequence[tuple[str, str, str]]
+) -> str:
+    """`comparison_table` whose columns are (header, task code, metric key): one row per
+    paired system that has any of them."""
+
+    def difference(
+        per_task: Mapping[str, Mapping[str, Difference]], code: str, key: str
+    ) -> Difference | None:
+        return per_task[code].get(key) if code in per_task else None
+
     rows = {
         name: per_task
         for name, per_task in comparisons.differences.items()
-        if any(c in per_task for c in columns)
+        if any(difference(per_task, code, key) is not None for _, code, key in columns)
     }
     if not rows:
         return "_no paired results_\n"
-    header = [f"{_display(comparisons.reference)} vs", *columns, "Summary"]
+    header = [f"{_display(comparisons.reference)} vs", *(title for title, _, _ in columns)]
+    header.append("Summary")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, per_task in rows.items():
-        diffs = [per_task[c].get(primary[c]) if c in per_task else None for c in columns]
+        diffs = [difference(per_task, code, key) for _, code, key in columns]
         cells = [_display(name)] + [
             MISSING if d is None else _difference_cell(d.value, d.low, d.high, d.sign)
             for d in diffs
@@ -345,6 +367,54 @@ def comparison_table(
 def _difference_cell(value: float, low: float, high: float, sign: int) -> str:
     ends = ", ".join(_short(x, INTERVAL_DIGITS, signed=True) for x in (low, high))
     return f"{_short(value, INTERVAL_DIGITS, signed=True)} [{ends}] {MARKS[sign]}"
+
+
+def full_catalogue_ks(results: Mapping[str, Mapping[str, TaskResult]]) -> list[int]:
+    """Every k some result has full-catalogue metrics of (`Recall@k_full`), ascending."""
+    pattern = re.compile(rf"^Recall@(\d+){FULL_SUFFIX}$")
+    return sorted(
+        {
+            int(match.group(1))
+            for per_task in results.values()
+            for result in per_task.values()
+            for key in result.metrics
+            if (match := pattern.match(key))
+        }
+    )
+
+
+def full_catalogue_columns(k: int, codes: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(header, task code, metric key) of the full-catalogue Recall@k and NDCG@k of `codes`."""
+    columns = []
+    for code in codes:
+        recall, ndcg = full_catalogue_metrics(k)
+        columns += [(f"{code} Recall@{k}", code, recall), (f"{code} NDCG@{k}", code, ndcg)]
+    return columns
+
+
+FULL_CATALOGUE_NOTE = (
+    "Beside the sampled metrics of Table 3 (the positive ranked among the row's own sampled "
+    "negatives), each embedding test row's query searched against the whole catalogue: the "
+    "items the row must not return skipped (U2I: what the user had before the target; I2I: "
+    "the query item), the top k scored against the row's positives. Recall@k: the share of "
+    "the positives among them; NDCG@k: binary-relevance NDCG. RecFound searches the index the "
+    "`index` stage built with the merged model; the base model and MiniLM embed the catalogue "
+    "during `evaluate` (exact search); popularity ranks it by training target counts (U2I "
+    "only). Same test rows as Table 3, intervals alike.\n"
+)
+
+
+def _full_catalogue_sections(
+    results: Mapping[str, Mapping[str, TaskResult]], embedding: Sequence[str]
+) -> list[str]:
+    """The full-catalogue retrieval section: one table per k; none when no result has them."""
+    ks = full_catalogue_ks(results)
+    if not ks or not embedding:
+        return []
+    sections = ["## Full-catalogue retrieval (embedding tasks)\n", FULL_CATALOGUE_NOTE]
+    for k in ks:
+        sections += [f"### k = {k}\n", keyed_table(results, full_catalogue_columns(k, embedding))]
+    return sections
 
 
 def _metric_legend(cutoff: int, tasks: Collection[str]) -> str:
@@ -433,6 +503,7 @@ def render_results(
         sections += ["## Embedding tasks (cf. paper Table 3)\n", score_table(results, embedding)]
     else:
         sections.append(_omitted("Embedding tasks (Table 3)", "no embedding task in the data"))
+    sections += _full_catalogue_sections(results, embedding)
     sections += [
         "## Ablations (cf. paper Table 4)\n",
         "Variants are compared without Model Merge, as in the paper; "
@@ -534,6 +605,12 @@ def _comparison_sections(
         columns = [c for c in columns if c in primary]
         if columns:
             sections += [f"### {title}\n", comparison_table(comparisons, primary, columns)]
+    full = [c for c in embedding if c in primary]
+    for k in full_catalogue_ks({comparisons.reference: reference}) if full else []:
+        sections += [
+            f"### Full-catalogue retrieval, k = {k}\n",
+            keyed_comparison_table(comparisons, full_catalogue_columns(k, full)),
+        ]
     if comparisons.left_out:
         names = "; ".join(f"`{name}`: {why}" for name, why in comparisons.left_out.items())
         sections.append(

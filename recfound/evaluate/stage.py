@@ -5,6 +5,11 @@ adapter), and the baselines in `evaluate.baselines` (recfound.evaluate.baselines
 the task set (MiniLM needs an embedding task, popularity SR or U2I). Ablation variants that
 `recfound ablate` wrote to reports/variants/<name>/metrics.json join the tables.
 
+The embedding tasks are also scored over the whole catalogue (Recall@k / NDCG@k for each k of
+`evaluate.catalogue_k`, recfound.evaluate.full_catalogue): RecFound searches the index the
+`index` stage wrote (paths.index), base and MiniLM embed the catalogue here, popularity ranks it
+by training target counts.
+
 The tasks evaluated are the task set of the dataset (recfound.data.unified.present_tasks: the
 tasks with training rows, any non-empty subset of the 13) that have test rows.
 
@@ -16,7 +21,8 @@ Outputs under `paths.reports`:
                             and metric, with paired bootstrap intervals (DVC metrics)
     evidence/<system>.json  the per-row statistics behind every score (recfound.evaluate.bootstrap)
     results.md              the paper's Tables 2-4 + #invalid + ROUGE-L (+ per source), the
-                            paired comparisons and the paper-comparable (authors') scores
+                            full-catalogue retrieval table, the paired comparisons and the
+                            paper-comparable (authors') scores
     figures/                routing_similarity.png (Figure 2), sample_ratios.png (Figure 3)
     learning_curve.csv      a validation metric of `evaluate.curve_tasks` at every saved
                             checkpoint (DVC plot; recfound.evaluate.curve)
@@ -36,6 +42,7 @@ from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import bootstrap, curve, figures, report
+from recfound.evaluate.full_catalogue import FullCatalogue
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
@@ -51,6 +58,9 @@ REFERENCE_SYSTEM = "recfound"
 RESULTS_FILE = "results.md"
 FIGURES_DIR = "figures"
 PREDICTIONS_DIR = "predictions"
+# Baselines with full-catalogue metrics besides base (recfound.evaluate.full_catalogue says why
+# RecFound w/o Model Merge and random have none).
+FULL_CATALOGUE_BASELINES = ("minilm", "popularity")
 # Columns the popularity and random baselines and the answer budgets read from the TRAIN split.
 _TRAIN_COLUMNS = ["task", "kind", "output", "options", "option_ids", "positive_ids"]
 
@@ -106,10 +116,14 @@ def evaluate_llm(
     test: dict[str, list[Row]],
     train: list[Row],
     scorer: PairScorer,
+    catalogue: FullCatalogue | None = None,
+    saved_index: bool = False,
 ) -> tuple[SystemRun, Any]:
     """Load base (+ adapter) and evaluate it as system `name`; returns the run and the adapter.
 
     `train` rows set each task's generation budget (`answer_budgets`); they are never scored.
+    With `catalogue`, the embedding tasks also get full-catalogue metrics while the model is
+    loaded, searching the index stage's index when `saved_index`, else one embedded here.
     """
     from recfound.model.inference import load_recfound
 
@@ -120,6 +134,8 @@ def evaluate_llm(
     budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
     system = LLMSystem(name, model, tokenizer, cfg.evaluate.batch_size, limit, budgets)
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
+    if catalogue is not None:
+        catalogue.add_metrics(run, system, test, saved_index)
     return run, model.adapter
 
 
@@ -200,9 +216,11 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     data = load_splits(cfg)
     test, train = data.test, data.train
     reports = Path(cfg.paths.reports)
+    catalogue = FullCatalogue.prepare(cfg, test)
     runs: dict[str, SystemRun] = {}
+    merged = Path(cfg.paths.merged) / MERGED_ADAPTER_DIR
     runs["recfound"], merged_adapter = evaluate_llm(
-        cfg, "recfound", Path(cfg.paths.merged) / MERGED_ADAPTER_DIR, test, train, scorer
+        cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
@@ -210,11 +228,13 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         cfg, "no_merge", Path(cfg.paths.adapter), test, train, scorer
     )
     if "base" in cfg.evaluate.baselines:
-        runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer)
+        runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer, catalogue)
     for system in baseline_systems(cfg, train, data.tasks):
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )
+        if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
+            catalogue.add_metrics(runs[system.name], system, test)
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)

@@ -45,6 +45,7 @@ _NOT_FINGERPRINTED = (
     "evaluate.confidence",
     "evaluate.curve_tasks",  # the learning curve is the main run's, not a variant's
     "evaluate.curve_rows",
+    "evaluate.catalogue_k",  # variants get no full-catalogue metrics
 )
 
 

@@ -1,37 +1,73 @@
-"""The registered model as an `mlflow.pyfunc` model: one DataFrame in, generations/embeddings out.
+"""The registered model as an `mlflow.pyfunc` model: one DataFrame in, answers out.
 
 Its artifacts are the base model directory, the merged adapter, the params.yaml it was
-trained with and the task set it was trained on (the merge stage's tasks/tasks.json; a model
-logged without it serves all 13 tasks). Loading goes through recfound.model.inference, the same
-code evaluation and `recfound generate` / `recfound embed` use, so a served model answers
-exactly as it was scored.
+trained with, the task set it was trained on (the merge stage's tasks/tasks.json; a model
+logged without it serves all 13 tasks) and, when the index stage had written them, the
+catalogue indexes (paths.index) and the catalogue (titles; the passages I2I asks with).
+Loading goes through recfound.model.inference and retrieval through
+recfound.index.recommend, the code evaluation, `recfound generate` / `embed` / `recommend`
+use, so a served model answers exactly as it was scored.
 
 Input: a DataFrame with string columns `task` (a task code of the model's task set, e.g. SR or
-U2I), `input` and optionally `instruction`. Output: a DataFrame with one row per input row and
-the columns `task`, `generation` (text, generative tasks; None otherwise) and `embedding`
-(unit-norm list of floats, embedding tasks; None otherwise). A task outside the task set is
-refused: its routing was never trained, so its answers would mean nothing.
+U2I), `input`, optionally `instruction`, and optionally `k`. A row whose `k` is a whole number
+asks for retrieval (U2I, Q2I, I2I: the top k catalogue items); a row without `k` (absent or
+null) is answered as before: a generation, or an embedding. One request may mix them.
+Retrieval inputs (docs/recommend.md "From the server"):
+
+- U2I: the user's history, one item per line, oldest first: catalogue item ids (those items
+  are left out of the answer) or, when any line is not an item id, titles typed by hand;
+- Q2I: the search query;
+- I2I: one catalogue item id (the item itself is left out).
+
+Output: one row per input row, the columns `task`, `generation` (text, generative tasks),
+`embedding` (unit-norm list of floats, embedding rows without `k`), `items`, `scores` and
+`titles` (retrieval rows: item ids best first, their cosine scores, their titles); a column a
+row does not answer holds None, never NaN, so the server's JSON is strict.
+
+A request the model cannot answer raises `bad_request` (MLflow's INVALID_PARAMETER_VALUE:
+the scoring server answers HTTP 400 with the message) before any row is computed: a missing
+column, too many rows (`serve.max_rows`), a task outside the task set (its routing was never
+trained, so its answers would mean nothing), an empty input or one over
+`serve.max_input_chars`, a `k` that is not a whole number in 1..`serve.max_k`, `k` on a
+generative task, an unknown I2I item id, or retrieval from a model logged without an index.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from recfound.errors import RecFoundError
+from recfound.tasks import Task
+
+if TYPE_CHECKING:
+    from recfound.config import Config, ServeConfig
+    from recfound.index.recommend import Query, Recommender
 
 # Names of the artifacts the model is logged with (registry.log_evaluated_model).
 BASE_MODEL = "base_model"
 ADAPTER = "adapter"
 PARAMS = "params"
 TASK_SET = "task_set"  # optional: absent in a model logged before task subsets existed
+INDEX = "index"  # optional: paths.index; absent when logged before the index stage ran
+CATALOGUE = "catalogue"  # the build's catalogue.parquet, logged with the index
 
 INPUT_COLUMNS = ("task", "input")
 OPTIONAL_COLUMNS = ("instruction",)
+# Optional too; any JSON type in the signature, as one column mixes numbers and nulls (a
+# "long" column cannot hold null, a "double" one refuses int64 frames): checked by `row_k`.
+K_COLUMN = "k"
+OUTPUT_COLUMNS = ("task", "generation", "embedding", "items", "scores", "titles")
 
 
 def read_task_set(path: str | Path | None) -> tuple[str, ...]:
@@ -46,19 +82,186 @@ def read_task_set(path: str | Path | None) -> tuple[str, ...]:
         raise RecFoundError(f"{path}: unreadable task set of the model: {err}") from None
 
 
+def bad_request(message: str) -> MlflowException:
+    """The error of a request the model refuses: MLflow's scoring server answers it with HTTP
+    400 and `{"error_code": "INVALID_PARAMETER_VALUE", "message": "... Error: <message>"}`."""
+    return MlflowException.invalid_parameter_value(message)
+
+
+def _empty(value: Any) -> bool:
+    """None, NaN or pd.NA: a cell the request left empty."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def row_text(value: Any, row: int, max_chars: int) -> str:
+    """Row `row`'s input as text; bad_request when it is empty or over `max_chars` long."""
+    text = "" if _empty(value) else str(value)
+    if not text.strip():
+        raise bad_request(f"row {row}: input is empty")
+    if len(text) > max_chars:
+        raise bad_request(
+            f"row {row}: input has {len(text)} characters, "
+            f"more than serve.max_input_chars = {max_chars}"
+        )
+    return text
+
+
+def row_k(value: Any, row: int, max_k: int) -> int | None:
+    """Row `row`'s k: None when empty (no retrieval), else a whole number in 1..max_k."""
+    if _empty(value):
+        return None
+    whole = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    )
+    if not whole:
+        shown = repr(value) if isinstance(value, str) else str(value)  # 2.5, not np.float64(2.5)
+        raise bad_request(f"row {row}: k must be a whole number, got {shown}")
+    if not 1 <= int(value) <= max_k:
+        raise bad_request(
+            f"row {row}: k must be between 1 and serve.max_k = {max_k}, got {int(value)}"
+        )
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One checked row of a request."""
+
+    task: Task
+    text: str
+    instruction: str  # "" when the row gives none
+    k: int | None  # None: generate or embed; else retrieve the top k items
+
+
+def read_rows(frame: pd.DataFrame, task_codes: Sequence[str], limits: ServeConfig) -> list[Row]:
+    """Every row of the request, checked; bad_request naming the first bad one."""
+    from recfound.tasks import task_by_code
+
+    missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise bad_request(f"model input lacks column(s) {', '.join(missing)}")
+    if len(frame) > limits.max_rows:
+        raise bad_request(f"{len(frame)} rows, more than serve.max_rows = {limits.max_rows}")
+    frame = frame.reset_index(drop=True)
+    rows = []
+    for i in range(len(frame)):
+        try:
+            task = task_by_code(str(frame.at[i, "task"]))
+        except KeyError as err:
+            raise bad_request(f"row {i}: {err.args[0]}") from None
+        if task.code not in task_codes:
+            raise bad_request(
+                f"row {i}: task {task.code} is not one this model was trained on "
+                f"({', '.join(task_codes)})"
+            )
+        k = row_k(frame.at[i, K_COLUMN], i, limits.max_k) if K_COLUMN in frame.columns else None
+        if k is not None and not task.is_embedding:
+            raise bad_request(
+                f"row {i}: k asks for retrieval, which the embedding tasks U2I, Q2I and I2I "
+                f"answer; {task.code} is generative"
+            )
+        instruction = frame.at[i, "instruction"] if "instruction" in frame.columns else None
+        text = row_text(frame.at[i, "input"], i, limits.max_input_chars)
+        rows.append(Row(task, text, "" if _empty(instruction) else str(instruction), k))
+    return rows
+
+
+def served_recommender(cfg: Config, artifacts: Mapping[str, str]) -> Recommender:
+    """A Recommender over the logged model's own artifacts, every index loaded now: an index
+    built from another model or catalogue (fingerprints) fails the load, not a request."""
+    from recfound.data.catalogue import CATALOGUE_FILE
+    from recfound.index.recommend import Recommender
+    from recfound.index.stage import indexed_tasks
+    from recfound.merge.layout import MERGED_ADAPTER_DIR
+
+    adapter, catalogue = Path(artifacts[ADAPTER]), Path(artifacts[CATALOGUE])
+    # Recommender finds them by name under paths.merged and paths.unified; MLflow keeps the
+    # names of logged files and directories, unless two collide.
+    if (adapter.name, catalogue.name) != (MERGED_ADAPTER_DIR, CATALOGUE_FILE):
+        raise RecFoundError(
+            f"model artifacts {adapter.name!r}, {catalogue.name!r}: "
+            f"expected {MERGED_ADAPTER_DIR!r}, {CATALOGUE_FILE!r}"
+        )
+    paths = cfg.paths.model_copy(
+        update={
+            "base_model": Path(artifacts[BASE_MODEL]),
+            "merged": adapter.parent,
+            "unified": catalogue.parent,
+            "index": Path(artifacts[INDEX]),
+        }
+    )
+    recommender = Recommender(cfg.model_copy(update={"paths": paths}))
+    for code in indexed_tasks(paths.index):
+        recommender.index(code)
+    return recommender
+
+
 class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
     """RecFound behind MLflow's generic `predict(DataFrame)` interface."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Load base model + merged adapter once, in the dtype/device params.yaml resolves to."""
+        """Load base model + merged adapter once, in the dtype/device params.yaml resolves to;
+        and the indexes and catalogue when the model was logged with them."""
         from recfound.config import load_config
         from recfound.model.inference import load_recfound
 
-        self.cfg = load_config(context.artifacts[PARAMS])
-        self.task_codes = read_task_set(context.artifacts.get(TASK_SET))
-        self.model, self.tokenizer = load_recfound(
-            context.artifacts[BASE_MODEL], context.artifacts[ADAPTER], self.cfg
-        )
+        artifacts = context.artifacts
+        # The scoring server answers requests on threads, but TMoLE's routing is state of the
+        # whole model (`TaskRouting.routed`): two forwards at once would run under each
+        # other's task, or none. One forward at a time; torch threads still share its work.
+        self.model_lock = threading.Lock()
+        self.cfg = load_config(artifacts[PARAMS])
+        self.task_codes = read_task_set(artifacts.get(TASK_SET))
+        self.recommender: Recommender | None = None
+        self.indexed: tuple[str, ...] = ()
+        if INDEX in artifacts:
+            from recfound.index.stage import indexed_tasks
+
+            self.recommender = served_recommender(self.cfg, artifacts)
+            self.indexed = indexed_tasks(artifacts[INDEX])
+            system = self.recommender.system()  # the one model: retrieval's and the rest's
+            self.model, self.tokenizer = system.model, system.tokenizer
+        else:
+            self.model, self.tokenizer = load_recfound(
+                artifacts[BASE_MODEL], artifacts[ADAPTER], self.cfg
+            )
+
+    def retrieval_query(self, i: int, row: Row) -> Query:
+        """Row `i` as a recommend.Query; bad_request when the model cannot answer it."""
+        from recfound.index.recommend import text_query, user_query
+
+        code = row.task.code
+        if self.recommender is None:
+            raise bad_request(
+                f"row {i}: this model was logged without a catalogue index, so it cannot "
+                f"retrieve; leave k out for the {code} embedding"
+            )
+        if code not in self.indexed:
+            held = ", ".join(self.indexed) or "no task"
+            raise bad_request(f"row {i}: the model's catalogue index holds {held}, not {code}")
+        catalogue = self.recommender.catalogue
+        if row.k > len(catalogue):
+            raise bad_request(f"row {i}: k = {row.k}, but the catalogue has {len(catalogue)} items")
+        if code == "Q2I":
+            query = text_query(row.text)
+        elif code == "I2I":
+            if row.text.strip() not in catalogue:
+                raise bad_request(
+                    f"row {i}: unknown item id {row.text.strip()!r}: I2I takes the id of a "
+                    "catalogue item"
+                )
+            query = self.recommender.for_item(row.text.strip())
+        else:
+            lines = [line.strip() for line in row.text.splitlines() if line.strip()]
+            if all(line in catalogue for line in lines):  # item ids: left out of the answer
+                history = self.cfg.build.max_history
+                query = user_query(catalogue, "of the request", lines, history, seen=False)
+            else:
+                query = self.recommender.for_history(lines)
+        return replace(query, instruction=row.instruction) if row.instruction else query
 
     def predict(
         self,
@@ -66,38 +269,35 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """Answer every row; rows sharing task and instruction are batched together."""
+        """Answer every row, once all are checked; generation and embedding rows sharing
+        task and instruction are batched together."""
+        rows = read_rows(model_input, self.task_codes, self.cfg.serve)
+        queries = {i: self.retrieval_query(i, r) for i, r in enumerate(rows) if r.k is not None}
+        answers: dict[str, list[Any]] = {column: [None] * len(rows) for column in OUTPUT_COLUMNS}
+        answers["task"] = list(model_input["task"])
+        with self.model_lock:
+            self.generate_and_embed(rows, answers)
+            for i, query in queries.items():
+                found = self.recommender.recommend(query, rows[i].k).items
+                answers["items"][i] = [r.item_id for r in found]
+                answers["scores"][i] = [r.score for r in found]
+                answers["titles"][i] = [r.title for r in found]
+        # object columns: pandas 3 would make `generation` a string column, None -> NaN
+        return pd.DataFrame(answers, columns=list(OUTPUT_COLUMNS), dtype=object)
+
+    def generate_and_embed(self, rows: Sequence[Row], answers: dict[str, list[Any]]) -> None:
+        """Fill `generation` and `embedding` of the rows without k, batched per task and
+        instruction."""
         from recfound.model import prompts
         from recfound.model.inference import embed_texts, generate_batch
-        from recfound.tasks import task_by_code
 
-        missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
-        if missing:
-            raise RecFoundError(f"model input lacks column(s) {', '.join(missing)}")
-        frame = model_input.reset_index(drop=True)
-        instructions = (
-            frame["instruction"].fillna("").astype(str)
-            if "instruction" in frame.columns
-            else pd.Series([""] * len(frame))
-        )
-        groups: dict[tuple[str, str], list[int]] = {}
-        for row, (code, instruction) in enumerate(zip(frame["task"], instructions, strict=True)):
-            groups.setdefault((str(code), instruction), []).append(row)
-
-        generations: list[str | None] = [None] * len(frame)
-        embeddings: list[list[float] | None] = [None] * len(frame)
+        groups: dict[tuple[Task, str], list[int]] = {}
+        for i, row in enumerate(rows):
+            if row.k is None:
+                groups.setdefault((row.task, row.instruction), []).append(i)
         batch_size = self.cfg.evaluate.batch_size
-        for (code, instruction), rows in groups.items():
-            try:
-                task = task_by_code(code)
-            except KeyError as err:
-                raise RecFoundError(f"row {rows[0]}: {err.args[0]}") from None
-            if task.code not in self.task_codes:
-                raise RecFoundError(
-                    f"row {rows[0]}: task {task.code} is not one this model was trained on "
-                    f"({', '.join(self.task_codes)})"
-                )
-            texts = [str(frame.at[row, "input"]) for row in rows]
+        for (task, instruction), group in groups.items():
+            texts = [rows[i].text for i in group]
             if task.is_embedding:
                 vectors = embed_texts(
                     self.model,
@@ -108,11 +308,11 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
                     batch_size,
                     progress=False,
                 )
-                for row, vector in zip(rows, vectors.tolist(), strict=True):
-                    embeddings[row] = vector
+                for i, vector in zip(group, vectors.tolist(), strict=True):
+                    answers["embedding"][i] = vector
             else:
                 chat = [prompts.generation_prompt(self.tokenizer, instruction, t) for t in texts]
-                answers = generate_batch(
+                generations = generate_batch(
                     self.model,
                     self.tokenizer,
                     chat,
@@ -121,8 +321,5 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
                     batch_size,
                     progress=False,
                 )
-                for row, answer in zip(rows, answers, strict=True):
-                    generations[row] = answer
-        return pd.DataFrame(
-            {"task": frame["task"], "generation": generations, "embedding": embeddings}
-        )
+                for i, answer in zip(group, generations, strict=True):
+                    answers["generation"][i] = answer

@@ -10,7 +10,7 @@ target is ever a training target. The history shown is the last `max_history` in
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from recfound.config import BuildConfig
 from recfound.data.tasks.catalog import Catalog, ItemInfo
@@ -29,8 +29,11 @@ RowMaker = Callable[[str, UserSequence, int], dict | None]
 RowObserver = Callable[[str, dict, UserSequence, int], None]
 
 
-def _history(catalog: Catalog, seq: UserSequence, end: int, limit: int) -> list[str]:
-    return [catalog[item].title for item in seq.items[max(0, end - limit) : end]]
+def history_input(items: Sequence[str], end: int, limit: int, title: Callable[[str], str]) -> str:
+    """A behaviour history as U2I queries and SR prompts show it: the titles of the last
+    `limit` items before position `end`, numbered oldest first. `recfound recommend --user`
+    renders a user's query with it, so a recommendation asks what a U2I row asks."""
+    return _numbered([title(item) for item in items[max(0, end - limit) : end]])
 
 
 def _numbered(lines: list[str]) -> str:
@@ -164,6 +167,9 @@ class SequenceTasks:
     def _keys(self, seq: UserSequence, k: int) -> tuple:
         return (seq.source, seq.user_id, seq.items[k], seq.timestamps[k])
 
+    def _title(self, item_id: str) -> str:
+        return self.catalog[item_id].title
+
     def _u2i(self, split: str, seq: UserSequence, k: int) -> dict | None:
         cfg = self.cfg
         wanted = cfg.hard_negatives if split == "train" else cfg.eval_negatives
@@ -174,7 +180,7 @@ class SequenceTasks:
         return make_row(
             "U2I",
             self._keys(seq, k),
-            input=_numbered(_history(self.catalog, seq, k, cfg.max_history)),
+            input=history_input(seq.items, k, cfg.max_history, self._title),
             positives=[self.catalog.passage(target)],
             positive_ids=[target],
             negatives=[self.catalog.passage(i) for i in negatives],
@@ -197,7 +203,7 @@ class SequenceTasks:
         listed = "\n".join(
             f"{letters[i]}. {self.catalog[c].title}" for i, c in enumerate(candidates)
         )
-        history = _numbered(_history(self.catalog, seq, k, cfg.max_history))
+        history = history_input(seq.items, k, cfg.max_history, self._title)
         return make_row(
             "SR",
             self._keys(seq, k),
