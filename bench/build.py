@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,7 +36,7 @@ from pathlib import Path
 import datasets
 import yaml
 
-from recfound.atomic import atomic_file
+from bench import machine, write_result
 from recfound.config import SampleConfig, load_config
 from recfound.data import sample
 from recfound.data.latent import make_world
@@ -163,17 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "kept": sum(f["kept"] for f in files),
                 "dropped": sum(sum(f["dropped"].values()) for f in files),
             },
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine(),
         }
-    with atomic_file(args.out) as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {args.out}")
+    write_result(result, args.out)
     return result
 
 

@@ -17,9 +17,7 @@ recorded. `--sizes 5000` makes a quick check.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recfound.atomic import atomic_file
+from bench import machine, write_result
 from recfound.config import IndexConfig, load_config
 from recfound.index.metrics import recall_at_k
 from recfound.index.store import CatalogueIndex
@@ -97,18 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "knobs": cfg.model_dump(include={"hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"}),
         "sizes": [bench_size(n, args.dim, args.queries, args.repeats, cfg) for n in args.sizes],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "faiss": faiss.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(faiss=faiss.__version__),
     }
-    with atomic_file(args.out) as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {args.out}")
+    write_result(result, args.out)
     return result
 
 

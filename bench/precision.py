@@ -12,15 +12,13 @@ Reported: median seconds per variant, and the paired fp32/bf16 ratios (the speed
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from recfound.atomic import atomic_file
+from bench import machine, write_result
 from recfound.config import load_config
 from recfound.model.unified import native_bf16
 
@@ -64,11 +62,7 @@ def main() -> None:
     ratios = [a / b for a, b in zip(seconds["fp32"], seconds["bf16"], strict=True)]
     result = {
         "benchmark": "precision",
-        "machine": {
-            "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(),
-            "native_bf16": native_bf16("cpu"),
-        },
+        "machine": machine(torch_threads=torch.get_num_threads(), native_bf16=native_bf16("cpu")),
         "settings": {"base_model": str(cfg.paths.base_model), **vars(args) | {"out": None}},
         "seconds_median": {k: round(statistics.median(v), 3) for k, v in seconds.items()},
         "paired_speedup_fp32_over_bf16": {
@@ -78,10 +72,7 @@ def main() -> None:
         },
     }
     result["settings"]["params"] = str(args.params)
-    with atomic_file(args.out) as handle:
-        json.dump(result, handle, indent=2, default=str)
-        handle.write("\n")
-    print(json.dumps(result, indent=2, default=str))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,7 @@ Writes bench/results/serve.json. Two parts:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import threading
 import time
@@ -42,8 +40,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench import machine, write_result
 from bench.index import HIDDEN_SMOLLM2_135M, bench_size
-from recfound.atomic import atomic_file
 from recfound.config import Config, load_config
 from recfound.tracking.serving import Served, post_json, serve_model
 
@@ -195,18 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             "sizes": index,
         },
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "faiss": faiss.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(faiss=faiss.__version__),
     }
-    with atomic_file(args.out) as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(result, indent=2))
-    print(f"written to {args.out}")
+    write_result(result, args.out)
     failed = sum(row["non_200"] for row in load)
     if failed:
         raise SystemExit(f"{failed} requests were not answered 200 (see {args.out})")

@@ -34,8 +34,6 @@ compute all experts (recfound.model.tmole), so that change is not part of the ra
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -47,7 +45,7 @@ from typing import Any
 
 import torch
 
-from recfound.atomic import atomic_file
+from bench import machine, write_result
 from recfound.config import Config, load_config
 from recfound.model.losses import per_sample_lm_loss
 from recfound.tasks import TASKS
@@ -276,11 +274,10 @@ def main() -> None:
     result = {
         "benchmark": "train",
         "mode": "tiny" if args.tiny else "default",
-        "machine": {
-            "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": machine(
+            torch_threads=torch.get_num_threads(),
+            cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        ),
         "settings": {
             "base_model": str(cfg.paths.base_model),
             "adapter": cfg.model.adapter,
@@ -295,11 +292,7 @@ def main() -> None:
         },
         **summary,
     }  # fmt: skip
-    with atomic_file(args.out) as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(summary, indent=2))
-    print(f"results written to {args.out}")
+    write_result(result, args.out, show=summary)
 
 
 if __name__ == "__main__":
