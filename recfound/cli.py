@@ -153,8 +153,6 @@ def stage(
 
             with stage_run(cfg, name, params_path=params):
                 _resolve(STAGES[name])(cfg)
-    except RecFoundError as err:
-        _fail(err)
     except StageTerminated as err:
         typer.secho(f"error: stage {name} stopped: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=128 + signal.SIGTERM) from None
@@ -239,14 +237,11 @@ def generate(
     """Answer prompts with the model, routed to a generative task (greedy, batched)."""
     from recfound.model import inference
 
-    try:
-        cfg = load_config(params)
-        requests = _requests(texts, file, instruction)
-        answers = inference.generate_requests(
-            requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
-        )
-    except RecFoundError as err:
-        _fail(err)
+    cfg = load_config(params)
+    requests = _requests(texts, file, instruction)
+    answers = inference.generate_requests(
+        requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
+    )
     lines = inference.generation_lines(requests, answers)
     if out is None:
         typer.echo("\n".join(lines))
@@ -271,14 +266,11 @@ def embed(
     """Embed texts with the model, routed to an embedding task (unit-norm vectors, batched)."""
     from recfound.model import inference
 
-    try:
-        cfg = load_config(params)
-        requests = _requests(texts, file, instruction)
-        vectors = inference.embed_requests(
-            requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
-        )
-    except RecFoundError as err:
-        _fail(err)
+    cfg = load_config(params)
+    requests = _requests(texts, file, instruction)
+    vectors = inference.embed_requests(
+        requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
+    )
     if out is None:
         typer.echo("\n".join(inference.embedding_lines(requests, vectors)))
         return
@@ -346,11 +338,8 @@ def lineage(
     from recfound.tracking import lineage as lin
     from recfound.tracking.mlflow_run import tracking_uri
 
-    try:
-        cfg = load_config(params)
-        report = lin.trace(MlflowClient(tracking_uri(cfg)), model, repo)
-    except RecFoundError as err:
-        _fail(err)
+    cfg = load_config(params)
+    report = lin.trace(MlflowClient(tracking_uri(cfg)), model, repo)
     for line in lin.render(report):
         untraced = line.lstrip().startswith(lin.UNTRACED)
         typer.secho(line, fg=typer.colors.RED if untraced else None)
@@ -363,10 +352,7 @@ def serve(params: ParamsOption = Path("params.yaml")) -> None:
     """Start Prefect server, MLflow UI and the deployments' serving process; Ctrl-C stops."""
     from recfound.serve import serve_all
 
-    try:
-        serve_all(load_config(params))
-    except RecFoundError as err:
-        _fail(err)
+    serve_all(load_config(params))
 
 
 @app.command()
@@ -380,10 +366,7 @@ def ablate(
     """Train + evaluate the ablation variants (paper Table 4) into reports/variants/<name>/."""
     from recfound.evaluate.ablate import ablate as run_ablation
 
-    try:
-        run_ablation(load_config(params), variant)
-    except RecFoundError as err:
-        _fail(err)
+    run_ablation(load_config(params), variant)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m recfound.cli`
