@@ -30,6 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
+	# tests/test_offline_pages.py checks the HTML pages in headless Chromium: install it if missing
+	[ "$$RECFOUND_SKIP_BROWSER" = 1 ] || command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/pytest
 
 bench: $(STAMP)

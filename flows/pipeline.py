@@ -15,6 +15,7 @@ submission order and log who holds it, and since when, every workspace.queue_log
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -26,7 +27,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
+from flows.summary import StageOutcome, stage_outcome, summary
 from recfound.config import load_config
 from recfound.lifeline import die_with_parent
 from recfound.locks import workspace_turn
@@ -181,16 +184,27 @@ def stage_env(pipeline_id: str, progress_interval_s: float) -> dict[str, str]:
         tags.PIPELINE_ID_ENV: pipeline_id,
         tags.FLOW_RUN_ID_ENV: pipeline_id,
         "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
-        # tqdm reads its defaults from TQDM_* variables: fewer progress lines in the log
+        # the log is no terminal: recfound.progress prints a bar's line at most this often
+        # (and tqdm reads its defaults from TQDM_* variables)
         "TQDM_MININTERVAL": str(progress_interval_s),
     }
 
 
+def dvc_status(stage: str) -> dict:
+    """`dvc status <stage> --json`: what changed since the stage last ran ({} = nothing)."""
+    done = subprocess.run(
+        ["dvc", "status", stage, "--json"], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout or "{}")
+
+
 @task(task_run_name="dvc repro {stage}")
-def repro_stage(stage: str, pipeline_id: str, progress_interval_s: float) -> str:
+def repro_stage(stage: str, pipeline_id: str, progress_interval_s: float) -> StageOutcome:
     """`dvc repro <stage>`: runs the stage (and any stale upstream stage) or skips it."""
+    outcome = stage_outcome(stage, dvc_status(stage))
+    get_run_logger().info("%s: %s (%s)", stage, "runs" if outcome.ran else "skipped", outcome.why)
     run_logged(["dvc", "repro", stage], stage_env(pipeline_id, progress_interval_s))
-    return stage
+    return outcome
 
 
 def check_workspace(stages: list[str]) -> None:
@@ -204,8 +218,12 @@ def check_workspace(stages: list[str]) -> None:
 
 
 @flow(name="recfound", log_prints=True)
-def recfound(stages: list[str] | None = None) -> list[str]:
-    """Run the pipeline's stages in order (default: orchestration.stages), each with retries."""
+def recfound(stages: list[str] | None = None) -> State:
+    """Run the pipeline's stages in order (default: orchestration.stages), each with retries.
+
+    Ends Completed with a one-screen summary (flows.summary) as its message and in its log;
+    the state's data is the list of StageOutcome.
+    """
     cfg = load_config(PARAMS_FILE)
     stages = list(stages or cfg.orchestration.stages)
     check_workspace(stages)
@@ -214,10 +232,14 @@ def recfound(stages: list[str] | None = None) -> list[str]:
         retries=cfg.orchestration.retries, retry_delay_seconds=cfg.orchestration.retry_delay_s
     )
     # the workspace is one run's at a time, in submission order; waiting is logged
-    with workspace_turn(cfg, flow_run.scheduled_start_time, pipeline_id, get_run_logger().info):
-        return [
+    logger = get_run_logger()
+    with workspace_turn(cfg, flow_run.scheduled_start_time, pipeline_id, logger.info):
+        outcomes = [
             repro(stage, pipeline_id, cfg.orchestration.progress_interval_s) for stage in stages
         ]
+    report = summary(outcomes)
+    logger.info("summary: %s", report)
+    return Completed(message=report, data=outcomes)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Scheduled every `orchestration.retrain_interval_s` (deployment `recfound-retrain
    tree that trained. When skipped, the log names the paths that blocked it, and the stage
    runs record the dirty tree.
 3. Run the `recfound` flow as a subflow (the same stages, retries and tracking as
-   `recfound/train`); the stage runs are tagged with the data.dvc commit.
+   `recfound/train`); the stage runs are tagged with the data.dvc commit. The run's message
+   says "retrained" only when train ran, then the subflow's stage summary (flows.summary).
 4. If data.dvc was committed and only what the pipeline writes changed since (dvc.lock,
    .gitignore entries, uncached metrics and plots), commit that too, as DVC suggests after a
    run, so the tree is clean for the next change; otherwise leave it.
@@ -29,12 +30,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.pipeline import PARAMS_FILE, recfound, run_logged
+from flows.summary import StageOutcome, ran, summary
 from recfound.config import Config, load_config
 from recfound.locks import workspace_turn
 from recfound.tracking import git_dvc
 
 UNCHANGED = "unchanged"
 RETRAINED = "retrained"
+NOT_RETRAINED = "data versioned, not retrained (train was not among the stages that ran)"
 
 
 def dvc_file(cfg: Config) -> str:
@@ -136,11 +139,18 @@ def retrain(stages: list[str] | None = None) -> State:
         if not data_changed(cfg):
             return Completed(message=f"{UNCHANGED}: {cfg.paths.data} matches {dvc_file(cfg)}")
         committed = add_and_commit(cfg)
-        recfound(stages=stages)
-        if not committed:
-            return Completed(message=f"{RETRAINED}; data.dvc not committed (tree not clean)")
-        commit_pipeline_record(cfg)
-        return Completed(message=f"{RETRAINED}; data.dvc committed")
+        outcomes = recfound(stages=stages, return_state=True).result()
+        if committed:
+            commit_pipeline_record(cfg)
+        return Completed(message=f"{outcome_message(outcomes, committed)}\n{summary(outcomes)}")
+
+
+def outcome_message(outcomes: list[StageOutcome], committed: bool) -> str:
+    """First line of the run's message; "retrained" only when train ran."""
+    what = RETRAINED if ran(outcomes, "train") else NOT_RETRAINED
+    return what + (
+        "; data.dvc committed" if committed else "; data.dvc not committed (tree not clean)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 # lifeline first: it notes who launched this process, as early as possible (see there)
 from recfound import lifeline
-from recfound.config import load_config
+from recfound.config import Config, load_config
 from recfound.errors import (
     RecFoundError,
     StageTerminated,
@@ -51,7 +51,15 @@ class _ReportingGroup(TyperGroup):
             _fail(err, ctx)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=_ReportingGroup)
+USER_HELP = """RecFound: train, evaluate and use one LLM for generative and embedding
+recommendation tasks.
+
+`make repro` (or `dvc repro`) runs the pipeline; the commands below run one stage, ask the
+trained model (generate, embed, recommend), serve it, and trace a model to its data. A failure
+prints one line saying what went wrong and what to do; --debug shows the traceback. Guides:
+README.md and docs/.
+"""
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USER_HELP, cls=_ReportingGroup)
 data_app = typer.Typer(no_args_is_help=True, help="Raw data: the seeded sample.")
 app.add_typer(data_app, name="data")
 
@@ -198,7 +206,12 @@ FileOption = Annotated[
     typer.Option("--file", help="inputs: .jsonl of {input, instruction?}, else one per line"),
 ]
 InstructionOption = Annotated[
-    str, typer.Option("--instruction", help="instruction for the positional inputs")
+    str | None,
+    typer.Option(
+        "--instruction",
+        help="instruction for the positional inputs (default: the one the task was trained "
+        'with; "" for none)',
+    ),
 ]
 
 
@@ -212,15 +225,20 @@ def _note(message: str) -> None:
     typer.secho(f"note: {message}", err=True, fg=typer.colors.YELLOW)
 
 
-def _requests(texts: list[str] | None, file: Path | None, instruction: str):
-    """The requests from the arguments or --file; empty input is an error naming the input."""
-    from recfound.model.inference import read_inputs, text_inputs
+def _requests(
+    texts: list[str] | None, file: Path | None, instruction: str | None, task: str, cfg: Config
+):
+    """The requests from the arguments or --file, each with its instruction (the task's when
+    none is given); empty input is an error naming the input."""
+    from recfound.data.unified import build_instructions
+    from recfound.model.inference import read_inputs, text_inputs, with_task_instruction
 
     if texts and file is not None:
         _usage_error("give either input texts or --file, not both")
     if not texts and file is None:
         _usage_error("no input: give input texts or --file FILE")
-    return read_inputs(file) if file else text_inputs(texts, instruction)
+    requests = read_inputs(file) if file else text_inputs(texts, instruction)
+    return with_task_instruction(requests, task, build_instructions(cfg.paths.unified))
 
 
 @app.command()
@@ -230,7 +248,7 @@ def generate(
     model: ModelOption = None,
     adapter: AdapterOption = None,
     file: FileOption = None,
-    instruction: InstructionOption = "",
+    instruction: InstructionOption = None,
     out: Annotated[Path | None, typer.Option(help="write JSONL here (default: stdout)")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -238,7 +256,7 @@ def generate(
     from recfound.model import inference
 
     cfg = load_config(params)
-    requests = _requests(texts, file, instruction)
+    requests = _requests(texts, file, instruction, task, cfg)
     answers = inference.generate_requests(
         requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
     )
@@ -257,7 +275,7 @@ def embed(
     model: ModelOption = None,
     adapter: AdapterOption = None,
     file: FileOption = None,
-    instruction: InstructionOption = "",
+    instruction: InstructionOption = None,
     out: Annotated[
         Path | None, typer.Option(help="write .npy (array) or .jsonl here (default: stdout JSONL)")
     ] = None,
@@ -267,7 +285,7 @@ def embed(
     from recfound.model import inference
 
     cfg = load_config(params)
-    requests = _requests(texts, file, instruction)
+    requests = _requests(texts, file, instruction, task, cfg)
     vectors = inference.embed_requests(
         requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
     )

@@ -113,6 +113,7 @@ CONTRACTS: tuple[StageContract, ...] = (
         artifacts=(
             Artifact("reports", "results.md", ""),
             Artifact("reports", "metrics.json", ""),
+            Artifact("reports", "headline/*.json", "headline"),
             Artifact("reports", "comparisons.json", ""),
             Artifact("reports", "learning_curve.csv", ""),
             Artifact("reports", "figures/*.png", "figures"),

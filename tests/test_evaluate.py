@@ -537,6 +537,10 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
         assert set(entry["ci"]) == set(entry) - {"n", "invalid", "ci"}
     assert set(metrics["recfound"]["AVE"]) >= {"F1", "F1_authors"}
     assert set(metrics["recfound"]["SA"]) >= {"macro_F1", "macro_F1_authors"}
+    headline = {p.stem: json.loads(p.read_text()) for p in (reports / "headline").glob("*.json")}
+    assert set(headline) == {t.code for t in TASKS}
+    assert set(headline["SR"]) == {"metric", "recfound", "popularity", "random"}  # no no_merge
+    assert headline["SR"]["metric"] == "Recall@1"
     comparisons = json.loads((reports / "comparisons.json").read_text())
     assert set(comparisons["differences"]) == systems - {"recfound"}
     assert comparisons["left_out"] == {"no_tmole": bootstrap.NO_EVIDENCE}

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from flows.retrain import NOT_RETRAINED, RETRAINED
 from recfound import processes
 from recfound.config import Config, load_config
 from recfound.tracking import git_dvc, tags
@@ -100,6 +101,9 @@ def make_pipeline_repo(repo: Path, tiny_model_dir: Path, ports: dict[str, int]) 
     repo.mkdir(parents=True)
     _git(repo, "init", "-q")
     _run([str(SCRIPTS / "dvc"), "init", "-q"], repo)
+    # the project's DVC settings: plot templates (dvc.yaml names them), the offline HTML page
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
     _run([str(SCRIPTS / "dvc"), "config", "core.analytics", "false"], repo)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         if (ROOT / name).exists():
@@ -275,6 +279,18 @@ def test_train_deployment_completes_and_mlflow_holds_lineage_tagged_stage_runs(
             served.repo,
         )
         assert "fully traced" in lineage
+    # the summary: every stage ran in the first run, and says why
+    first_line, *stage_lines = first.state.message.splitlines()
+    assert first_line.startswith(f"{len(pipeline_stages())} of {len(pipeline_stages())} stages ran")
+    assert [line.split()[:2] for line in stage_lines] == [[s, "ran"] for s in pipeline_stages()]
+
+
+def test_a_run_with_nothing_changed_says_every_stage_was_skipped(
+    served: Served, two_train_runs
+) -> None:
+    _, second = two_train_runs  # waited for the first, then found nothing to do
+    assert second.state.message.startswith("nothing to do")
+    assert all(" skipped " in line for line in second.state.message.splitlines()[1:])
 
 
 def test_a_stage_failing_once_is_retried_and_the_flow_still_completes(
@@ -365,8 +381,15 @@ def test_data_change_deployment_commits_the_data_and_reruns_the_pipeline_once(
 ) -> None:
     # up to validation: the retrain mechanics without a second training (the slow test trains)
     stages = _stages_up_to("validate")
+    # what a new user runs after a first run (README): their outputs must not block the commit
+    for command in (["dvc", "metrics", "show"], ["dvc", "plots", "show"]):
+        _run([str(SCRIPTS / command[0]), *command[1:]], served.repo)
+    assert (served.repo / "dvc_plots" / "index.html").is_file()
+    assert not [p for p in git_dvc.git_dirty_paths(served.repo) if p.startswith("dvc_plots")]
+    assert git_dvc.source_dirty_paths(served.repo) == []  # nothing that would block the commit
     run, pipeline, before = _retrain_after_a_data_change(served, 99, stages)
-    assert run.state.message == "retrained; data.dvc committed"
+    # words match deeds: train was not among the stages, so nothing was "retrained"
+    assert run.state.message.startswith(f"{NOT_RETRAINED}; data.dvc committed\n")
     data_commit = _assert_committed_data_then_record(served, before)
     new_md5 = git_dvc.data_md5_at(served.repo, data_commit)
     runs = [r for r in served.stage_runs(str(pipeline.id)) if r.info.status == "FINISHED"]
@@ -374,6 +397,7 @@ def test_data_change_deployment_commits_the_data_and_reruns_the_pipeline_once(
     for stage_run in runs:
         assert stage_run.data.tags[tags.DATA_MD5] == new_md5
         assert stage_run.data.tags[tags.GIT_COMMIT] == data_commit
+        assert stage_run.data.tags[tags.GIT_DIRTY] == "false"
 
     again = served.wait(served.deployment_run("recfound-retrain/data-change"))
     assert again.state.message.startswith("unchanged")  # ran once, not again
@@ -387,7 +411,7 @@ def test_data_change_deployment_does_not_commit_over_uncommitted_edits(
     head = git_dvc.git_commit(repo)
     (repo / "NOTES.md").write_text("work in progress\n")
     run, _, _ = _retrain_after_a_data_change(served, 7, _stages_up_to("build"))
-    assert run.state.message == "retrained; data.dvc not committed (tree not clean)"
+    assert run.state.message.startswith(f"{NOT_RETRAINED}; data.dvc not committed (tree not clean)")
     assert git_dvc.git_commit(repo) == head
     assert {"NOTES.md", "data.dvc"} <= set(git_dvc.git_dirty_paths(repo))
     # the user tidies up: commit the edit together with the data it trained on
@@ -400,7 +424,7 @@ def test_data_change_deployment_retrains_the_whole_pipeline_to_a_traced_model(
     served: Served, two_train_runs
 ) -> None:
     run, pipeline, before = _retrain_after_a_data_change(served, 11, pipeline_stages())
-    assert run.state.message == "retrained; data.dvc committed"
+    assert run.state.message.startswith(f"{RETRAINED}; data.dvc committed\n")
     data_commit = _assert_committed_data_then_record(served, before)
     runs = [r for r in served.stage_runs(str(pipeline.id)) if r.info.status == "FINISHED"]
     assert {"build", "train"} <= {r.data.tags[tags.STAGE] for r in runs}

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from recfound.cli import app
 from recfound.config import ModelConfig
+from recfound.data.instructions import INSTRUCTIONS, instruction_for, trained_instructions
+from recfound.data.unified import BUILD_MANIFEST
 from recfound.model import prompts as P
 from recfound.model.inference import embed_texts, generate_batch, load_recfound
 
@@ -55,8 +58,22 @@ def adapter_dir(request, model_dir, tmp_path_factory) -> Path:
     return out
 
 
-def invoke(*args: str):
-    return runner.invoke(app, [*args, "--params", PARAMS])
+def invoke(*args: str, params: str | Path = PARAMS):
+    return runner.invoke(app, [*args, "--params", str(params)])
+
+
+def params_with_build(tmp_path: Path, instructions: dict[str, str] | None) -> Path:
+    """params.yaml whose paths.unified is a build holding these trained `instructions` in its
+    build.json (None: no build there at all)."""
+    doc = yaml.safe_load(Path(PARAMS).read_text())
+    unified = tmp_path / "unified"
+    doc["paths"]["unified"] = str(unified)
+    if instructions is not None:
+        unified.mkdir()
+        (unified / BUILD_MANIFEST).write_text(json.dumps({"instructions": instructions}))
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
 
 
 def jsonl(text: str) -> list[dict]:
@@ -75,13 +92,20 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(model_dir):
     assert len(set(batched)) == 3  # different prompts, different answers: order is checked
 
 
-def test_generate_prints_one_json_line_per_input_in_input_order(model_dir, default_config):
-    result = invoke("generate", "--model", str(model_dir), "--task", "SR", "first", "second one")
+def test_generate_prints_one_json_line_per_input_in_input_order(
+    model_dir, default_config, tmp_path
+):
+    params = params_with_build(tmp_path, None)
+    result = invoke(
+        "generate", "--model", str(model_dir), "--task", "SR", "first", "second one", params=params
+    )
     assert result.exit_code == 0, result.output
     rows = jsonl(result.stdout)
     assert [r["input"] for r in rows] == ["first", "second one"]
+    # no instruction given and no build to say what SR trained with: SR's standard instruction
+    assert [r["instruction"] for r in rows] == [INSTRUCTIONS["SR"]] * 2
     model, tok = load_recfound(model_dir, device="cpu")
-    prompts = [P.generation_prompt(tok, "", text) for text in ("first", "second one")]
+    prompts = [P.generation_prompt(tok, INSTRUCTIONS["SR"], t) for t in ("first", "second one")]
     expected = generate_batch(
         model, tok, prompts, 4, default_config.evaluate.max_new_tokens, batch_size=2
     )
@@ -92,7 +116,9 @@ def test_generate_reads_a_jsonl_file_and_writes_the_answers_to_out(model_dir, tm
     requests = [
         {"instruction": "Rate the review", "input": "great quality"},
         {"input": "no instruction here"},
+        {"instruction": "", "input": "explicitly none"},
     ]
+    params = params_with_build(tmp_path, {"SA": "How many stars? A letter only."})
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in requests))
     out = tmp_path / "answers.jsonl"
@@ -106,12 +132,15 @@ def test_generate_reads_a_jsonl_file_and_writes_the_answers_to_out(model_dir, tm
         str(source),
         "--out",
         str(out),
+        params=params,
     )
     assert result.exit_code == 0, result.output
     rows = jsonl(out.read_text())
+    # the row without one gets the instruction SA was trained with (the build's build.json)
     assert [(r["instruction"], r["input"]) for r in rows] == [
         ("Rate the review", "great quality"),
-        ("", "no instruction here"),
+        ("How many stars? A letter only.", "no instruction here"),
+        ("", "explicitly none"),
     ]
     assert all(isinstance(r["output"], str) for r in rows)
     assert str(out) in result.output
@@ -144,13 +173,15 @@ def test_embed_prints_jsonl_vectors_by_default(model_dir):
 def test_an_adapter_routes_inference_through_its_weights(model_dir, adapter_dir, tmp_path):
     base_out, adapted_out = tmp_path / "base.npy", tmp_path / "adapted.npy"
     args = ["embed", "--model", str(model_dir), "--task", "U2I", "shoes, socks, jacket"]
-    assert invoke(*args, "--out", str(base_out)).exit_code == 0
-    result = invoke(*args, "--adapter", str(adapter_dir), "--out", str(adapted_out))
+    params = params_with_build(tmp_path, None)
+    assert invoke(*args, "--out", str(base_out), params=params).exit_code == 0
+    result = invoke(*args, "--adapter", str(adapter_dir), "--out", str(adapted_out), params=params)
     assert result.exit_code == 0, result.output
     assert not np.allclose(np.load(base_out), np.load(adapted_out), atol=1e-4)
 
     model, tok = load_recfound(model_dir, adapter_dir, device="cpu")
-    expected = embed_texts(model, tok, ["shoes, socks, jacket"], "", 0, batch_size=1)
+    query = ["shoes, socks, jacket"]
+    expected = embed_texts(model, tok, query, INSTRUCTIONS["U2I"], 0, batch_size=1)
     np.testing.assert_allclose(np.load(adapted_out), expected.numpy(), atol=1e-6)
 
     generated = invoke(
@@ -322,3 +353,20 @@ def test_empty_input_is_a_one_line_error_naming_the_input(model_dir, tmp_path, c
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_the_trained_instruction_is_that_of_the_source_with_most_training_rows():
+    rows = {
+        "SR": {"amazon_reviews": {"train": 10}, "movielens": {"train": 30}},
+        "QR": {"esci": {"train": 5}},
+    }
+    trained = trained_instructions(rows)
+    assert trained["SR"] == instruction_for("SR", "movielens")
+    assert trained["QR"] == INSTRUCTIONS["QR"]
+
+
+def test_the_top_level_help_speaks_to_users_not_developers():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "RecFound: train, evaluate and use one LLM" in result.output
+    assert "imported inside each command" not in result.output  # the module's developer note

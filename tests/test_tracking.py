@@ -19,8 +19,12 @@ from repo_helpers import git, write_yaml
 
 from recfound import processes
 from recfound.config import Config
+from recfound.data.unified import BUILD_MANIFEST
 from recfound.errors import DataError, RecFoundError, StageTerminated
 from recfound.model.export import EXPORT_INDEX_FILE
+from recfound.model.inference import generate_batch
+from recfound.model.prompts import generation_prompt
+from recfound.tasks import task_by_code
 from recfound.tracking import git_dvc, pyfunc, tags
 from recfound.tracking.faults import FAULT_MARKER_ENV, FAULT_ONCE_ENV, InjectedFault
 from recfound.tracking.mlflow_run import (
@@ -30,13 +34,14 @@ from recfound.tracking.mlflow_run import (
     read_step_metrics,
     stage_run,
 )
-from recfound.tracking.serving import post_json, serve_model
+from recfound.tracking.serving import post_json, serve_model, strict_json
 
 DATA_MD5 = "0123456789abcdef0123456789abcdef.dir"
 UNIFIED_MD5 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
 ADAPTER_MD5 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.dir"
 # The task set the registered test model records: what the requests below ask for, no more.
 REGISTERED_TASKS = ("U2I", "Q2I", "SR", "SA", "PM")
+TRAINED_INSTRUCTIONS = {"SA": "How many stars? Answer with A-E.", "Q2I": "Find the product."}
 
 DVC_YAML = {
     "stages": {
@@ -395,6 +400,10 @@ def registered(tiny_model_dir: Path, tracking_dir: Path, tmp_path_factory: pytes
         task_set = cfg.paths.merged / "tasks" / EXPORT_INDEX_FILE
         task_set.parent.mkdir(parents=True)
         task_set.write_text(json.dumps({"tasks": list(REGISTERED_TASKS)}))
+        # the build's record of each task's training instruction: the served default
+        cfg.paths.unified.mkdir(parents=True)
+        manifest = {"instructions": TRAINED_INSTRUCTIONS}
+        (cfg.paths.unified / BUILD_MANIFEST).write_text(json.dumps(manifest))
         with stage_run(cfg, "evaluate") as run:
             cfg.paths.reports.mkdir(parents=True, exist_ok=True)
             metrics = {"recfound": {"U2I": {"MRR@20": 0.25}, "SR": {"Recall@1": 0.5}}}
@@ -440,6 +449,15 @@ def test_registered_model_generates_for_generative_and_embeds_for_embedding_task
     )
     out = model.predict(frame)
     assert list(out["task"]) == ["SR", "U2I", "SA", "U2I"]
+    # the SA row gave no instruction: it is asked with the one SA was trained with
+    served = model.unwrap_python_model()
+    assert served.instructions == TRAINED_INSTRUCTIONS
+    prompt = generation_prompt(served.tokenizer, TRAINED_INSTRUCTIONS["SA"], "great shirt")
+    [expected] = generate_batch(
+        served.model, served.tokenizer, [prompt], task_by_code("SA").id,
+        cfg.evaluate.max_new_tokens, 1, progress=False,
+    )  # fmt: skip
+    assert out["generation"][2] == expected
     assert all(isinstance(g, str) for g in out["generation"][[0, 2]])
     assert out["embedding"][[0, 2]].isna().all() and out["generation"][[1, 3]].isna().all()
     for vector in out["embedding"][[1, 3]]:
@@ -481,7 +499,8 @@ def test_mlflow_models_serve_answers_a_request_with_the_registered_model(registe
     body = {
         "dataframe_split": {
             "columns": ["task", "input"],
-            "data": [["PM", "a vs b"], ["Q2I", "q"]],
+            # the example of docs/operations.md
+            "data": [["SA", "Great shirt, fits well."], ["Q2I", "red running shoes"]],
         }
     }
     model_uri = f"models:/{cfg.tracking.registered_model}/1"
@@ -489,8 +508,18 @@ def test_mlflow_models_serve_answers_a_request_with_the_registered_model(registe
         status, answer = post_json(server.invocations, body)
     assert status == 200, answer
     generation, embedding = answer["predictions"]
-    assert generation["task"] == "PM" and isinstance(generation["generation"], str)
+    assert generation["task"] == "SA" and isinstance(generation["generation"], str)
     assert embedding["task"] == "Q2I" and len(embedding["embedding"]) > 0
     # strict JSON: what a row does not answer is null, never NaN
     assert generation["embedding"] is None and embedding["generation"] is None
     assert all(row[c] is None for row in (generation, embedding) for c in ("items", "scores"))
+
+
+def test_the_client_parses_answers_strictly() -> None:
+    assert strict_json(b'{"generation": null, "scores": [0.5]}') == {
+        "generation": None,
+        "scores": [0.5],
+    }
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ValueError, match=f"not JSON: {constant}"):
+            strict_json(f'{{"generation": {constant}}}')

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from rich.console import Console
 from rich.table import Table
 
 from recfound.atomic import atomic_dir
 from recfound.config import BuildConfig, Config
 from recfound.data.catalogue import CatalogueOutputs
 from recfound.data.ingest import IngestReport
+from recfound.data.instructions import trained_instructions
 from recfound.data.readers import RawSources, discover_sources, read_amazonqa
 from recfound.data.rows import BuildError, RowWriter
 from recfound.data.schema import SPLITS
@@ -53,6 +53,7 @@ from recfound.data.tasks.search import build_q2i, build_qr, load_esci
 from recfound.data.tasks.sequences import SequenceTasks
 from recfound.data.unified import BUILD_MANIFEST, data_fingerprint
 from recfound.errors import RecFoundError
+from recfound.progress import console as output_console
 from recfound.tasks import TASKS
 
 SEQUENCE_TASKS = ("U2I", "SR", "UP")
@@ -145,6 +146,7 @@ class BuildResult:
             "caps": self.caps,
             "skipped": self.plan.skipped,
             "rows": rows,
+            "instructions": trained_instructions(rows),  # inference's default per task
             "data_fingerprint": self.fingerprint,
             "ingest": self.report.to_json(),
         }
@@ -249,7 +251,7 @@ def _caps(cfg: BuildConfig) -> str:
 
 def run(cfg: Config) -> None:
     """Stage entry: build the unified dataset into `paths.unified` (replaced atomically)."""
-    console = Console()
+    console = output_console()
     started = time.perf_counter()
     result = write_unified(cfg.paths.data, cfg.build, cfg.paths.unified)
     console.print(_ingest_table(result.report))

@@ -7,6 +7,8 @@ can be parsed (a letter, yes/no, JSON).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 INSTRUCTIONS: dict[str, str] = {
     "U2I": "Given a user's purchase history, retrieve the item the user will buy next.",
     "Q2I": "Given a shopping query, retrieve the product that matches it exactly.",
@@ -43,3 +45,23 @@ DOMAIN_INSTRUCTIONS: dict[tuple[str, str], str] = {
 def instruction_for(code: str, source: str) -> str:
     """The instruction of task `code` for rows of `source` (its domain's wording if it has one)."""
     return DOMAIN_INSTRUCTIONS.get((code, source), INSTRUCTIONS[code])
+
+
+def trained_instructions(rows: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, str]:
+    """The instruction each task was trained with: that of the source with most training rows.
+
+    `rows` is build.json's `rows` (task -> source -> split -> count). A task fed by several
+    sources trains under each one's wording; inference without an instruction takes the most
+    frequent (ties: the first source by name), so the model is asked as it mostly learned.
+    """
+    trained = {}
+    for code, sources in rows.items():
+        source = max(sorted(sources), key=lambda name: sources[name].get("train", 0))
+        trained[code] = instruction_for(code, source)
+    return trained
+
+
+def default_instruction(code: str, trained: Mapping[str, str]) -> str:
+    """The instruction for a request of task `code` that brings none: the trained one (from
+    `trained_instructions` of the model's build), else the task's standard wording."""
+    return trained.get(code) or INSTRUCTIONS.get(code, "")

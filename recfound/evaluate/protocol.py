@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from recfound.errors import DataError
 from recfound.evaluate import metrics as m
 from recfound.evaluate.bootstrap import Interval, RowEvidence, RowStats
@@ -46,6 +44,7 @@ from recfound.evaluate.parsing import (
     parse_reference,
 )
 from recfound.evaluate.systems import Row, System
+from recfound.progress import progress
 from recfound.tasks import TASKS, Task
 
 # Keys of the per-source results and of the confidence intervals inside a task's entry of
@@ -317,7 +316,7 @@ def evaluate_system(
     """Run `system` on every task it supports among `rows` (task code -> rows)."""
     run = SystemRun(system.name)
     tasks = [t for t in TASKS if t.code in rows and system.supports(t)]
-    for task in tqdm(tasks, desc=f"evaluate {system.name}", unit="task"):
+    for task in progress(tasks, desc=f"evaluate {system.name}", unit="task"):
         task_rows = rows[task.code]
         if task.is_embedding:
             run.results[task.code] = evaluate_embedding_task(system, task, task_rows, cutoff)

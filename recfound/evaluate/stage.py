@@ -14,11 +14,13 @@ The tasks evaluated are the task set of the dataset (recfound.data.unified.prese
 tasks with training rows, any non-empty subset of the 13) that have test rows.
 
 Outputs under `paths.reports`:
+    headline/<task>.json    the task's primary metric and interval per system: what
+                            `dvc metrics show` prints (recfound.evaluate.headline)
     metrics.json            per system and task, and per source where a task's test rows
                             come from several, each metric with its bootstrap interval
-                            (DVC metrics; recfound.evaluate.report)
+                            (recfound.evaluate.report)
     comparisons.json        RecFound minus every other system and current variant, per task
-                            and metric, with paired bootstrap intervals (DVC metrics)
+                            and metric, with paired bootstrap intervals
     evidence/<system>.json  the per-row statistics behind every score (recfound.evaluate.bootstrap)
     results.md              the paper's Tables 2-4 + #invalid + ROUGE-L (+ per source), the
                             full-catalogue retrieval table, the paired comparisons and the
@@ -43,6 +45,7 @@ from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import bootstrap, curve, figures, report
 from recfound.evaluate.full_catalogue import FullCatalogue
+from recfound.evaluate.headline import HEADLINE_DIR, write_headline
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
@@ -242,6 +245,8 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     comparisons = bootstrap.compare_systems(results | variants, REFERENCE_SYSTEM, settings)
     sizes = {code: len(rows) for code, rows in test.items()}
     report.write_metrics(reports / METRICS_FILE, results, settings)
+    headline_systems = [REFERENCE_SYSTEM, *cfg.evaluate.baselines]
+    write_headline(reports / HEADLINE_DIR, results, headline_systems)
     report.write_comparisons(reports / COMPARISONS_FILE, comparisons)
     bootstrap.write_evidence(reports / EVIDENCE_DIR, results)
     report.write_results(
@@ -252,6 +257,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)
     curve_path = curve.learning_curve(cfg, scorer)
+    print(f"headline (DVC metrics): {reports / HEADLINE_DIR}/<task>.json")
     print(f"metrics: {reports / METRICS_FILE} (paired comparisons: {reports / COMPARISONS_FILE})")
     print(f"tables: {reports / RESULTS_FILE}")
     for path in figure_paths:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from recfound.evaluate.systems import PASSAGE_INSTRUCTION, EmbedFn
 from recfound.index.store import unit_rows
+from recfound.progress import progress as progress_bar
 
 
 def embed_catalogue(
@@ -25,7 +25,9 @@ def embed_catalogue(
     if not passages:
         raise ValueError("the catalogue has no passages to embed")
     chunks = []
-    bar = tqdm(total=len(passages), desc="embed catalogue", unit="item", disable=not progress)
+    bar = progress_bar(
+        total=len(passages), desc="embed catalogue", unit="item", disable=not progress
+    )
     with bar:
         for start in range(0, len(passages), chunk_items):
             chunk = list(passages[start : start + chunk_items])

@@ -74,10 +74,9 @@ def validation_losses_per_step(
 ) -> tuple[tuple[Task, ...], dict[int, dict[str, float]]]:
     """The task set, and step -> task code -> loss on the whole validation split (training's
     loss definition) for each task of the set with validation rows."""
-    from tqdm.auto import tqdm
-
     from recfound.data.unified import load_unified, present_tasks
     from recfound.model.inference import load_recfound
+    from recfound.progress import progress
     from recfound.train.batches import BatchEncoder, validation_rows
     from recfound.train.objective import MultiTaskObjective, validation_losses
 
@@ -90,11 +89,18 @@ def validation_losses_per_step(
     )
     tasks = [t for t, indices in rows.items() if len(indices)]
     losses: dict[int, dict[str, float]] = {}
-    for step in tqdm(steps, desc="validation loss per checkpoint", unit="ckpt"):
+    for step in progress(steps, desc="validation loss per checkpoint", unit="ckpt"):
         model, tokenizer = load_recfound(cfg.paths.base_model, adapters[step], cfg)
         encoder = BatchEncoder(validation, tokenizer, cfg.train, cfg.paths.unified)
         objective = MultiTaskObjective.from_config(model, cfg)
-        per_task = validation_losses(objective, encoder, rows, tasks, cfg.train.eval_batch_size)
+        per_task = validation_losses(
+            objective,
+            encoder,
+            rows,
+            tasks,
+            cfg.train.eval_batch_size,
+            desc=f"validation loss of step {step}",
+        )
         losses[step] = {TASKS[t].code: loss for t, loss in per_task.items()}
         del model, objective
     return task_set, losses

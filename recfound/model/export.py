@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig
-from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from recfound.atomic import atomic_dir
@@ -36,6 +35,7 @@ from recfound.model.adapters import (
     write_peft_lora_dir,
 )
 from recfound.model.tmole import kind_experts
+from recfound.progress import progress
 from recfound.tasks import NUM_TASKS, TASKS, Task
 
 TASK_INFO_FILE = "recfound_task.json"
@@ -166,7 +166,7 @@ def export_all_tasks(
     ordered = sorted({task.id: task for task in tasks}.values(), key=lambda task: task.id)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        for task in tqdm(ordered, desc="export per-task LoRA", unit="task"):
+        for task in progress(ordered, desc="export per-task LoRA", unit="task"):
             export_task_lora(adapter, task.id, tmp / task.code, base_model_name_or_path)
         index = {"tasks": [task.code for task in ordered], "source_adapter": adapter.kind}
         (tmp / EXPORT_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")

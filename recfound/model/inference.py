@@ -7,27 +7,32 @@ the same way whether it is scored or asked by hand.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from recfound.atomic import atomic_file
 from recfound.config import Config
+from recfound.data.instructions import default_instruction
 from recfound.data.readers.common import iter_json_objects, iter_lines
 from recfound.errors import DataError, RecFoundError
 from recfound.model import prompts as fmt
 from recfound.model.unified import RecFoundModel, resolve_dtype
+from recfound.progress import progress as progress_bar
 
 
 @dataclass(frozen=True)
 class TextInput:
-    """One request: the task input (or text to embed) and an optional instruction."""
+    """One request: the task input (or text to embed) and its instruction.
+
+    None: the request gave none, and `with_task_instruction` supplies the task's; "" is an
+    explicit "no instruction" (e.g. an embedding passage, GritLM style).
+    """
 
     input: str
-    instruction: str = ""
+    instruction: str | None = None
 
 
 def default_device() -> torch.device:
@@ -99,7 +104,9 @@ def generate_batch(
     order = _longest_first(lengths)
     device = _device_of(model)
     answers: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
+    bar = progress_bar(
+        total=len(prompts), desc="generate", unit="prompt", leave=None, disable=not progress
+    )
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = fmt.collate_prompts(tokenizer, [prompts[i] for i in chunk], tokenizer.pad_token_id)
@@ -137,7 +144,9 @@ def embed_examples(
     order = _longest_first([len(e.input_ids) for e in examples])
     device = _device_of(model)
     vectors: list[torch.Tensor | None] = [None] * len(examples)
-    bar = tqdm(total=len(examples), desc="embed", unit="text", disable=not progress)
+    bar = progress_bar(
+        total=len(examples), desc="embed", unit="text", leave=None, disable=not progress
+    )
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = fmt.collate_embedding([examples[i] for i in chunk], tokenizer.pad_token_id)
@@ -178,7 +187,7 @@ def embed_texts(
     return embed_examples(model, tokenizer, examples, task_id, batch_size, progress)
 
 
-def text_inputs(texts: Sequence[str], instruction: str = "") -> list[TextInput]:
+def text_inputs(texts: Sequence[str], instruction: str | None = None) -> list[TextInput]:
     """Requests from command-line texts; a blank text is an error naming its position."""
     for number, text in enumerate(texts, start=1):
         if not text.strip():
@@ -205,11 +214,21 @@ def read_inputs(path: str | Path) -> list[TextInput]:
             raise DataError(path, 'expected an object with a string "input"', line=number)
         if not row["input"].strip():
             raise DataError(path, '"input" is empty', line=number)
-        instruction = row.get("instruction", "")
-        if not isinstance(instruction, str):
+        instruction = row.get("instruction")
+        if instruction is not None and not isinstance(instruction, str):
             raise DataError(path, '"instruction" must be a string', line=number)
         requests.append(TextInput(row["input"], instruction))
     return requests
+
+
+def with_task_instruction(
+    requests: Sequence[TextInput], task_code: str, trained: Mapping[str, str]
+) -> list[TextInput]:
+    """The requests, those without an instruction given the task's: the one it was trained
+    with (`trained`: build.json's `instructions`), else its standard one. A model asked
+    without its task's instruction answers off its training distribution."""
+    default = default_instruction(task_code, trained)
+    return [r if r.instruction is not None else replace(r, instruction=default) for r in requests]
 
 
 def _task_of_kind(code: str, embedding: bool):

@@ -9,9 +9,11 @@ recfound.index.recommend, the code evaluation, `recfound generate` / `embed` / `
 use, so a served model answers exactly as it was scored.
 
 Input: a DataFrame with string columns `task` (a task code of the model's task set, e.g. SR or
-U2I), `input`, optionally `instruction`, and optionally `k`. A row whose `k` is a whole number
-asks for retrieval (U2I, Q2I, I2I: the top k catalogue items); a row without `k` (absent or
-null) is answered as before: a generation, or an embedding. One request may mix them.
+U2I), `input`, optionally `instruction` (absent or null: the instruction the task was trained
+with, from the build's build.json; "": none, e.g. to embed a passage), and optionally `k`.
+A row whose `k` is a whole number asks for retrieval (U2I, Q2I, I2I: the top k catalogue
+items); a row without `k` (absent or null) is answered as before: a generation, or an
+embedding. One request may mix them.
 Retrieval inputs (docs/recommend.md "From the server"):
 
 - U2I: the user's history, one item per line, oldest first: catalogue item ids (those items
@@ -61,6 +63,7 @@ PARAMS = "params"
 TASK_SET = "task_set"  # optional: absent in a model logged before task subsets existed
 INDEX = "index"  # optional: paths.index; absent when logged before the index stage ran
 CATALOGUE = "catalogue"  # the build's catalogue.parquet, logged with the index
+BUILD = "build"  # optional: build.json, whose `instructions` are each task's default
 
 INPUT_COLUMNS = ("task", "input")
 OPTIONAL_COLUMNS = ("instruction",)
@@ -80,6 +83,15 @@ def read_task_set(path: str | Path | None) -> tuple[str, ...]:
         return tuple(json.loads(Path(path).read_text(encoding="utf-8"))["tasks"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise RecFoundError(f"{path}: unreadable task set of the model: {err}") from None
+
+
+def read_instructions(path: str | Path | None) -> dict[str, str]:
+    """Each task's trained instruction from the logged build.json ({} when logged without)."""
+    if path is None:
+        return {}
+    from recfound.data.unified import build_instructions
+
+    return build_instructions(Path(path).parent)
 
 
 def bad_request(message: str) -> MlflowException:
@@ -132,7 +144,7 @@ class Row:
 
     task: Task
     text: str
-    instruction: str  # "" when the row gives none
+    instruction: str | None  # None: the row gives none (the task's applies); "": none at all
     k: int | None  # None: generate or embed; else retrieve the top k items
 
 
@@ -165,7 +177,7 @@ def read_rows(frame: pd.DataFrame, task_codes: Sequence[str], limits: ServeConfi
             )
         instruction = frame.at[i, "instruction"] if "instruction" in frame.columns else None
         text = row_text(frame.at[i, "input"], i, limits.max_input_chars)
-        rows.append(Row(task, text, "" if _empty(instruction) else str(instruction), k))
+        rows.append(Row(task, text, None if _empty(instruction) else str(instruction), k))
     return rows
 
 
@@ -215,6 +227,7 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         self.model_lock = threading.Lock()
         self.cfg = load_config(artifacts[PARAMS])
         self.task_codes = read_task_set(artifacts.get(TASK_SET))
+        self.instructions = read_instructions(artifacts.get(BUILD))
         self.recommender: Recommender | None = None
         self.indexed: tuple[str, ...] = ()
         if INDEX in artifacts:
@@ -261,7 +274,7 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
                 query = user_query(catalogue, "of the request", lines, history, seen=False)
             else:
                 query = self.recommender.for_history(lines)
-        return replace(query, instruction=row.instruction) if row.instruction else query
+        return query if row.instruction is None else replace(query, instruction=row.instruction)
 
     def predict(
         self,
@@ -288,13 +301,17 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
     def generate_and_embed(self, rows: Sequence[Row], answers: dict[str, list[Any]]) -> None:
         """Fill `generation` and `embedding` of the rows without k, batched per task and
         instruction."""
+        from recfound.data.instructions import default_instruction
         from recfound.model import prompts
         from recfound.model.inference import embed_texts, generate_batch
 
         groups: dict[tuple[Task, str], list[int]] = {}
         for i, row in enumerate(rows):
             if row.k is None:
-                groups.setdefault((row.task, row.instruction), []).append(i)
+                instruction = row.instruction
+                if instruction is None:
+                    instruction = default_instruction(row.task.code, self.instructions)
+                groups.setdefault((row.task, instruction), []).append(i)
         batch_size = self.cfg.evaluate.batch_size
         for (task, instruction), group in groups.items():
             texts = [rows[i].text for i in group]

@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -50,6 +51,8 @@ INFERENCE_DISTRIBUTIONS = (
     "pyarrow",
     "datasets",
 )
+# MLflow's warning that log_model got no input_example (it starts with an ANSI colour code).
+NO_INPUT_EXAMPLE_WARNING = r".*An input example was not provided"
 # Lineage tags copied from the run onto the model version (the run keeps the full set).
 VERSION_TAGS = (tags.PIPELINE_ID, tags.FLOW_RUN_ID, tags.GIT_COMMIT, tags.GIT_DIRTY, tags.DATA_MD5)
 
@@ -86,6 +89,7 @@ def model_artifacts(cfg: Config, params_path: str | Path) -> dict[str, str]:
     without it the model answers all but retrieval.
     """
     from recfound.data.catalogue import CATALOGUE_FILE
+    from recfound.data.unified import BUILD_MANIFEST
     from recfound.index.stage import SUMMARY_FILE
     from recfound.merge.layout import MERGED_ADAPTER_DIR, TASK_ADAPTERS_DIR
     from recfound.model.export import EXPORT_INDEX_FILE
@@ -99,6 +103,9 @@ def model_artifacts(cfg: Config, params_path: str | Path) -> dict[str, str]:
     for name, path in artifacts.items():
         if not path.exists():
             raise RecFoundError(f"{path}: needed to register the model ({name}) but absent")
+    build = Path(cfg.paths.unified) / BUILD_MANIFEST  # each task's trained instruction
+    if build.is_file():
+        artifacts[pyfunc.BUILD] = build
     task_set = merged / TASK_ADAPTERS_DIR / EXPORT_INDEX_FILE
     if task_set.is_file():
         artifacts[pyfunc.TASK_SET] = task_set
@@ -144,6 +151,10 @@ def log_evaluated_model(cfg: Config, params_path: str | Path) -> ModelInfo:
             tmp = tempfile.TemporaryDirectory(dir=index_dir.parent, prefix=".logged-index-")
             logged = index_without_vectors(index_dir, Path(stack.enter_context(tmp)) / "index")
             artifacts[pyfunc.INDEX] = str(logged)
+        # Without input_example MLflow warns, in raw ANSI colours whatever the output; with one
+        # it would load and run the whole model inside log_model (the signature checks inputs).
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", NO_INPUT_EXAMPLE_WARNING, UserWarning)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=str(Path(pyfunc_model.__file__)),

@@ -57,16 +57,27 @@ def free_port() -> int:
 
 
 def post_json(url: str, body: Mapping[str, Any], timeout: float = 60.0) -> tuple[int, Any]:
-    """POST `body` as JSON; (HTTP status, decoded JSON answer), error statuses included."""
+    """POST `body` as JSON; (HTTP status, strictly decoded JSON answer), error statuses
+    included."""
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, strict_json(response.read())
     except urllib.error.HTTPError as err:
         with err:
-            return err.code, json.loads(err.read() or b"null")
+            return err.code, strict_json(err.read() or b"null")
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant} (the answer must use null for a missing value)")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as a strict client parses it: NaN / Infinity, which Python's json accepts by
+    default but RFC 8259 does not, are errors."""
+    return json.loads(text, parse_constant=_not_json)
 
 
 def wait_until_ready(served: Served, timeout_s: float = READY_TIMEOUT_S) -> None:

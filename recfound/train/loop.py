@@ -17,7 +17,8 @@ logs and the plots cover exactly those. Per step:
    (with the cache: the replayed embeddings' cached gradient instead of their own InfoNCE);
    gradient clipping, AdamW over the adapter's parameters (fused where torch supports it),
    warm-up + cosine LR;
-5. metrics (losses reduced over micro-batches and ranks) -> steps.jsonl, progress bar;
+5. metrics (losses reduced over micro-batches and ranks) -> steps.jsonl, progress bar (its
+   time left: recfound.train.remaining);
 6. every `train.save_every` steps and at the end: a checkpoint (recfound.train.checkpoint).
 
 A fresh run first writes `step-000000` (the initial adapter, which merge's task vectors are
@@ -39,12 +40,12 @@ import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from recfound.config import Config, TrainConfig
 from recfound.data.unified import present_tasks
 from recfound.model.unified import RecFoundModel, native_bf16
+from recfound.progress import progress
 from recfound.stages import declared_settings
 from recfound.tasks import NUM_TASKS, TASKS, Task
 from recfound.train import checkpoint as ckpt
@@ -72,6 +73,7 @@ from recfound.train.objective import (
     validation_chunks,
     validation_sums,
 )
+from recfound.train.remaining import RemainingTime
 from recfound.train.s2sched import POOL_KINDS, S2Sched
 
 # Devices for which torch (≥ 2.4, pinned 2.13) has fused AdamW kernels among those this stage
@@ -237,7 +239,7 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------ shared helpers
-    def _shared_validation(self, rows: Mapping[int, Sequence[int]]) -> dict[int, float]:
+    def _shared_validation(self, rows: Mapping[int, Sequence[int]], desc: str) -> dict[int, float]:
         """Per-task validation losses, identical on every rank, of the tasks of the task set
         that have rows in `rows` (a task without validation rows has no loss to report).
 
@@ -248,11 +250,15 @@ class Trainer:
         chunks = validation_chunks(rows, measured, self.tcfg.eval_batch_size)
         was_training = self.model.training
         self.model.eval()  # no dropout in a measurement
-        sums = validation_sums(
-            self.plain_objective,
-            self.val_encoder,
+        mine = progress(
             chunks[self.rank :: self.world],
-            self.accelerator.autocast,
+            desc=desc,
+            unit="batch",
+            leave=None,
+            disable=not self.accelerator.is_local_main_process,
+        )
+        sums = validation_sums(
+            self.plain_objective, self.val_encoder, mine, self.accelerator.autocast
         )
         self.model.train(was_training)
         # Indexed by task id (the model's id space), so every rank reduces the same shape.
@@ -303,7 +309,11 @@ class Trainer:
         acc.wait_for_everyone()
         latest = ckpt.latest_checkpoint(root)
         if latest is None:
-            before = self._shared_validation(self.full_val_rows) if report_val_loss else {}
+            before = (
+                self._shared_validation(self.full_val_rows, "validation loss before training")
+                if report_val_loss
+                else {}
+            )
             self._save(0, _before_state(before))
             if acc.is_main_process:
                 # Step 0 is on disk: the other configuration's checkpoints are superseded.
@@ -397,17 +407,25 @@ class Trainer:
         if tcfg.log_samples:
             samples.resume(start)
         outcome = TrainOutcome(tcfg.steps, resumed_from, {}, before, {})
-        bar = tqdm(
-            total=tcfg.steps, initial=start, desc="train", disable=not acc.is_local_main_process
+        passes = (step for step in range(start, tcfg.steps) if self.sched.is_update_step(step))
+        eta = RemainingTime(tcfg.steps, passes)
+        bar = progress(
+            total=tcfg.steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            disable=not acc.is_local_main_process,
         )
         self.model.train()
         for step in range(start, tcfg.steps):
             val_record: dict[str, float] = {}
             if self.sched.is_update_step(step):
                 t0 = time.perf_counter()
-                val = self._shared_validation(self.sched_val_rows)
+                val = self._shared_validation(self.sched_val_rows, "S2Sched validation")
                 self.sched.update(step, val)
-                outcome.schedule_seconds += time.perf_counter() - t0
+                pass_seconds = time.perf_counter() - t0
+                outcome.schedule_seconds += pass_seconds
+                eta.add_validation(pass_seconds)
                 val_record = {f"val_loss/{TASKS[t].code}": v for t, v in val.items()}
             t0 = time.perf_counter()
             record, row_ids, tokens = self._train_step(step)
@@ -420,16 +438,20 @@ class Trainer:
             if tcfg.log_samples:
                 counts = {t.code: record[f"n/{t.code}"] for t in self.tasks}
                 samples.append({"step": record["step"], "counts": counts, "ids": row_ids})
-            bar.set_postfix(_postfix(record, self.tasks), refresh=False)
-            bar.update(1)
             if record["step"] % tcfg.save_every == 0 or record["step"] == tcfg.steps:
                 self._save(record["step"], _before_state(before))
+            eta.add_step(time.perf_counter() - t0)  # saving and logging included
+            bar.set_remaining(eta.seconds(step + 1))
+            bar.set_postfix(_postfix(record, self.tasks), refresh=False)
+            bar.update(1)
         bar.close()
         self.model.eval()
         if not outcome.last_record and acc.is_main_process:
             outcome.last_record = next(reversed(metrics.records()), {})  # a finished run re-run
         if report_val_loss and before:
-            outcome.val_loss_after = self._shared_validation(self.full_val_rows)
+            outcome.val_loss_after = self._shared_validation(
+                self.full_val_rows, "validation loss after training"
+            )
         if acc.is_main_process:
             self.adapter.save(paths.adapter)
             outcome.outputs.append(paths.adapter)

@@ -48,6 +48,7 @@ from recfound.model.losses import (
     response_token_counts,
 )
 from recfound.model.unified import RecFoundModel
+from recfound.progress import progress
 from recfound.tasks import NUM_TASKS, Kind
 from recfound.train.batches import Batch, BatchEncoder, move_to
 from recfound.train.s2sched import POOL_KINDS, task_groups
@@ -292,8 +293,16 @@ def validation_losses(
     tasks: Sequence[int],
     batch_size: int,
     autocast: Autocast = nullcontext,
+    desc: str | None = None,
 ) -> dict[int, float]:
     """Validation loss of each task of `tasks` over its `rows`, in one process: mixed chunks of
-    `batch_size` (`validation_chunks`), no gradient, the model's train/eval mode unchanged."""
-    chunks = validation_chunks(rows, tasks, batch_size)
+    `batch_size` (`validation_chunks`), no gradient, the model's train/eval mode unchanged.
+    With `desc`, a progress bar of that name counts the chunks."""
+    chunks = progress(
+        validation_chunks(rows, tasks, batch_size),
+        desc=desc,
+        unit="batch",
+        leave=None,
+        disable=desc is None,
+    )
     return task_losses(*validation_sums(objective, encoder, chunks, autocast), tasks)

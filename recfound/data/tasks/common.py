@@ -21,10 +21,10 @@ from itertools import count
 from typing import Generic, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from recfound.config import BuildConfig
 from recfound.data.instructions import instruction_for
+from recfound.progress import progress as progress_bar
 from recfound.tasks import task_by_code
 
 T = TypeVar("T")
@@ -36,8 +36,8 @@ DRAW_FACTOR = 4  # test is filled first: it gets the rarest rows
 
 
 def progress(records: Iterable[T], desc: str) -> Iterator[T]:
-    """Stream `records` with a progress bar on a terminal (silent when output is redirected)."""
-    yield from tqdm(records, desc=desc, unit=" rec", disable=None, mininterval=1.0, leave=False)
+    """Stream `records` with a progress bar (recfound.progress: lines in a log)."""
+    yield from progress_bar(records, desc=desc, unit="rec", mininterval=1.0, leave=False)
 
 
 def _digest(parts: Iterable[object], size: int) -> bytes:
