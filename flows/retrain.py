@@ -137,12 +137,17 @@ def retrain(stages: list[str] | None = None) -> State:
         cfg, flow_run.scheduled_start_time, str(flow_run.id), get_run_logger().info
     ):
         if not data_changed(cfg):
-            return Completed(message=f"{UNCHANGED}: {cfg.paths.data} matches {dvc_file(cfg)}")
+            message = f"{UNCHANGED}: {cfg.paths.data} matches {dvc_file(cfg)}; nothing to do"
+            get_run_logger().info(message)
+            return Completed(message=message)
         committed = add_and_commit(cfg)
         outcomes = recfound(stages=stages, return_state=True).result()
         if committed:
             commit_pipeline_record(cfg)
-        return Completed(message=f"{outcome_message(outcomes, committed)}\n{summary(outcomes)}")
+        message = f"{outcome_message(outcomes, committed)}\n{summary(outcomes)}"
+        # the pipeline subflow logged its summary under its own run: say it here as well
+        get_run_logger().info(message)
+        return Completed(message=message)
 
 
 def outcome_message(outcomes: list[StageOutcome], committed: bool) -> str:

@@ -61,6 +61,11 @@ def prefect_env(cfg: Config, root: Path) -> dict[str, str]:
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # `prefect deployment run … --watch` follows a run's events and logs over websockets;
+        # the server streams logs out only when told to (off by default in Prefect 3.8), and
+        # without them the watch shows state changes but nothing of what the stages did.
+        "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+        "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
     }
 
 

@@ -293,6 +293,17 @@ def test_a_run_with_nothing_changed_says_every_stage_was_skipped(
     assert all(" skipped " in line for line in second.state.message.splitlines()[1:])
 
 
+def test_watching_a_run_shows_what_it_did_and_its_summary(served: Served, two_train_runs) -> None:
+    watched = _run(
+        [str(SCRIPTS / "prefect"), "deployment", "run", "recfound/train", "--watch"],
+        served.repo,
+        served.env,
+    )
+    # the stages' own lines and the summary, not only state changes (logs stream out)
+    assert "$ dvc repro train" in watched
+    assert "summary: nothing to do" in watched
+
+
 def test_a_stage_failing_once_is_retried_and_the_flow_still_completes(
     served: Served, two_train_runs
 ) -> None:

@@ -500,7 +500,14 @@ def test_mlflow_models_serve_answers_a_request_with_the_registered_model(registe
         "dataframe_split": {
             "columns": ["task", "input"],
             # the example of docs/operations.md
-            "data": [["SA", "Great shirt, fits well."], ["Q2I", "red running shoes"]],
+            "data": [
+                [
+                    "SA",
+                    "Title: Great shirt\nReview: Fits well.\nOptions: A. 1 star, B. 2 stars, "
+                    "C. 3 stars, D. 4 stars, E. 5 stars",
+                ],
+                ["Q2I", "red running shoes"],
+            ],
         }
     }
     model_uri = f"models:/{cfg.tracking.registered_model}/1"
