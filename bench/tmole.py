@@ -17,12 +17,14 @@ falls on all variants alike. Reported: median and best wall time per step.
   the paper's reference code); its logits are checked against `tmole` before timing.
 
 Generation: greedy decoding of `--new-tokens` tokens (EOS ignored) from one prompt, tokens/s of
-the base model, of the base with one task merged in (recfound.model.export), and of the routed,
-unmerged TMoLE model; runs alternate between models so machine load hits them alike.
+the base model, of the base with one task merged in (recfound.model.export), of the routed,
+unmerged TMoLE model, and of the same with its gates recomputed at every forward
+(`tmole_gates_every_step`: as before the per-block gate cache of recfound.model.tmole); runs
+alternate between models so machine load hits them alike.
 
 Ratios (`ratios` from medians, `ratios_from_best` from best times): tmole / lora_r48 step
 time (target ≤ 1.10), tmole_looped / tmole (> 1: stacking is faster), merged / base tokens/s
-(target ≥ 0.97).
+(target ≥ 0.97), routed / gates-every-step tokens/s (> 1: the gate cache pays).
 """
 
 from __future__ import annotations
@@ -211,6 +213,18 @@ def greedy_generation(
     return run
 
 
+@contextlib.contextmanager
+def gates_every_step(adapter: TMoLEAdapter, task: torch.Tensor):
+    """Route `task`, with each layer's gates recomputed at every forward (no per-block cache)."""
+    cached = TMoLELinear.routed_scales
+    TMoLELinear.routed_scales = TMoLELinear.rank_block_scales
+    try:
+        with adapter.route(task):
+            yield
+    finally:
+        TMoLELinear.routed_scales = cached
+
+
 def speed_ratios(
     steps: dict[str, dict], tokens_per_s: dict[str, dict], stat: str, stacked_rank: int
 ) -> dict[str, float | dict[str, bool]]:
@@ -225,6 +239,7 @@ def speed_ratios(
         "looped_over_tmole": step["tmole_looped"] / step["tmole"],
         "merged_over_base_tokens_per_s": rate["merged_task"] / rate["base"],
         "routed_over_base_tokens_per_s": rate["tmole_routed"] / rate["base"],
+        "gate_cache_tokens_per_s": rate["tmole_routed"] / rate["tmole_gates_every_step"],
     }
     ratios["targets_met"] = {
         f"tmole_over_{wide_lora}_at_most_{TARGET_TMOLE_OVER_LORA_R48}": ratios[
@@ -332,6 +347,9 @@ def time_generation(
         ),
         "tmole_routed": greedy_generation(
             routed_model, prompt, args.new_tokens, lambda: routed_adapter.route(task)
+        ),
+        "tmole_gates_every_step": greedy_generation(
+            routed_model, prompt, args.new_tokens, lambda: gates_every_step(routed_adapter, task)
         ),
     }
     times = interleaved_times(generations, args.warmup, args.gen_repeats, prompt.device, "generate")

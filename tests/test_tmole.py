@@ -272,6 +272,52 @@ def test_a_one_kind_batch_computes_only_its_kinds_experts_with_identical_results
         assert not sliced[1]["router"][e].any()
 
 
+def _layer_with_counted_scales(monkeypatch: pytest.MonkeyPatch):
+    """A TMoLE layer whose gate-scale computations are counted."""
+    torch.manual_seed(0)
+    cfg = TMoLEConfig(task_embedding_dim=8, rank=4)
+    routing = TaskRouting(cfg, torch.float32)
+    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    calls = []
+    compute = layer.rank_block_scales
+    monkeypatch.setattr(layer, "rank_block_scales", lambda ids: calls.append(1) or compute(ids))
+    return routing, layer, calls
+
+
+def test_without_autograd_gates_are_computed_once_per_block_with_the_same_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    routing, layer, calls = _layer_with_counted_scales(monkeypatch)
+    x, ids = torch.randn(3, 5, 12), torch.tensor([4, 4, 7])
+    with torch.no_grad(), routing.routed(ids):
+        first, second, third = layer(x), layer(x), layer(x)  # e.g. three decoding steps
+    assert len(calls) == 1
+    fresh = layer.base(x) + layer.adapter_delta(x, ids, routing.experts)  # outside: no cache
+    torch.testing.assert_close(first, fresh)
+    assert torch.equal(first, second) and torch.equal(second, third)
+
+
+def test_with_autograd_gates_are_recomputed_and_a_new_block_sees_new_router_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    routing, layer, calls = _layer_with_counted_scales(monkeypatch)
+    x, ids = torch.randn(2, 5, 12), torch.tensor([4, 7])
+    with routing.routed(ids):
+        layer(x).sum().backward()
+        layer(x)
+    assert len(calls) == 2 and layer.router.weight.grad.abs().sum() > 0
+    with torch.no_grad(), routing.routed(ids):
+        before = layer(x)
+    with torch.no_grad():
+        layer.router.weight.mul_(3.0)  # what an optimizer step between two blocks does
+    with torch.no_grad(), routing.routed(ids):
+        after = layer(x)
+    assert not torch.allclose(before, after)
+    assert routing.scale_cache == {}  # nothing outlives its block
+
+
 # -------------------------------------------------------------------------------- training
 
 

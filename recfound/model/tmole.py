@@ -23,6 +23,13 @@ shared; generative: shared + generative-only). When every sample of a routed bat
 kind — every batch the trainer builds — the layer multiplies only those experts' rank rows of A
 and B (a view, no copy); the others have gate exactly 0 and would add exactly 0, so outputs and
 gradients are those of the full product. A batch mixing kinds uses all E·r rows.
+
+Within one routed block the gates depend only on the batch's task ids and the router weights,
+neither of which changes there. Without autograd (inference, validation, GradCache's first
+pass) each layer computes its rank-block scales once per block and batch size and reuses them
+at every later forward of the block — every decoding step of a generation: same numbers, without
+a router matmul, softmax and gathers per layer and token. With autograd they are recomputed,
+so gradients reach the router and the task table.
 """
 
 from __future__ import annotations
@@ -123,7 +130,8 @@ class TaskRouting(nn.Module):
     """What every TMoLE layer of one model shares: the task table, the kind mask, the batch's tasks.
 
     `task_ids` and `experts` (the experts some sample of the batch may use, `kind_experts`) are
-    set by `routed()` — `TMoLEAdapter.route()` — for the forwards inside its block.
+    set by `routed()` — `TMoLEAdapter.route()` — for the forwards inside its block, with
+    `scale_cache`: the layers' gate scales computed without autograd in this block (module doc).
     """
 
     def __init__(
@@ -138,18 +146,20 @@ class TaskRouting(nn.Module):
         self.config = cfg
         self.task_ids: torch.Tensor | None = None
         self.experts = kind_experts(cfg, ())
+        self.scale_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     @contextlib.contextmanager
     def routed(self, task_ids: torch.Tensor) -> Iterator[None]:
         """Inside the block, sample i is of task task_ids[i] (one id broadcasts); restored after."""
         # The kinds are read once per block on the host, not in every layer's forward.
         kinds = {TASKS[t].kind for t in task_ids.unique().tolist()}
-        previous = self.task_ids, self.experts
+        previous = self.task_ids, self.experts, self.scale_cache
         self.task_ids, self.experts = task_ids, kind_experts(self.config, kinds)
+        self.scale_cache = {}
         try:
             yield
         finally:
-            self.task_ids, self.experts = previous
+            self.task_ids, self.experts, self.scale_cache = previous
 
     def current_task_ids(self, batch_size: int) -> torch.Tensor:
         """The routed task ids for a batch of `batch_size` (a single id broadcasts)."""
@@ -220,12 +230,23 @@ class TMoLELinear(nn.Module):
         """The rank rows of A (columns of B) that hold these experts."""
         return slice(experts.start * self.rank, experts.stop * self.rank)
 
+    def routed_scales(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """`rank_block_scales` of the routed batch; without autograd, once per routed block and
+        batch size (module docstring)."""
+        if torch.is_grad_enabled():
+            return self.rank_block_scales(task_ids)
+        key = (id(self), task_ids.shape[0])
+        cache = self.routing.scale_cache
+        if key not in cache:
+            cache[key] = self.rank_block_scales(task_ids)
+        return cache[key]
+
     def adapter_delta(
         self, x: torch.Tensor, task_ids: torch.Tensor, experts: slice
     ) -> torch.Tensor:
         """Σ_e g_e(t)(α/r) B_e A_e dropout(x) over `experts` (those with a nonzero gate)."""
         rows = self.expert_rows(experts)
-        scales = self.rank_block_scales(task_ids)[:, rows]
+        scales = self.routed_scales(task_ids)[:, rows]
         scales = scales.view(x.shape[0], *([1] * (x.dim() - 2)), scales.shape[-1])
         down = F.linear(self.dropout(x), self.lora_a[rows])
         return F.linear(down * scales, self.lora_b[:, rows])
