@@ -231,6 +231,17 @@ def test_router_init_normal_draws_unit_variance_weights_and_default_keeps_linear
     assert float(layers["default"].router.weight.abs().max()) <= bound
 
 
+def small_layer() -> tuple[TMoLEConfig, TaskRouting, TMoLELinear]:
+    """A seeded 12 -> 10 TMoLE layer (rank 4) with nonzero up-projections, and its routing."""
+    torch.manual_seed(0)
+    cfg = TMoLEConfig(task_embedding_dim=8, rank=4)
+    routing = TaskRouting(cfg, torch.float32)
+    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+    return cfg, routing, layer
+
+
 @pytest.mark.parametrize(
     ("tasks", "experts"),
     [([0, 2, 1], slice(0, 4)), ([3, 12, 7], slice(2, 6)), ([0, 5], slice(0, 6))],
@@ -239,12 +250,7 @@ def test_router_init_normal_draws_unit_variance_weights_and_default_keeps_linear
 def test_a_one_kind_batch_computes_only_its_kinds_experts_with_identical_results(
     tasks: list[int], experts: slice
 ) -> None:
-    torch.manual_seed(0)
-    cfg = TMoLEConfig(task_embedding_dim=8, rank=4)
-    routing = TaskRouting(cfg, torch.float32)
-    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
-    with torch.no_grad():
-        layer.lora_b.normal_()
+    cfg, routing, layer = small_layer()
     x = torch.randn(len(tasks), 5, 12)
     ids = torch.tensor(tasks)
     params = {"lora_a": layer.lora_a, "lora_b": layer.lora_b, "router": layer.router.weight}
@@ -274,12 +280,7 @@ def test_a_one_kind_batch_computes_only_its_kinds_experts_with_identical_results
 
 def _layer_with_counted_scales(monkeypatch: pytest.MonkeyPatch):
     """A TMoLE layer whose gate-scale computations are counted."""
-    torch.manual_seed(0)
-    cfg = TMoLEConfig(task_embedding_dim=8, rank=4)
-    routing = TaskRouting(cfg, torch.float32)
-    layer = TMoLELinear(nn.Linear(12, 10), routing, cfg)
-    with torch.no_grad():
-        layer.lora_b.normal_()
+    _, routing, layer = small_layer()
     calls = []
     compute = layer.rank_block_scales
     monkeypatch.setattr(layer, "rank_block_scales", lambda ids: calls.append(1) or compute(ids))
