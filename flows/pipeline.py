@@ -190,10 +190,11 @@ def stage_env(pipeline_id: str, progress_interval_s: float) -> dict[str, str]:
     }
 
 
-def dvc_status(stage: str) -> dict:
-    """`dvc status <stage> --json`: what changed since the stage last ran ({} = nothing)."""
+def dvc_status(target: str) -> dict:
+    """`dvc status <target> --json` (a stage or a .dvc file): what changed since DVC last
+    recorded it ({} = nothing), e.g. {"train": [{"changed deps": {"data": "modified"}}]}."""
     done = subprocess.run(
-        ["dvc", "status", stage, "--json"], capture_output=True, text=True, check=True
+        ["dvc", "status", target, "--json"], capture_output=True, text=True, check=True
     )
     return json.loads(done.stdout or "{}")
 

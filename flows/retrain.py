@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows.pipeline import PARAMS_FILE, recfound, run_logged
+from flows.pipeline import PARAMS_FILE, dvc_status, recfound, run_logged
 from flows.summary import StageOutcome, ran, summary
 from recfound.config import Config, load_config
 from recfound.locks import workspace_turn
@@ -54,11 +53,8 @@ def data_changed(cfg: Config) -> bool:
     if not Path(dvc_file(cfg)).is_file():
         logger.info("%s does not exist yet: the data is new", dvc_file(cfg))
         return True
-    done = subprocess.run(
-        ["dvc", "status", dvc_file(cfg), "--json"], capture_output=True, text=True, check=True
-    )
     # {} when up to date, else {"data.dvc": [{"changed outs": {"data": "modified"}}]}
-    status = json.loads(done.stdout or "{}")
+    status = dvc_status(dvc_file(cfg))
     if status:
         logger.info("data changed: %s", json.dumps(status))
     return bool(status)
