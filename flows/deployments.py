@@ -21,7 +21,6 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.pipeline import PARAMS_FILE, recfound
-from flows.reconcile import record_flow_run_process
 from flows.retrain import retrain
 from recfound.config import Config, load_config
 
@@ -37,16 +36,16 @@ def one_at_a_time() -> ConcurrencyLimitConfig:
 def build_deployments(cfg: Config) -> list[RunnerDeployment]:
     """The train and data-change deployments (module entrypoints: importable from anywhere).
 
-    Their flow runs record their process (flows.reconcile), so that a restart can tell a run
-    whose process died from one that still runs.
+    Their flow runs record their process (the flows' own on_running hook, flows.reconcile), so
+    that a restart can tell a run whose process died from one that still runs.
     """
-    train = recfound.with_options(on_running=[record_flow_run_process]).to_deployment(
+    train = recfound.to_deployment(
         name=TRAIN,
         concurrency_limit=one_at_a_time(),
         entrypoint_type=EntrypointType.MODULE_PATH,
         description="The RecFound pipeline: dvc repro, stage by stage, with retries.",
     )
-    data_change = retrain.with_options(on_running=[record_flow_run_process]).to_deployment(
+    data_change = retrain.to_deployment(
         name=DATA_CHANGE,
         interval=datetime.timedelta(seconds=cfg.orchestration.retrain_interval_s),
         concurrency_limit=one_at_a_time(),

@@ -29,7 +29,9 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from flows.reconcile import record_flow_run_process
 from flows.summary import StageOutcome, stage_outcome, summary
+from recfound import processes
 from recfound.config import load_config
 from recfound.lifeline import die_with_parent
 from recfound.locks import workspace_turn
@@ -45,23 +47,9 @@ class CommandFailed(RuntimeError):
 
 
 def _group_alive(proc: subprocess.Popen) -> bool:
-    """Whether a process of the group `proc` leads still runs (zombies do not count: an
-    orphan waits for init to reap it, which a container's init may never do)."""
-    proc.poll()  # reap the leader
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return False
-    if not Path("/proc/self/stat").is_file():
-        return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue  # gone while we looked
-        if int(group) == proc.pid and state not in ("Z", "X"):
-            return True
-    return False
+    """Whether a process of the group `proc` leads still runs (the leader reaped first)."""
+    proc.poll()
+    return processes.group_alive(proc.pid)
 
 
 def _drain(proc: subprocess.Popen, logger: logging.LoggerAdapter, wait_s: float) -> None:
@@ -218,7 +206,8 @@ def check_workspace(stages: list[str]) -> None:
         raise ValueError(f"stages {unknown} are not in dvc.yaml (it has {', '.join(known)})")
 
 
-@flow(name="recfound", log_prints=True)
+# the hook is on the flow itself: a deployment runs its entrypoint, this very object
+@flow(name="recfound", log_prints=True, on_running=[record_flow_run_process])
 def recfound(stages: list[str] | None = None) -> State:
     """Run the pipeline's stages in order (default: orchestration.stages), each with retries.
 

@@ -11,13 +11,19 @@ Prefect's own runner leaves the field empty), and when the serving process start
 `crash_orphaned_flow_runs` sets Crashed (forced, which releases the slot) every run of those
 deployments in a state that holds a slot (Pending, Running, Cancelling) whose process is gone
 from this host, or that has no process recorded: this serving process has only just started,
-so no live process of it can be running them yet, and the one that was is gone. Then
+so no live process of it can be running them yet, and the one that was is gone. A run whose
+recorded process still lives was left by a previous serving process: that process is stopped
+first (SIGTERM: it stops its stage in order), so no live run is ever marked Crashed. Then
 `close_dead_runs` closes the MLflow runs of dead stage processes (recfound.tracking.reconcile).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,13 +41,18 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
 from recfound.config import Config, load_config
+from recfound.lifeline import end_with_parent
 from recfound.tracking import tags
 from recfound.tracking.mlflow_run import configure_mlflow
 from recfound.tracking.reconcile import close_dead_runs, process_alive, process_identity
 
 # The states in which a flow run holds its deployment's concurrency slot (Prefect releases it
 # on the way out of them: core_policy.ReleaseFlowConcurrencySlots).
+# Set by Prefect's runner in the environment of the process it starts for a flow run.
+FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
+PARAMS_FILE = "params.yaml"
 SLOT_HOLDING_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+STOP_POLL_S = 0.2  # how often a stopped leftover process is checked
 CRASH_MESSAGE = "its process is gone (found when the serving process started)"
 
 
@@ -53,29 +64,72 @@ def process_label() -> str:
     )
 
 
+def _parse_label(label: str | None) -> tuple[str, int, str | None] | None:
+    """(host, pid, start) of a `host:pid:start` label; None when there is no usable one."""
+    if not label:
+        return None
+    host, _, rest = label.partition(":")
+    pid, _, start = rest.partition(":")
+    return (host, int(pid), start or None) if pid.isdigit() else None
+
+
 def process_gone(label: str | None, host: str) -> bool:
     """Whether the process a flow run recorded is known to be gone: no label, or one of this
     host whose process does not exist. A process of another host is never judged gone."""
     if not label:
         return True
-    recorded_host, _, rest = label.partition(":")
-    pid, _, start = rest.partition(":")
-    if recorded_host != host or not pid.isdigit():
+    parsed = _parse_label(label)
+    if parsed is None or parsed[0] != host:
         return False
-    return not process_alive(int(pid), start or None)
+    return not process_alive(parsed[1], parsed[2])
+
+
+def stop_process(label: str | None, host: str, timeout_s: float) -> bool:
+    """Stop the live process of this host that `label` names: SIGTERM (a flow run's process
+    then stops its command group in order), SIGKILL after `timeout_s`. True if there was one."""
+    parsed = _parse_label(label)
+    if parsed is None or parsed[0] != host or not process_alive(parsed[1], parsed[2]):
+        return False
+    pid, start = parsed[1], parsed[2]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(STOP_POLL_S)
+    if process_alive(pid, start):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def started_for(flow_run: FlowRun) -> bool:
+    """Whether this process was started by a runner to execute `flow_run` (a served
+    deployment's run), not a flow called in some other process (a test, a script)."""
+    return os.environ.get(FLOW_RUN_ID_ENV) == str(flow_run.id)
 
 
 def record_flow_run_process(flow: Any, flow_run: FlowRun, state: Any) -> None:
-    """on_running hook: record the flow run's process in its infrastructure_pid."""
+    """on_running hook of the flows themselves (the entrypoints the deployments run): record
+    the flow run's process in its infrastructure_pid, and when a runner started this process
+    for the run, end it with that runner (lifeline.end_with_parent): a SIGTERM, which Prefect's
+    engine raises in the running task, whose command group then stops in order."""
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, infrastructure_pid=process_label())
+    if started_for(flow_run):
+        _end_with_runner(load_config(PARAMS_FILE).workspace.launcher_poll_s)
+
+
+@functools.cache  # once per process: a subflow's run starts in its parent's process
+def _end_with_runner(poll_s: float) -> None:
+    end_with_parent(poll_s)
 
 
 def crash_orphaned_flow_runs(
-    client: SyncPrefectClient, deployment_names: Iterable[str]
+    client: SyncPrefectClient, deployment_names: Iterable[str], stop_timeout_s: float
 ) -> list[FlowRun]:
-    """Force Crashed every slot-holding run of these deployments whose process is gone.
+    """Force Crashed every slot-holding run of these deployments, once its process is gone.
 
+    Called before this serving process serves anything, so a run whose process still lives
+    was started by a previous serving process, which is gone (`recfound serve` stopped what it
+    left): that process is stopped first (stop_process), never marked Crashed alive.
     `deployment_names` are `flow/deployment`; ones not created yet are skipped. Returns the
     runs crashed, as they were before.
     """
@@ -94,6 +148,9 @@ def crash_orphaned_flow_runs(
         )
     )
     host = socket.gethostname()
+    for run in runs:
+        if stop_process(run.infrastructure_pid, host, stop_timeout_s):
+            print(f"flow run {run.name} ({run.id}): stopped its process left by a previous serve")
     crashed = [run for run in runs if process_gone(run.infrastructure_pid, host)]
     for run in crashed:
         # force: a run in Cancelling may only go to Cancelled by the rules; we know better
@@ -104,7 +161,10 @@ def crash_orphaned_flow_runs(
 def reconcile_on_start(cfg: Config, deployment_names: Iterable[str]) -> None:
     """Crash the orphaned flow runs of our deployments, close dead stages' MLflow runs; log."""
     with get_client(sync_client=True) as client:
-        for run in crash_orphaned_flow_runs(client, deployment_names):
+        crashed = crash_orphaned_flow_runs(
+            client, deployment_names, cfg.orchestration.stop_timeout_s
+        )
+        for run in crashed:
             state = run.state.name if run.state else "no state"
             print(f"flow run {run.name} ({run.id}) was {state}: Crashed, {CRASH_MESSAGE}")
     if cfg.tracking.enabled:
@@ -115,7 +175,7 @@ def reconcile_on_start(cfg: Config, deployment_names: Iterable[str]) -> None:
 
 def main() -> None:
     """`python -m flows.reconcile`: what `recfound serve` runs before serving the deployments."""
-    from flows.deployments import PARAMS_FILE, build_deployments
+    from flows.deployments import build_deployments
 
     cfg = load_config(PARAMS_FILE)
     reconcile_on_start(cfg, [f"{d.flow_name}/{d.name}" for d in build_deployments(cfg)])

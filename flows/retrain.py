@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.pipeline import PARAMS_FILE, dvc_status, recfound, run_logged
+from flows.reconcile import record_flow_run_process
 from flows.summary import StageOutcome, ran, summary
 from recfound.config import Config, load_config
 from recfound.locks import workspace_turn
@@ -120,7 +121,8 @@ def commit_pipeline_record(cfg: Config) -> bool:
     return bool(record)
 
 
-@flow(name="recfound-retrain", log_prints=True)
+# the hook is on the flow itself: a deployment runs its entrypoint, this very object
+@flow(name="recfound-retrain", log_prints=True, on_running=[record_flow_run_process])
 def retrain(stages: list[str] | None = None) -> State:
     """Retrain if and only if the raw data changed (see module docstring).
 

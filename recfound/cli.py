@@ -30,7 +30,7 @@ from recfound.errors import (
     storage_message,
 )
 from recfound.locks import stage_lock
-from recfound.stages import entry_points
+from recfound.stages import check_outs_inside, entry_points
 
 DEBUG_ENV = "RECFOUND_DEBUG"
 _DEBUG_KEY = "recfound.debug"  # in click's ctx.meta, shared by every nested context
@@ -147,6 +147,8 @@ def stage(
         _fail(ValueError("--raw-only applies to the validate stage only"))
     try:
         cfg = load_config(params)
+        if not raw_only:  # before the work, not after it: DVC saves outputs inside the repo only
+            check_outs_inside(".", name, cfg)
         # one writer per workspace: ends with its launcher (dvc), holds the stage lock
         with (
             lifeline.tied_to_launcher(cfg.workspace.launcher_poll_s),

@@ -85,6 +85,7 @@ class DropShares(_Section):
     duplicate: float = Field(0.05, ge=0.0, le=1.0)
     conflicting_duplicate: float = Field(0.05, ge=0.0, le=1.0)
     short_user: float = Field(0.05, ge=0.0, le=1.0)
+    unknown_user: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class BuildConfig(_Section):
@@ -97,6 +98,9 @@ class BuildConfig(_Section):
     # Embedding tasks are cheap to score (no generation): a larger test set narrows their intervals
     embedding_test_per_task: int = Field(1000, ge=1)
     max_drop_share: DropShares = DropShares()
+    # Longest line (or CSV record) a raw reader accepts (recfound.data.readers.common): far
+    # above any real record, and what a file without line breaks costs in memory at most.
+    max_line_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     sr_candidates: int = 20
     eval_negatives: int = 19
     hard_negatives: int = 3

@@ -126,6 +126,23 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def end_with_parent(poll_s: float) -> threading.Event:
+    """SIGTERM this process, from a daemon thread, once its parent has ended (checked every
+    `poll_s`); set the returned event to stop watching.
+
+    For a process that cannot ask the kernel instead: PR_SET_PDEATHSIG follows the parent's
+    forking *thread*, and Prefect's runner starts a flow run's process from a worker thread of
+    its event loop, which may end long before the runner does.
+    """
+    parent = os.getppid()
+    launcher = Launcher(parent, parent, processes.start_time(parent))
+    stop = threading.Event()
+    threading.Thread(
+        target=_watch, args=(launcher, poll_s, stop), name="parent-watch", daemon=True
+    ).start()
+    return stop
+
+
 def _watch(launcher: Launcher, poll_s: float, stop: threading.Event) -> None:
     while not stop.wait(poll_s):
         if not launcher.alive():

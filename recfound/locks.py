@@ -10,12 +10,17 @@ write checkpoints. Hence:
   command) into the file; a second process waits, saying who holds it, and after its wait
   refuses with WorkspaceBusy naming the holder. The file's contents only describe the
   holder: the lock itself decides, so details left by a dead holder mean nothing.
-- `stage_lock(cfg, stage)`: what every `recfound stage` process holds (paths.stage_lock).
+- `stage_lock(cfg, stage)`: what every `recfound stage` process holds: paths.stage_lock, and
+  paths.workspace_lock unless the flow run that started it (an ancestor process) holds that.
+  So a stage of a direct `dvc repro` waits for a flow run's turn to end, then refuses.
 - `queue_turn(...)` / `workspace_turn(cfg, ...)`: a flow run's turn at the workspace
   (paths.workspace_lock), granted in submission order. Each waiting run leaves a ticket in
   paths.workspace_queue named by its order key (submission time, then id) and holding its
-  pid; a run takes the lock only when its ticket is the first of the live ones, and logs
-  who holds the workspace while it waits. Tickets of dead processes are removed.
+  pid; a run takes the lock only when its ticket is the first of the live ones, and no
+  direct `dvc repro` is at work in the repository (`dvc_at_work`: DVC's repository lock, or
+  its rwlock naming a live process; between its stages no stage lock is held, so the stage
+  lock alone would not tell). It logs who holds the workspace while it waits. Tickets of dead
+  processes are removed.
 
 A process that holds a lock may enter it again (a flow run that runs another flow as its
 subflow): flock would otherwise make it wait on itself.
@@ -31,7 +36,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +52,7 @@ RETRY_S = 0.1
 _ORDER_TIME = "%Y%m%dT%H%M%S.%fZ"
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
 TICKET_SUFFIX = ".json"
+DVC_TMP = Path(".dvc") / "tmp"  # DVC's repository lock and rwlock live here
 
 # Locks this process holds: resolved path -> depth of nesting.
 _held: dict[Path, int] = {}
@@ -211,21 +217,92 @@ def is_launch_leader() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def held_by_ancestor(path: str | Path) -> bool:
+    """Whether the lock `path` is held by a process this one descends from (a flow run's stage:
+    flow run -> dvc -> [sh ->] recfound stage)."""
+    holder = read_holder(Path(path))
+    return holder is not None and holder.pid in processes.ancestors(os.getpid())
+
+
 @contextmanager
 def stage_lock(cfg: Config, stage: str, notify: Notify) -> Iterator[None]:
-    """The stage lock (paths.stage_lock) for stage process `stage`, waiting as configured."""
+    """What stage process `stage` holds, each waited for as configured: the workspace lock
+    (unless the flow run it belongs to holds it) and the stage lock."""
     if not is_launch_leader():
         yield
         return
-    with hold(
-        cfg.paths.stage_lock,
-        f"stage {stage}",
-        cfg.workspace.stage_wait_s,
-        cfg.workspace.wait_notice_s,
-        notify,
-        setting="workspace.stage_wait_s",
-    ):
+    locks = [cfg.paths.stage_lock]
+    if not held_by_ancestor(cfg.paths.workspace_lock):
+        locks.insert(0, cfg.paths.workspace_lock)
+    with ExitStack() as held:
+        for path in locks:
+            held.enter_context(
+                hold(
+                    path,
+                    f"stage {stage}",
+                    cfg.workspace.stage_wait_s,
+                    cfg.workspace.wait_notice_s,
+                    notify,
+                    setting="workspace.stage_wait_s",
+                )
+            )
         yield
+
+
+def dvc_at_work(repo: str | Path = ".") -> str | None:
+    """The DVC process at work in `repo` (`dvc repro train` (pid N) since …), or None.
+
+    DVC holds its repository lock (.dvc/tmp/lock, an flock) for a whole command except while
+    a stage's cmd runs; then its rwlock file names the command and pid that holds the stage's
+    outputs. Probing the lock takes it for an instant: a DVC process starting just then
+    retries (it waits for its lock a few seconds).
+    """
+    tmp = Path(repo) / DVC_TMP
+    for infos in _rwlock_holders(tmp / "rwlock"):
+        pid = infos.get("pid")
+        if isinstance(pid, int) and processes.alive(pid, None) and pid != os.getpid():
+            return _dvc_description(pid, str(infos.get("cmd", "dvc")))
+    pid = _repo_lock_holder(tmp / "lock")
+    return None if pid is None else _dvc_description(pid, "dvc")
+
+
+def _dvc_description(pid: int, command: str) -> str:
+    argv = processes.command_line(pid)
+    if argv and Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]  # `python .../dvc repro` reads better as `dvc repro`
+    command = " ".join([Path(argv[0]).name, *argv[1:]]) if argv else command
+    since = processes.local_time(processes.start_time(pid))
+    return f"`{command}` (pid {pid}) since {since}"
+
+
+def _rwlock_holders(path: Path) -> list[dict]:
+    """Every (pid, cmd) DVC's rwlock file lists, writers and readers; [] when unreadable."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    found = list((doc.get("write") or {}).values())
+    for readers in (doc.get("read") or {}).values():
+        found.extend(readers if isinstance(readers, list) else [])
+    return [info for info in found if isinstance(info, dict)]
+
+
+def _repo_lock_holder(path: Path) -> int | None:
+    """The pid holding DVC's repository lock (0 when it does not say), or None if it is free."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    finally:
+        os.close(fd)  # closing releases our probe's lock
+    return None
 
 
 def order_key(submitted: datetime, run_id: str) -> str:
@@ -281,12 +358,14 @@ def queue_turn(
     log: Notify,
     poll_s: float,
     log_s: float,
+    busy: Callable[[], str | None] | None = None,
 ) -> Iterator[None]:
     """Wait for this run's turn at the workspace (first come, first served), then hold it.
 
     The run queues a ticket under `order_key(submitted, run_id)`; it takes the lock when no
-    live ticket sorts before its own and the lock is free. While waiting, `log` gets who
-    holds the workspace and how many runs are ahead, at once and then every `log_s`.
+    live ticket sorts before its own, the lock is free, and `busy` (someone at work outside
+    the queue, described) says None. While waiting, `log` gets who holds the workspace and
+    how many runs are ahead, at once and then every `log_s`.
     """
     lock_path, queue_dir = Path(lock_path), Path(queue_dir)
     with _reentered(lock_path) as again:
@@ -301,10 +380,15 @@ def queue_turn(
         try:
             while True:
                 ahead = [t for t in live_tickets(queue_dir) if t[0] < key]
+                report = _queue_report(lock_path, ahead)
                 if not ahead and (fd := _try_lock(lock_path, me)) is not None:
-                    break
+                    other = busy() if busy is not None else None
+                    if other is None:
+                        break
+                    _unlock(fd)  # someone outside the queue is at work: let them finish
+                    report = f"waiting for the workspace ({lock_path}): held by {other}"
                 if time.monotonic() >= next_log:
-                    log(_queue_report(lock_path, ahead))
+                    log(report)
                     next_log = time.monotonic() + log_s
                 time.sleep(poll_s)
                 waited = True
@@ -328,5 +412,6 @@ def workspace_turn(cfg: Config, submitted: datetime, run_id: str, log: Notify) -
         log,
         cfg.workspace.queue_poll_s,
         cfg.workspace.queue_log_s,
+        busy=dvc_at_work,
     ):
         yield

@@ -59,6 +59,14 @@ def parent_pid(pid: int) -> int | None:
     return int(fields[1]) if fields is not None else None
 
 
+def ancestors(pid: int) -> list[int]:
+    """The parent of process `pid`, its parent, and so on up to (not including) pid 0."""
+    found: list[int] = []
+    while (pid := parent_pid(pid) or 0) > 0 and pid not in found:
+        found.append(pid)
+    return found
+
+
 def command_line(pid: int) -> list[str]:
     """The argv of process `pid`; empty when it is gone or unreadable."""
     try:
@@ -93,3 +101,24 @@ def local_time(epoch_s: float | None) -> str:
     if epoch_s is None:
         return "?"
     return datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="seconds")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live (not exited) process of process group `pgid` remains. Zombies do not
+    count: an orphan waits for init to reap it, which a container's init may never do."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    if not has_proc():
+        return True
+    for stat in PROC.glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone while we looked
+        if int(group) == pgid and state not in EXITED_STATES:
+            return True
+    return False

@@ -7,6 +7,13 @@ answers its health check; then this process waits. Ctrl-C or SIGTERM (or any chi
 stops them all: SIGTERM to each process group, newest first, SIGKILL after
 orchestration.stop_timeout_s. Their output goes to log files under .prefect/logs/.
 
+Killed outright (SIGKILL, the OOM killer), this process cannot stop anything, so each child
+is started asking the kernel for SIGTERM when this process dies (PR_SET_PDEATHSIG), and what
+it started is recorded in .prefect/serve.json. A restart reads that record first: it refuses
+while the recorded `recfound serve` still runs, and stops whatever its children left alive
+(process group by group) before it starts its own, so no orphan answers its health checks or
+holds its ports.
+
 Prefect keeps its state under .prefect/ in the repository (PREFECT_HOME and its SQLite
 database); MLflow uses tracking.uri (MLFLOW_TRACKING_URI overrides; a remote tracking server
 is used as it is, and no local UI is started).
@@ -14,22 +21,29 @@ is used as it is, and no local UI is started).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from recfound import processes
+from recfound.atomic import atomic_file
 from recfound.config import Config
 from recfound.errors import RecFoundError
+from recfound.lifeline import die_with_parent
 from recfound.tracking.mlflow_run import tracking_uri
 
 PREFECT_DIR = ".prefect"
+RECORD_FILE = "serve.json"  # under PREFECT_DIR: this serve and the process groups it started
 HEALTH_POLL_S = 0.5
 LOG_TAIL_CHARS = 3000
 
@@ -142,6 +156,7 @@ def start(service: Service, env: dict[str, str], log_dir: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the group ourselves
+            preexec_fn=die_with_parent(),  # SIGTERM from the kernel if we are killed outright
         )
 
 
@@ -184,35 +199,115 @@ def wait_healthy(service: Service, timeout_s: float) -> None:
     )
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def stop_group(pgid: int, timeout_s: float, reap: Callable[[], object] | None = None) -> None:
+    """SIGTERM process group `pgid`, SIGKILL it if any member outlives `timeout_s`.
+
+    The whole group is waited for, not only its leader: servers fork workers (uvicorn, job
+    consumers) that may take longer to exit than the process that started them. `reap`
+    collects the leader when it is our child (or the group never empties).
+    """
+    if not processes.group_alive(pgid):
+        return
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if not processes.group_alive(pgid):
+            return
+        time.sleep(HEALTH_POLL_S)
+    os.killpg(pgid, signal.SIGKILL)
+    if reap is not None:
+        reap()
 
 
 def stop(started: list[Service], timeout_s: float) -> None:
-    """SIGTERM each service's process group, newest first; SIGKILL what outlives timeout_s.
-
-    The whole group is waited for, not only its leader: servers fork workers (uvicorn, job
-    consumers) that may take longer to exit than the process that started them.
-    """
+    """Stop each service's process group (stop_group), newest first."""
     for service in reversed(started):
         proc = service.proc
-        if proc is None or not _group_alive(proc.pid):
+        if proc is None or not processes.group_alive(proc.pid):
             continue
-        os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the leader, or the group never empties
-            if not _group_alive(proc.pid):
-                break
-            time.sleep(HEALTH_POLL_S)
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc.pid, timeout_s, reap=proc.poll)
+        proc.wait()
         print(f"stopped {service.name}", flush=True)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A process `recfound serve` recorded: which, and its identity (pid + start time)."""
+
+    name: str
+    pid: int
+    started: float | None
+
+    def alive(self) -> bool:
+        return processes.alive(self.pid, self.started)
+
+
+def _recorded(name: str, pid: int) -> dict:
+    return {"name": name, "pid": pid, "started": processes.start_time(pid)}
+
+
+def write_record(root: Path, started: list[Service]) -> None:
+    """Record this process and the process groups it started (.prefect/serve.json)."""
+    children = [_recorded(s.name, s.proc.pid) for s in started if s.proc is not None]
+    record = {"serve": _recorded("recfound serve", os.getpid()), "children": children}
+    with atomic_file(root / PREFECT_DIR / RECORD_FILE) as out:
+        json.dump(record, out, indent=2)
+
+
+def read_record(root: Path) -> tuple[Recorded, list[Recorded]] | None:
+    """The serve and children a previous `recfound serve` recorded; None when there is none
+    (or it cannot be read: then there is nothing we could stop by it either)."""
+    try:
+        record = json.loads((root / PREFECT_DIR / RECORD_FILE).read_text(encoding="utf-8"))
+        return Recorded(**record["serve"]), [Recorded(**c) for c in record["children"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def take_over(root: Path, timeout_s: float) -> None:
+    """Refuse while a previous `recfound serve` of this repository runs; stop what a dead one
+    left running (its children's process groups), so that our services start alone."""
+    found = read_record(root)
+    if found is None:
+        return
+    previous, children = found
+    if previous.pid != os.getpid() and previous.alive():
+        raise RecFoundError(
+            f"recfound serve already runs in {root} (pid {previous.pid}, started "
+            f"{processes.local_time(previous.started)}): stop it first (Ctrl-C in its "
+            f"terminal, or `kill {previous.pid}`)"
+        )
+    for child in children:
+        if child.alive():
+            print(
+                f"stopping {child.name} (process group {child.pid}), left running by a "
+                f"previous recfound serve (pid {previous.pid})",
+                flush=True,
+            )
+            stop_group(child.pid, timeout_s)
+
+
+def _port_answers(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def check_ports_free(cfg: Config, wanted: list[Service]) -> None:
+    """Fail in one line when something already listens on a port a service needs: its health
+    check would be answered by a stranger, and the service itself would fail to bind."""
+    host = cfg.orchestration.host
+    ports = {"prefect-server": ("orchestration.prefect_port", cfg.orchestration.prefect_port)}
+    ports["mlflow-ui"] = ("tracking.ui_port", cfg.tracking.ui_port)
+    for service in wanted:
+        if service.name in ports and _port_answers(host, ports[service.name][1]):
+            setting, port = ports[service.name]
+            raise RecFoundError(
+                f"{host}:{port} is in use by another process, not one of this repository's "
+                f"`recfound serve`: stop it, or set {setting} to a free port"
+            )
 
 
 def ready_message(cfg: Config, api_url: str) -> str:
@@ -254,7 +349,9 @@ def serve_all(cfg: Config) -> None:
         sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
+        take_over(root, cfg.orchestration.stop_timeout_s)
         wanted = services(cfg, root)
+        check_ports_free(cfg, wanted)
         # independent services start together; the deployments need the Prefect API
         for wave in (
             [s for s in wanted if not s.needs_prefect],
@@ -264,6 +361,7 @@ def serve_all(cfg: Config) -> None:
                 print(f"starting {service.name}: {' '.join(service.cmd)}", flush=True)
                 start(service, env, log_dir)
                 started.append(service)
+                write_record(root, started)
             for service in wave:
                 wait_healthy(service, cfg.orchestration.health_timeout_s)
                 print(

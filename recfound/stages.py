@@ -1,8 +1,10 @@
 """The stage contract: what each pipeline stage runs, reads, writes, declares and keeps.
 
 dvc.yaml is the declaration of every stage's deps, params, outs, metrics and plots, because DVC
-must read them there; `read_stages` reads them back. This module declares only what dvc.yaml
-cannot say, once per stage (`CONTRACTS`, in dvc.yaml's order):
+must read them there; `read_stages` reads them back, with its `${paths.<key>}` templates
+resolved by DVC's own parser against params.yaml (`resolve_dvc_yaml`), so every reader sees the
+paths DVC uses. This module declares only what dvc.yaml cannot say, once per stage (`CONTRACTS`,
+in dvc.yaml's order):
 
 - `entry`: the function `recfound stage <name>` calls (dvc.yaml's cmd and the Prefect flow both
   end there);
@@ -14,7 +16,8 @@ What follows from it: the CLI's stages, MLflow's artifact list, and the two fing
 mean "the settings a result depends on" (`declared_settings`: resumable training checkpoints,
 ablation variants). tests/test_stage_contract.py checks dvc.yaml against it: the same stages in
 the same order as `orchestration.stages`, artifacts inside the stage's outs, the written
-`paths` inside its outs, and deps that cover every recfound module the stage imports.
+`paths` inside its outs (with params.yaml's paths and with every one moved), no path spelled out
+that params.yaml chooses, and deps that cover every recfound module the stage imports.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from recfound.errors import RecFoundError
+from recfound.errors import RecFoundError, setting_for
 
 if TYPE_CHECKING:  # config.py needs nothing from here, but keep the import graph one-way
     from recfound.config import Config
@@ -170,7 +173,8 @@ def _param_keys(entries: list[Any] | None) -> tuple[str, ...]:
 
 
 def parse_stages(doc: Any) -> dict[str, StageSpec]:
-    """The stages of a parsed dvc.yaml document, by name, in file order."""
+    """The stages of a parsed, resolved dvc.yaml document (no `${...}` left), by name, in file
+    order."""
     stages: dict[str, StageSpec] = {}
     for name, body in ((doc or {}).get("stages") or {}).items():
         stages[name] = StageSpec(
@@ -182,12 +186,71 @@ def parse_stages(doc: Any) -> dict[str, StageSpec]:
     return stages
 
 
-def read_stages(repo: str | Path = ".") -> dict[str, StageSpec]:
-    """All stages of `repo`/dvc.yaml, by name, in file order (empty when there is no dvc.yaml)."""
+class _ParsingRepo:
+    """What `dvc.parsing.DataResolver` reads of a `dvc.repo.Repo`: its file system and config.
+
+    The config's `parsing` section only formats booleans and lists interpolated into a `cmd`;
+    dvc.yaml's cmds hold no templates, so the defaults resolve the same paths. A whole `Repo`
+    would need a `.dvc` directory and writes to `.dvc/tmp` when opened.
+    """
+
+    def __init__(self) -> None:
+        from dvc.fs import LocalFileSystem
+
+        self.fs = LocalFileSystem()
+        self.config: dict[str, Any] = {}
+
+
+def resolve_dvc_yaml(repo: str | Path = ".") -> dict[str, Any]:
+    """`repo`/dvc.yaml with every `${...}` substituted as `dvc repro` does it ({} without one).
+
+    DVC's parser (`dvc.parsing.DataResolver`) does the work: `repo`/params.yaml's top-level keys
+    (and any `vars:`) are the template variables, so `${paths.checkpoints}` is whatever
+    params.yaml's `paths.checkpoints` says now. A template naming no such key is an error.
+    Only the stages come back (top-level metrics/plots/params stay as written).
+    """
+    from dvc.exceptions import DvcException
+    from dvc.parsing import DataResolver
+
     path = Path(repo) / DVC_YAML
     if not path.is_file():
         return {}
-    return parse_stages(yaml.safe_load(path.read_text(encoding="utf-8")))
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        resolved = DataResolver(_ParsingRepo(), str(path.parent.resolve()), doc).resolve()
+    except DvcException as err:  # e.g. "Could not find 'paths.checkpoints'"
+        raise RecFoundError(f"{path}: {err}") from None
+    return {**doc, **resolved}
+
+
+def read_stages(repo: str | Path = ".") -> dict[str, StageSpec]:
+    """All stages of `repo`/dvc.yaml, by name, in file order, their paths resolved against
+    `repo`/params.yaml (`resolve_dvc_yaml`); empty when there is no dvc.yaml."""
+    return parse_stages(resolve_dvc_yaml(repo))
+
+
+def check_outs_inside(repo: str | Path, stage: str, cfg: Config) -> None:
+    """Refuse, before `stage` runs, outs of `repo`/dvc.yaml that lie outside `repo` once
+    symlinks are resolved (an absolute path elsewhere, `..`, a symlinked directory).
+
+    DVC 3 saves no such output (git calls it outside the repository; a cached one is an
+    "external output"), and it finds out only after the stage ran: a whole training lost. The
+    error names the `paths.*` setting to change (read from `cfg`).
+    """
+    root = Path(repo).resolve()
+    spec = read_stages(repo).get(stage)
+    outside = [
+        o for o in (spec.outs if spec else ()) if not (root / o).resolve().is_relative_to(root)
+    ]
+    if not outside:
+        return
+    settings = {f"paths.{name}": root / path for name, path in cfg.paths}  # relative to repo
+    named = sorted({setting_for(root / o, settings) or o for o in outside})
+    raise RecFoundError(
+        f"stage {stage}: output {', '.join(outside)} resolves outside {root} (an absolute path "
+        f"or a symlink), where DVC cannot save it; point {', '.join(named)} at a directory "
+        "inside the repository (for another disk, mount it there)"
+    )
 
 
 def declared_params(stage: str) -> tuple[str, ...]:

@@ -24,3 +24,32 @@ def write_yaml(path: Path, doc: object) -> None:
     """Write `doc` as YAML in key order, creating the parent directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+# Every `paths` entry of params.yaml somewhere other than its default (docs/operations.md,
+# "Paths that move"): the scratch disk for training, the rest under another directory.
+MOVED_PATHS = {
+    "data": "raw/data",
+    "base_model": "elsewhere/base_model",
+    "unified": "elsewhere/unified",
+    "validation": "elsewhere/reports/validation",
+    "validation_raw": "elsewhere/reports/validation_raw",
+    "checkpoints": "scratch/checkpoints",
+    "adapter": "scratch/adapter",
+    "train_metrics": "elsewhere/reports/train",
+    "merged": "elsewhere/merged",
+    "index": "elsewhere/index",
+    "reports": "elsewhere/reports",
+    "stage_lock": "state/stage.lock",
+    "workspace_lock": "state/workspace.lock",
+    "workspace_queue": "state/queue",
+}
+
+
+def move_paths(params: Path, moved: dict[str, str]) -> None:
+    """Point the given `paths` entries of the params.yaml file `params` elsewhere."""
+    doc = yaml.safe_load(params.read_text(encoding="utf-8"))
+    unknown = set(moved) - set(doc["paths"])
+    assert not unknown, f"params.yaml has no paths.{unknown}"
+    doc["paths"].update(moved)
+    write_yaml(params, doc)

@@ -12,8 +12,12 @@ import datasets
 import pytest
 
 from recfound.config import BuildConfig, Config, Paths, SampleConfig
-from recfound.data.build import BuildError, build_unified, run
+from recfound.data.build import BuildError, build_unified, run, write_unified
+from recfound.data.catalogue import read_catalogue
+from recfound.data.ingest import REPEATED_TITLE
 from recfound.data.readers import (
+    NOTE_READ_AS_UTF8,
+    LineTooLongError,
     discover_sources,
     read_esci,
     read_item_meta,
@@ -23,7 +27,7 @@ from recfound.data.readers import (
 )
 from recfound.data.sample import write_sample
 from recfound.data.schema import FEATURES, SPLITS
-from recfound.data.tasks.catalog import MOVIES_CATEGORY, ItemInfo, scoped_id
+from recfound.data.tasks.catalog import MOVIES_CATEGORY, ItemInfo, same_title_key, scoped_id
 from recfound.data.tasks.common import LETTERS
 from recfound.data.tasks.search import rewrite_query
 from recfound.data.tasks.sequences import user_profile
@@ -325,3 +329,103 @@ def test_failed_build_leaves_the_previous_output_untouched(
         run(cfg)
     assert tree_hashes(out) == before
     assert [p.name for p in out.parent.iterdir()] == ["unified"]  # no temp dirs left
+
+
+# --- bad input that still passed: long lines, copies, re-encoded files, two releases ---------
+
+ML100K = Path("movielens/ml-100k")
+
+
+def ingest_files(out: Path) -> dict[str, dict]:
+    """File path (relative to the data folder's parent) -> its counts in build.json."""
+    manifest = json.loads((out / "build.json").read_text(encoding="utf-8"))
+    return {f["file"]: f for f in manifest["ingest"]["files"]}
+
+
+def test_a_line_over_build_max_line_bytes_fails_the_build_naming_file_line_and_length(
+    raw_copy: Path,
+) -> None:
+    path = raw_copy / "amazonqa" / "train-qar.jsonl"
+    lines = path.read_text(encoding="utf-8").count("\n")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("x" * 5000)  # a corrupt tail without a line break
+    with pytest.raises(LineTooLongError) as info:
+        build_unified(raw_copy, BUILD.model_copy(update={"max_line_bytes": 4096}))
+    assert (info.value.path, info.value.line) == (path, lines + 1)
+    assert "5,000 bytes long, longer than 4,096 bytes (build.max_line_bytes)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("copied", "named"),
+    [("movielens/ml-100k", "ml-100k-copy"), ("amazonqa/train-qar.jsonl", "train-qar-copy.jsonl")],
+)
+def test_a_source_file_present_twice_is_refused_in_one_line_naming_both(
+    raw_copy: Path, copied: str, named: str
+) -> None:
+    original = raw_copy / copied
+    copy = original.with_name(named)
+    if original.is_dir():
+        shutil.copytree(original, copy)
+        original, copy = original / "u.data", copy / "u.data"  # the first file of the set
+    else:
+        shutil.copyfile(original, copy)
+    with pytest.raises(DataError) as info:
+        build_unified(raw_copy, BUILD)
+    message = str(info.value)
+    assert {info.value.path, Path(message.split("the same bytes as ")[1].split(" (")[0])} == {
+        original,
+        copy,
+    }
+    assert "(sha256 " in message and "keep one copy" in message and "\n" not in message
+
+
+def test_a_latin1_movielens_file_reencoded_as_utf8_is_read_as_utf8_and_noted(
+    raw_copy: Path, tmp_path: Path
+) -> None:
+    item = raw_copy / ML100K / "u.item"
+    latin1 = item.read_text(encoding="iso-8859-1")
+    item.write_text(latin1, encoding="utf-8")  # as redistributed copies often are
+    accented = sum(not line.isascii() for line in latin1.splitlines())
+    assert accented  # the sample has accented titles
+    out = tmp_path / "unified"
+    write_unified(raw_copy, BUILD, out)
+    assert ingest_files(out)[str(item)]["notes"][NOTE_READ_AS_UTF8] == accented
+    catalogue = read_catalogue(out).to_pylist()
+    movies = {row["title"] for row in catalogue if row["source"] == "movielens"}
+    wanted = {movie.title[: BUILD.title_chars] for movie in read_movies(item)}
+    assert movies == wanted and not any("Ã" in title for title in movies)
+
+
+def test_two_movielens_releases_are_said_to_be_kept_apart_with_repeated_titles_counted(
+    raw_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = raw_copy / ML100K, raw_copy / "movielens" / "ml-100k-rerelease"
+    shutil.copytree(first, second)  # a later release: one rating fewer, a movie and a user more
+    ratings = (second / "u.data").read_text().splitlines(keepends=True)
+    (second / "u.data").write_text("".join(ratings[:-1]))
+    with (second / "u.item").open("a", encoding="iso-8859-1") as handle:
+        handle.write("|".join(["9999", "New Film (2001)", "", "", "", *(["0"] * 18), "1"]) + "\n")
+    with (second / "u.user").open("a", encoding="iso-8859-1") as handle:
+        handle.write("9999|30|F|writer|12345\n")
+    titles = [same_title_key(m.title) for m in read_movies(first / "u.item")]
+    repeats_in_first = len(titles) - len(set(titles))
+    out = tmp_path / "unified"
+    run(Config(paths=Paths(data=raw_copy, unified=out), build=BUILD))
+    printed = " ".join(capsys.readouterr().out.split())
+    ingest = json.loads((out / "build.json").read_text(encoding="utf-8"))["ingest"]
+    assert ingest["kept_apart"] == {"movielens": ["ml-100k", "ml-100k-rerelease"]}
+    said = "movielens: releases ml-100k and ml-100k-rerelease are kept apart (separate id spaces"
+    assert said in printed and said in ingest["remarks"][0]
+    files = ingest_files(out)
+    assert files[str(second / "u.item")]["notes"] == {REPEATED_TITLE: len(titles)}
+    assert files[str(first / "u.item")]["notes"].get(REPEATED_TITLE, 0) == repeats_in_first
+    repeated = f"movielens: {len(titles) + repeats_in_first:,} catalogue titles (title and year)"
+    assert repeated in printed and repeated in ingest["remarks"][1]
+
+
+def test_one_release_alone_is_not_said_to_be_kept_apart(raw_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "unified"
+    write_unified(raw_dir, BUILD, out)
+    ingest = json.loads((out / "build.json").read_text(encoding="utf-8"))["ingest"]
+    assert ingest["kept_apart"] == {}
+    assert not any("kept apart" in remark for remark in ingest["remarks"])

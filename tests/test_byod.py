@@ -32,6 +32,7 @@ CAPPED = BuildConfig(
     train_per_task=10, validation_per_task=3, test_per_task=5, embedding_test_per_task=7
 )
 ML_RATINGS = Path("movielens/ml-100k/u.data")
+ML_USERS = Path("movielens/ml-100k/u.user")
 SPLIT_FILES = ("state.json", "dataset_info.json", "data-00000-of-00001.arrow")
 
 
@@ -206,11 +207,36 @@ def test_users_under_min_interactions_are_counted(raw_dir: Path, tmp_path: Path)
     data = only(raw_dir, tmp_path, "movielens")
     item = (data / ML_RATINGS).read_text(encoding="iso-8859-1").split("\t")[1]
     append(data / ML_RATINGS, [f"{5000 + u}\t{item}\t3\t881250949" for u in range(3)])
+    append(data / ML_USERS, [f"{5000 + u}|30|F|writer|12345" for u in range(3)])
     loose = CAPPED.model_copy(
         update={"max_drop_share": CAPPED.max_drop_share.model_copy(update={"short_user": 1.0})}
     )
     write_unified(data, loose, tmp_path / "unified")
     assert ratings_counts(tmp_path / "unified")["dropped"] == {"short_user": 3}
+
+
+def test_ratings_of_users_the_users_file_lacks_are_dropped_counted_and_limited(
+    raw_dir: Path, tmp_path: Path
+) -> None:
+    data = only(raw_dir, tmp_path, "movielens")
+    lines = (data / ML_RATINGS).read_text(encoding="iso-8859-1").splitlines()
+    item = lines[0].split("\t")[1]
+    strangers = len(lines) // 10  # 9 % of the ratings, by users u.user does not list
+    append(data / ML_RATINGS, [f"{7000 + u}\t{item}\t3\t881250949" for u in range(strangers)])
+    with pytest.raises(IngestError) as info:
+        build_unified(data, CAPPED)
+    message = str(info.value)
+    assert str(data / ML_RATINGS) in message and f"{strangers} of" in message
+    assert "users file (u.user, users.dat) does not list" in message
+    assert "build.max_drop_share.unknown_user = 5.0%" in message and "user 7000" in message
+    lenient = CAPPED.model_copy(
+        update={"max_drop_share": CAPPED.max_drop_share.model_copy(update={"unknown_user": 0.5})}
+    )
+    write_unified(data, lenient, tmp_path / "unified")
+    assert ratings_counts(tmp_path / "unified")["dropped"] == {"unknown_user": strangers}
+    files = {f["file"]: f for f in read_manifest(tmp_path / "unified")["ingest"]["files"]}
+    users = len((data / ML_USERS).read_text().splitlines())
+    assert files[str(data / ML_USERS)]["read"] == files[str(data / ML_USERS)]["kept"] == users
 
 
 # --- the gate checks what it gates ----------------------------------------------------------

@@ -564,6 +564,104 @@ def test_after_a_crash_and_restart_of_serve_the_next_run_is_not_blocked(
     assert after.state.is_completed(), after.state
 
 
+def _flow_run_log(served: Served, flow_run_id: str) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with served.client() as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(entry.message for entry in logs)
+
+
+def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_deployment_run_waits_for_a_direct_dvc_repro_and_then_runs(
+    served: Served, two_train_runs
+) -> None:
+    """`dvc repro` run by hand holds the workspace: a deployment run started meanwhile waits,
+    saying for whom, and runs once it ends (it used to fail on DVC's "'…' is busy")."""
+    if "train" not in pipeline_stages():
+        pytest.skip("the pipeline has no train stage")
+    params = served.repo / "params.yaml"
+    original = params.read_text()
+    with _long_training(served.repo), (served.repo.parent / "direct.log").open("wb") as log:
+        direct = subprocess.Popen(
+            [str(SCRIPTS / "dvc"), "repro", "train"],
+            cwd=served.repo,
+            env=served.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # params are back as they were: the direct stage read its (long) settings already
+    _wait_for(
+        lambda: any("recfound stage train" in p for p in _pipeline_processes(served.repo)),
+        "the direct train stage",
+    )
+    assert params.read_text() == original
+    run_id = served.deployment_run("recfound/train")
+    _wait_for(lambda: "waiting for the workspace" in _flow_run_log(served, run_id), "a wait")
+    time.sleep(5)  # well past a retry's delay: the run must still be waiting, not failing
+    with served.client() as client:
+        assert client.read_flow_run(run_id).state.is_running()
+    waiting = [line for line in _flow_run_log(served, run_id).splitlines() if "waiting for" in line]
+    assert "held by stage train (pid " in waiting[0] or "`dvc repro train`" in waiting[0]
+    os.killpg(direct.pid, signal.SIGTERM)  # the direct run ends (as if it had finished)
+    direct.wait(timeout=60)
+    after = served.wait(run_id)
+    assert after.state.is_completed(), after.state
+    assert "the workspace is this run's now" in _flow_run_log(served, run_id)
+
+
+def test_sigkill_of_serve_mid_run_leaves_no_orphan_and_a_restart_runs_again(
+    served: Served, two_train_runs
+) -> None:
+    """serve killed outright: its children (and the flow run's stage) end with it; a restart
+    finds the run truly dead, marks it Crashed, and serves new runs on the same ports."""
+    record = json.loads((served.repo / ".prefect" / "serve.json").read_text())
+    groups = [child["pid"] for child in record["children"]]
+    assert len(groups) == 3
+    with _long_training(served.repo):
+        orphan = served.deployment_run("recfound/train")
+        (train,) = _train_runs(served, orphan, 1)
+        os.killpg(served.proc.pid, signal.SIGKILL)  # serve's own group: serve alone
+        served.proc.wait()
+        no_trainer_s = _seconds_until_no_pipeline_process(served.repo)
+    begun = time.monotonic()
+    _wait_for(lambda: not any(map(processes.group_alive, groups)), "serve's children", 60)
+    no_child_s = no_trainer_s + time.monotonic() - begun
+    print(f"SIGKILL of serve: no trainer after {no_trainer_s:.1f} s, ", end="")
+    print(f"no child of serve after {no_child_s:.1f} s")
+    assert no_trainer_s <= GONE_WITHIN_S
+    start_serve(served, served.log.with_name("serve-after-sigkill.log"))
+    with served.client() as client:
+        state = client.read_flow_run(orphan).state
+    assert state.is_crashed() or state.is_cancelled(), state
+    assert served.mlflow().get_run(train.info.run_id).info.status in ("KILLED", "FAILED")
+    after = served.wait(served.deployment_run("recfound/train"))
+    assert after.state.is_completed(), after.state
+
+
+def test_serve_refuses_to_start_while_another_serve_of_the_repository_runs(
+    served: Served, two_train_runs
+) -> None:
+    done = subprocess.run(
+        [str(SCRIPTS / "recfound"), "serve"],
+        cwd=served.repo,
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"recfound serve already runs in {served.repo} (pid {served.proc.pid}" in done.stderr
+    assert served.proc.poll() is None  # the running one is untouched
+
+
 def test_ctrl_c_stops_every_process_recfound_serve_started(served: Served, two_train_runs) -> None:
     table = [line.split() for line in _run(["ps", "-eo", "pid,ppid"], served.repo).splitlines()[1:]]
     # each service runs in its own process group, led by a direct child of `recfound serve`

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from recfound.evaluate.bootstrap import Interval
 from recfound.evaluate.headline import cell, headline, write_headline
 from recfound.evaluate.protocol import TaskResult, primary_metric
+from recfound.stages import resolve_dvc_yaml
 from recfound.tasks import TASKS
 
 SCRIPTS = Path(sys.executable).parent
-DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
+ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("recfound", "base", "minilm", "popularity", "random")
 TERMINAL_COLUMNS = 120
 
@@ -56,7 +56,7 @@ def test_dvc_metrics_show_of_a_full_headline_fits_a_terminal(tmp_path: Path) -> 
     write_headline(repo / "reports" / "headline", widest, SYSTEMS)
     declared = [
         next(iter(entry)) if isinstance(entry, dict) else entry
-        for stage in yaml.safe_load(DVC_YAML.read_text())["stages"].values()
+        for stage in resolve_dvc_yaml(ROOT)["stages"].values()  # ${paths.reports} resolved
         for entry in stage.get("metrics", [])
     ]
     assert declared == ["reports/headline"]  # any other metric file would widen the table

@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
+from recfound.config import BuildConfig
 from recfound.data import gx_suites
 from recfound.data.gx_frames import raw_batches
 from recfound.data.readers import (
+    NOTE_READ_AS_UTF8,
     NOTE_UNNAMED_VALUES,
     BadLinesError,
+    LineTooLongError,
+    common,
     discover_sources,
+    line_limit,
     read_amazonqa,
     read_esci,
     read_item_meta,
@@ -33,6 +41,7 @@ from recfound.data.readers import (
     read_ratings,
     read_reviews,
     read_reviews_2018,
+    refuse_copies,
 )
 from recfound.data.readers.amazon_reviews_2018 import NOTE_NOT_A_PRICE, NOTE_UNTITLED
 from recfound.data.records import QAAnswer
@@ -1293,3 +1302,166 @@ def test_raw_batches_cover_movielens_csv_sets_and_amazon_2018(tmp_path: Path) ->
     ratings = batches["movielens/ml-latest-small/ratings.csv"].frame
     assert ratings["rating"].tolist() == [2.5, 3.0]
     assert set(ratings["rating"]) <= set(gx_suites.HALF_STARS)
+
+
+# --- bounded lines (build.max_line_bytes) ----------------------------------------------------
+
+SMALL_LIMIT = 1024  # bytes: longer than any test record, shorter than the "corrupt" lines
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_line_longer_than_max_line_bytes_is_a_bad_line_naming_its_length(
+    tmp_path: Path, compress: bool
+) -> None:
+    long = json.dumps(with_field(REVIEW, text="x" * 5000))
+    last = with_field(REVIEW, user_id="U-last")
+    text = "\n".join([json.dumps(REVIEW), long, json.dumps(last)]) + "\n"
+    path = tmp_path / "All_Beauty.jsonl"
+    path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
+    read = []
+    with line_limit(SMALL_LIMIT), pytest.raises(LineTooLongError) as info:
+        read.extend(r.user_id for r in read_reviews(path))
+    assert read == ["U1", "U-last"]  # the lines around it are read
+    assert_located(info.value, path, 2, f"line is {len(long):,} bytes long, longer than 1,024")
+    assert "build.max_line_bytes" in info.value.reason
+
+
+def test_a_line_of_exactly_max_line_bytes_is_read(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "r.jsonl", [with_field(REVIEW, text="x" * 900)])
+    length = len(path.read_bytes()) - 1  # the line without its line break
+    with line_limit(length):
+        assert [r.user_id for r in read_reviews(path)] == ["U1"]
+    with line_limit(length - 1), pytest.raises(LineTooLongError):
+        list(read_reviews(path))
+
+
+def test_a_file_without_line_breaks_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "All_Beauty.jsonl"
+    size = 8_000_000
+    path.write_bytes(b"x" * size)  # a corrupt file: one 8 MB "line", no line break
+    tracemalloc.start()
+    try:
+        with line_limit(SMALL_LIMIT), pytest.raises(DataError) as info:
+            list(read_reviews(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_located(info.value, path, 1, f"line is {size:,} bytes long")
+    assert peak < size // 8  # a few chunks of the bound, never the line
+
+
+def test_a_long_csv_row_and_a_runaway_quoted_record_are_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "tableA.csv"
+    long_row = "1," + "t" * 2000 + ",b,2"
+    runaway = '3,"an unclosed quote,b,2\n' + "".join(f"{n},word,b,2\n" for n in range(100, 300))
+    path.write_text("id,title,manufacturer,price\n0,a,b,1\n" + long_row + "\n2,c,d,3\n" + runaway)
+    read = []
+    with line_limit(SMALL_LIMIT), pytest.raises(BadLinesError) as info:
+        read.extend(p.id for p in read_match_products(path))
+    first, second = info.value.first
+    assert_located(first, path, 3, f"line is {len(long_row):,} bytes long")
+    assert_located(second, path, 5, "CSV record runs on to line")
+    assert "build.max_line_bytes" in second.reason
+    assert read[:2] == ["0", "2"]  # rows around the long line are read
+    assert read[-1] == "299"  # and so are the lines after the record was cut short
+
+
+def test_a_csv_header_longer_than_the_bound_ends_the_read_at_line_1(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("ltable_id,rtable_id,label," + "x" * 2000 + "\n0,5,1\n")
+    with line_limit(SMALL_LIMIT), pytest.raises(BadLinesError) as info:
+        list(read_match_pairs(path))
+    assert [(e.line, type(e)) for e in info.value.first] == [
+        (1, LineTooLongError),
+        (1, DataError),
+    ]
+    assert "header line is unreadable" in info.value.first[1].reason
+
+
+def test_a_csv_field_longer_than_the_csv_modules_default_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "tags.csv"
+    tag = "long " * 40_000  # 200,000 characters: over csv's 131,072, under the line bound
+    path.write_text(f"userId,movieId,tag,timestamp\n15,339,{tag},1138537770\n")
+    (read,) = read_movie_tags(path)
+    assert read.tag == tag
+
+
+def test_max_line_bytes_is_a_bounded_build_setting() -> None:
+    assert BuildConfig().max_line_bytes == common.DEFAULT_MAX_LINE_BYTES == 16 * 1024 * 1024
+    for wrong in (0, 100, 2 * 1024**3):
+        with pytest.raises(ValidationError, match="max_line_bytes"):
+            BuildConfig(max_line_bytes=wrong)
+
+
+# --- encodings: a Latin-1 format file that is UTF-8 ------------------------------------------
+
+
+def ml100k_item(movie_id: str, title: str) -> str:
+    return "|".join([movie_id, title, "01-Jan-1995", "", "http://x", *(["0"] * 19)])
+
+
+@pytest.mark.parametrize("chunk", [common.SNIFF_CHUNK, 3])  # 3: chunks split "é" in two
+def test_a_latin1_format_file_reencoded_as_utf8_is_read_as_utf8_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(common, "SNIFF_CHUNK", chunk)
+    path = tmp_path / "u.item"
+    lines = [ml100k_item("1", "Café (1999)"), ml100k_item("2", "Heat (1995)")]
+    lines.append(ml100k_item("3", "Misérables, Les (1995)"))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    notes: Counter[str] = Counter()
+    titles = [m.title for m in read_movies(path, notes=notes)]
+    assert titles == ["Café (1999)", "Heat (1995)", "Misérables, Les (1995)"]
+    assert notes == {NOTE_READ_AS_UTF8: 2}  # the lines holding non-ASCII text
+
+
+def test_latin1_and_ascii_files_keep_the_documented_encoding_without_a_note(
+    tmp_path: Path,
+) -> None:
+    latin1 = tmp_path / "movies.dat"
+    latin1.write_bytes("1::Café (1999)::Drama\n2::Toy Story (1995)::Comedy\n".encode("latin-1"))
+    ascii_with_bom = tmp_path / "users.dat"
+    ascii_with_bom.write_bytes(b"\xef\xbb\xbf1::F::1::10::48067\n")
+    notes: Counter[str] = Counter()
+    assert [m.title for m in read_movies(latin1, notes=notes)][0] == "Café (1999)"
+    assert [u.user_id for u in read_movie_users(ascii_with_bom, notes=notes)] == ["1"]
+    assert notes == {}
+
+
+def test_a_file_valid_utf8_at_first_but_latin1_later_stays_latin1(tmp_path: Path) -> None:
+    path = tmp_path / "movies.dat"
+    path.write_bytes(
+        "1::Café (1999)::Drama\n".encode()
+        + b"2::Toy Story (1995)::Comedy\n" * 50_000
+        + "3::Noël (2004)::Drama\n".encode("latin-1")
+    )
+    assert common.text_encoding(path, common.LATIN1) == common.LATIN1
+    assert common.text_encoding(path, common.UTF8) == common.UTF8  # UTF-8 formats: no scan
+
+
+# --- copies: one file of a source twice ------------------------------------------------------
+
+
+def test_refuse_copies_names_both_files_of_the_same_movielens_set_twice(tmp_path: Path) -> None:
+    write_ml_csv(tmp_path / "movielens" / "ml-latest-small")
+    shutil.copytree(
+        tmp_path / "movielens" / "ml-latest-small", tmp_path / "movielens" / "ml-latest-small-2"
+    )
+    with pytest.raises(DataError) as info:
+        refuse_copies(discover_sources(tmp_path))
+    original = tmp_path / "movielens/ml-latest-small/ratings.csv"
+    copy = tmp_path / "movielens/ml-latest-small-2/ratings.csv"
+    assert_located(info.value, copy, None, f"the same bytes as {original} (sha256 ")
+    assert "keep one copy" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_refuse_copies_passes_files_of_equal_size_but_other_bytes(tmp_path: Path) -> None:
+    folder = tmp_path / "amazonqa"
+    folder.mkdir()
+    write_jsonl(folder / "train-qar.jsonl", [with_field(QA, qid=1)])
+    write_jsonl(folder / "val-qar.jsonl", [with_field(QA, qid=2)])
+    assert (folder / "train-qar.jsonl").stat().st_size == (folder / "val-qar.jsonl").stat().st_size
+    refuse_copies(discover_sources(tmp_path))  # no error
+    shutil.copyfile(folder / "train-qar.jsonl", folder / "val-qar.jsonl")
+    with pytest.raises(DataError, match="the same bytes as .*train-qar.jsonl"):
+        refuse_copies(discover_sources(tmp_path))

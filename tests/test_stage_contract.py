@@ -6,6 +6,10 @@ recfound/ is computed statically (every `import recfound...` / `from recfound...
 including imports inside functions, parent packages' __init__.py too) and must be covered by
 its deps: the dep is the module file or a directory above it.
 
+dvc.yaml names every data path as a params.yaml template (`${paths.checkpoints}`), and
+`read_stages` resolves them the way DVC does: checked here on the project and on a copy whose
+params.yaml moves every `paths` entry (tests/test_paths_move.py runs that copy with DVC).
+
 The closure starts at the stage's entry module (`recfound.stages.CONTRACTS[...].entry`), not at
 `recfound stage <name>`: the CLI and the MLflow wrapper (recfound/cli.py, recfound/tracking/)
 record and guard the run, but what a stage writes to its outputs is decided by the stage
@@ -16,16 +20,21 @@ other module.
 from __future__ import annotations
 
 import ast
+import re
+import shutil
 from collections import deque
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_helpers import MOVED_PATHS, move_paths
 
-from recfound.config import Config, OrchestrationConfig, load_config
+from recfound.config import Config, OrchestrationConfig, Paths, load_config
+from recfound.errors import RecFoundError
 from recfound.stages import (
     CONTRACTS,
     StageSpec,
+    check_outs_inside,
     declared_settings,
     entry_points,
     parse_stages,
@@ -35,6 +44,26 @@ from recfound.stages import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "recfound"
+TEMPLATE = re.compile(r"\$\{([^}]*)\}")
+
+
+def moved_project(root: Path, moved: dict[str, str] = MOVED_PATHS) -> Path:
+    """The project's dvc.yaml and params.yaml in `root`, params.yaml's `paths` moved."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    move_paths(root / "params.yaml", moved)
+    return root
+
+
+@pytest.fixture(params=["default", "moved"])
+def project(request, tmp_path: Path, default_config: Config) -> tuple[dict[str, StageSpec], Config]:
+    """dvc.yaml's stages and the config they resolve against: the project's own, and a copy
+    whose params.yaml moves every `paths` entry (MOVED_PATHS)."""
+    if request.param == "default":
+        return read_stages(ROOT), default_config
+    root = moved_project(tmp_path / "moved")
+    return read_stages(root), load_config(root / "params.yaml")
 
 
 # --- the import-closure checker
@@ -218,21 +247,22 @@ def _belongs_to(path: Path, stage: str, stages: dict[str, StageSpec]) -> bool:
     return held == {stage}
 
 
-def test_every_mlflow_artifact_is_an_output_of_its_stage(default_config: Config):
-    stages = read_stages(ROOT)
+def test_every_mlflow_artifact_is_an_output_of_its_stage(project):
+    stages, cfg = project
     for contract in CONTRACTS:
         for artifact in contract.artifacts:
-            where = artifact.declared_path(default_config)
+            where = artifact.declared_path(cfg)
             assert _belongs_to(where, contract.name, stages), (contract.name, where)
 
 
-def test_the_paths_a_stage_writes_are_its_outputs_in_dvc_yaml(default_config: Config):
+def test_the_paths_a_stage_writes_are_its_outputs_in_dvc_yaml(project):
     """Each `paths` entry a stage writes is one of its outs or holds some, and each out lies
-    under a `paths` entry the stage writes: params.yaml and dvc.yaml name the same places."""
-    stages = read_stages(ROOT)
+    under a `paths` entry the stage writes: params.yaml and dvc.yaml name the same places,
+    wherever params.yaml puts them."""
+    stages, cfg = project
     for contract in CONTRACTS:
         outs = stages[contract.name].outs
-        written = [Path(getattr(default_config.paths, f)).as_posix() for f in contract.writes]
+        written = [Path(getattr(cfg.paths, f)).as_posix() for f in contract.writes]
         for path in written:
             assert path in outs or any(covers(path, out) for out in outs), (contract.name, path)
         for out in outs:
@@ -246,6 +276,103 @@ def test_a_drifted_output_path_fails_the_check(default_config: Config):
     assert not _belongs_to(default_config.paths.merged / "adapter", "merge", stages)
     # a directory holding another stage's outs is no stage's artifact
     assert not _belongs_to(default_config.paths.reports, "evaluate", stages)
+
+
+# --- dvc.yaml's paths come from params.yaml
+
+
+def _entries(body: dict) -> list[str]:
+    """The paths a raw dvc.yaml stage lists as deps, outs, metrics and plots, as written."""
+    found: list[str] = []
+    for key in ("deps", "outs", "metrics", "plots"):
+        for entry in body.get(key) or []:
+            found.extend(entry if isinstance(entry, dict) else [entry])
+    return found
+
+
+def test_every_data_path_in_dvc_yaml_is_a_params_template(default_config: Config):
+    """No dep or out spells a place params.yaml chooses (`artifacts/checkpoints`): each is
+    `${paths.<key>}` (or `${validate.suites}`), so moving it in params.yaml moves it for DVC."""
+    settings = {f"paths.{name}": path.as_posix() for name, path in default_config.paths}
+    settings["validate.suites"] = default_config.validate_.suites.as_posix()
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    literal, unknown, templated = [], [], set()
+    for name, body in doc["stages"].items():
+        for entry in _entries(body):
+            used = TEMPLATE.findall(entry)
+            templated.update(used)
+            unknown.extend(f"stage {name}: {entry}" for key in used if key not in settings)
+            if not used and any(covers(path, entry) for path in settings.values()):
+                literal.append(f"stage {name}: {entry} (a params.yaml path, spelled out)")
+    assert not literal, "\n".join(literal)
+    assert not unknown, "\n".join(unknown)
+    # every place a stage writes is templated (the locks and validation_raw are no DVC paths)
+    assert {f"paths.{f}" for c in CONTRACTS for f in c.writes} <= templated
+    assert "paths.data" in templated and "validate.suites" in templated
+
+
+def test_moved_paths_move_every_paths_entry():
+    assert set(MOVED_PATHS) == set(Paths.model_fields)
+    assert all(str(getattr(Paths(), key)) != where for key, where in MOVED_PATHS.items())
+
+
+def test_read_stages_resolves_the_paths_as_dvc_itself_does(tmp_path: Path):
+    """DVC's own stage loader (`Repo.index`) on the moved copy: the same deps, outs and
+    params; the templates add no param (`paths` is declared by no stage)."""
+    from dvc.dependency import ParamsDependency
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    root = moved_project(tmp_path / "repo")
+    Repo.init(root, no_scm=True).close()
+    ours = read_stages(root)
+    with Repo(root) as repo:
+        theirs = {s.name: s for s in repo.index.stages if isinstance(s, PipelineStage)}
+    assert set(theirs) == set(ours) == set(stage_names())
+    for name, spec in ours.items():
+        params = [d for d in theirs[name].deps if isinstance(d, ParamsDependency)]
+        files = [d for d in theirs[name].deps if not isinstance(d, ParamsDependency)]
+        assert set(spec.deps) == {d.def_path for d in files}, name
+        assert set(spec.outs) == {o.def_path for o in theirs[name].outs}, name
+        assert sorted(spec.params) == sorted(key for d in params for key in d.params), name
+        assert not any(key.split(".")[0] == "paths" for key in spec.params), name
+    assert "scratch/checkpoints" in ours["train"].outs and "scratch/adapter" in ours["train"].outs
+    assert "elsewhere/reports/train/steps.jsonl" in ours["train"].outs
+    assert {"raw/data", "elsewhere/unified", "expectations"} <= set(ours["validate"].deps)
+    assert "scratch/checkpoints" in ours["merge"].deps
+    assert "elsewhere/reports/headline" in ours["evaluate"].outs
+
+
+def test_a_template_params_yaml_cannot_fill_is_an_error_naming_it(tmp_path: Path):
+    root = moved_project(tmp_path)
+    doc = yaml.safe_load((root / "params.yaml").read_text())
+    del doc["paths"]["checkpoints"]  # the typed config has a default; dvc.yaml does not
+    (root / "params.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(RecFoundError, match=r"Could not find 'paths\.checkpoints'"):
+        read_stages(root)
+
+
+def test_a_stage_whose_outputs_dvc_cannot_save_is_refused_before_it_runs(tmp_path: Path):
+    """Outside the repository (absolute, or through a symlink) DVC would fail only after the
+    stage ran; the stage refuses first, naming the setting."""
+    root = moved_project(tmp_path / "repo")
+    check_outs_inside(root, "train", load_config(root / "params.yaml"))  # inside: fine
+
+    elsewhere = tmp_path / "other-disk"
+    move_paths(root / "params.yaml", {"checkpoints": str(elsewhere / "checkpoints")})
+    with pytest.raises(RecFoundError) as absolute:
+        check_outs_inside(root, "train", load_config(root / "params.yaml"))
+    assert f"output {elsewhere / 'checkpoints'} resolves outside {root.resolve()}" in str(
+        absolute.value
+    )
+    assert "point paths.checkpoints at a directory inside the repository" in str(absolute.value)
+    check_outs_inside(root, "merge", load_config(root / "params.yaml"))  # a dep may be anywhere
+
+    elsewhere.mkdir()
+    (root / "scratch").symlink_to(elsewhere, target_is_directory=True)
+    move_paths(root / "params.yaml", {"checkpoints": "scratch/checkpoints"})
+    with pytest.raises(RecFoundError, match=r"point paths\.adapter, paths\.checkpoints at"):
+        check_outs_inside(root, "train", load_config(root / "params.yaml"))
 
 
 # --- fingerprints derive from the params a stage declares

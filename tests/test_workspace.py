@@ -26,6 +26,7 @@ from recfound import lifeline, locks, processes
 from recfound.errors import StageTerminated
 
 PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
 # A stage left running after the kill is either still there KILL_GRACE_S later or has
 # finished training (~0.1 s a step on 2 cores): either fails the test.
 KILL_TEST_STEPS = 48
@@ -220,6 +221,119 @@ import subprocess, sys, time
 subprocess.Popen(sys.argv[1:])
 time.sleep(120)
 """
+
+
+# --- direct `dvc repro` / `recfound stage` and flow runs: one workspace, both ways ---
+
+FLOW_HOLD_SCRIPT = """
+import subprocess, sys, time
+from recfound.locks import hold
+with hold(sys.argv[1], "flow run abc", 0, 1, print):
+    # what a flow run's stage asks, started as dvc starts it: through `sh -c`
+    check = "from recfound.locks import held_by_ancestor as h; import sys; print(h(sys.argv[1]))"
+    child = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{check}" "{sys.argv[1]}"; true'],
+                           capture_output=True, text=True)
+    print("held", child.stdout.strip(), flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def start_flow_holder(tmp_path: Path, lock: Path, seconds: float = 60) -> tuple:
+    """A process holding `lock` as `flow run abc`, and what its own child saw."""
+    script = tmp_path / "flow_hold.py"
+    script.write_text(FLOW_HOLD_SCRIPT, encoding="utf-8")
+    proc = subprocess.Popen(
+        [PYTHON, str(script), str(lock), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    said = proc.stdout.readline().split()
+    assert said[0] == "held", said
+    return proc, said[1]
+
+
+def test_a_flow_runs_own_stage_passes_its_lock_and_a_direct_stage_refuses_in_one_line(tmp_path):
+    """A direct `recfound stage` waits workspace.stage_wait_s for a flow run's workspace, then
+    refuses in one line naming the run; the flow run's own stages (descendants) pass."""
+    lock = tmp_path / ".recfound" / "workspace.lock"
+    holder, child_saw = start_flow_holder(tmp_path, lock)
+    try:
+        assert child_saw == "True"  # the flow run's stage: its ancestor holds the workspace
+        assert not locks.held_by_ancestor(lock)  # this test process is no descendant
+        params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+        params["workspace"]["stage_wait_s"] = 1
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        began = time.monotonic()
+        done = subprocess.run(
+            [str(Path(PYTHON).parent / "recfound"), "stage", "build"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        waited = time.monotonic() - began
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1, done.stderr
+    assert len(errors) == 1, done.stderr
+    assert f"held by pid {holder.pid} (flow run abc, started " in errors[0]
+    assert "workspace.stage_wait_s" in errors[0]
+    assert f"waiting for .recfound/workspace.lock: held by pid {holder.pid}" in done.stderr
+    assert waited >= 1
+
+
+def test_dvc_at_work_names_a_dvc_command_by_its_repository_lock_or_its_rwlock(tmp_path):
+    import zc.lockfile  # what DVC locks its repository with (dvc.lock.Lock)
+
+    tmp = tmp_path / ".dvc" / "tmp"
+    tmp.mkdir(parents=True)
+    assert locks.dvc_at_work(tmp_path) is None
+    repo_lock = zc.lockfile.LockFile(str(tmp / "lock"))  # held by this process, as dvc does
+    try:
+        prober = subprocess.run(
+            [
+                PYTHON,
+                "-c",
+                f"from recfound.locks import dvc_at_work; print(dvc_at_work({str(tmp_path)!r}))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        repo_lock.close()
+    assert f"(pid {os.getpid()}) since " in prober.stdout
+    assert locks.dvc_at_work(tmp_path) is None  # released
+    # while a stage's cmd runs, DVC lets go of its lock; its rwlock names the command
+    stage = subprocess.Popen(["sleep", "60"])
+    try:
+        rwlock = {"write": {"artifacts/unified": {"pid": stage.pid, "cmd": "dvc repro build"}}}
+        (tmp / "rwlock").write_text(json.dumps(rwlock), encoding="utf-8")
+        assert locks.dvc_at_work(tmp_path).startswith(f"`sleep 60` (pid {stage.pid}) since ")
+    finally:
+        stage.kill()
+        stage.wait()
+    assert locks.dvc_at_work(tmp_path) is None  # a dead pid in the rwlock holds nothing
+
+
+def test_a_queued_flow_run_waits_while_someone_outside_the_queue_is_at_work(tmp_path):
+    at_work = ["`dvc repro train` (pid 7) since 10:00", "`dvc repro train` (pid 7) since 10:00"]
+    lines: list[str] = []
+    with locks.queue_turn(
+        tmp_path / "ws.lock",
+        tmp_path / "queue",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        "run",
+        "flow run run",
+        lines.append,
+        poll_s=0.01,
+        log_s=0,
+        busy=lambda: at_work.pop() if at_work else None,
+    ):
+        assert locks.read_holder(tmp_path / "ws.lock").owner == "flow run run"
+    waiting = f"waiting for the workspace ({tmp_path / 'ws.lock'}): held by `dvc repro train`"
+    assert [line.startswith(waiting) for line in lines] == [True, True, False]
+    assert lines[-1].startswith("the workspace is this run's now")
 
 
 @pytest.mark.skipif(not processes.has_proc(), reason="Linux: prctl and /proc")

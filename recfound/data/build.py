@@ -38,13 +38,19 @@ from recfound.config import BuildConfig, Config
 from recfound.data.catalogue import CatalogueOutputs
 from recfound.data.ingest import IngestReport
 from recfound.data.instructions import trained_instructions
-from recfound.data.readers import RawSources, discover_sources, read_amazonqa
+from recfound.data.readers import (
+    RawSources,
+    discover_sources,
+    line_limit,
+    read_amazonqa,
+    refuse_copies,
+)
 from recfound.data.rows import BuildError, RowWriter
 from recfound.data.schema import SPLITS
 from recfound.data.task_plan import TaskPlan, needed_sources, plan_tasks
 from recfound.data.tasks.catalog import load_catalog
 from recfound.data.tasks.common import LETTERS, RowStream, SplitSizes, progress
-from recfound.data.tasks.interactions import load_interactions
+from recfound.data.tasks.interactions import MOVIELENS, load_interactions
 from recfound.data.tasks.items import AttributeTask, ItemProfileTask, build_i2i, build_prp
 from recfound.data.tasks.matching import build_pm
 from recfound.data.tasks.qa import QATasks
@@ -152,16 +158,29 @@ class BuildResult:
         }
 
 
+def _note_releases(sources: RawSources, report: IngestReport) -> None:
+    """Record MovieLens sets read side by side: each keeps its own id space (scoped_id), so
+    the summary must say that their users and movies are never matched across sets."""
+    variants = [files.variant for files in sources.movielens]
+    if len(variants) > 1:
+        report.keep_apart(MOVIELENS, variants)
+
+
 def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -> BuildResult:
     """Build the unified dataset of the raw data under `data_dir` into `out_dir` (atomically)."""
     sources = discover_sources(data_dir)
     plan = plan_tasks(sources.present, cfg.tasks)
+    refuse_copies(sources)
     report = IngestReport()
     report.ignore(sources.ignored)
     # MovieLens tags are validated by the raw_movie_tags suite but feed no task (yet).
     report.ignore(files.tags for files in sources.movielens if files.tags is not None)
+    _note_releases(sources, report)
     fingerprint = data_fingerprint(data_dir)
-    with tempfile.TemporaryDirectory(prefix="recfound-build-") as spill:
+    with (
+        line_limit(cfg.max_line_bytes),
+        tempfile.TemporaryDirectory(prefix="recfound-build-") as spill,
+    ):
         writer = RowWriter(Path(spill))
         outputs = CatalogueOutputs(Path(spill) / "catalogue")
         streams = task_streams(sources, cfg, plan.tasks, report, outputs)
@@ -257,6 +276,8 @@ def run(cfg: Config) -> None:
     console.print(_ingest_table(result.report))
     if result.report.ignored:
         console.print(f"ignored (not a source file): {', '.join(result.report.ignored)}")
+    for remark in result.report.remarks():
+        console.print(remark)
     console.print(_tasks_table(result))
     for code, why in result.plan.skipped.items():
         console.print(f"skipped {code}: {why}")

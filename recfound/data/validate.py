@@ -42,7 +42,7 @@ from recfound.config import Config, ValidateConfig
 from recfound.data.docs_assets import make_data_docs_offline
 from recfound.data.gx_frames import Batch, raw_batches, unified_batches
 from recfound.data.gx_suites import load_suites
-from recfound.data.readers.common import quoted
+from recfound.data.readers.common import line_limit, quoted
 from recfound.data.unified import BUILD_MANIFEST, data_fingerprint, read_manifest
 from recfound.errors import DataError, ValidationFailed
 
@@ -402,7 +402,8 @@ def validate(
         check_built_from_current_data(cfg)
     with atomic_dir(output_dir(cfg, raw_only)) as out:
         runner = SuiteRunner(gx_context(out / DATA_DOCS_DIR), suites, settings)
-        with console.status("validating") as status:
+        # The raw readers take the build's line bound, so both stages accept the same files.
+        with console.status("validating") as status, line_limit(cfg.build.max_line_bytes):
             for batch in batches(cfg, raw_only):
                 note = f"validating {batch.name} ({batch.suite})"
                 # a spinner on a terminal; in a log (where it shows nothing) a line per batch

@@ -1,9 +1,11 @@
 """Read-only facts about the code and data a run used: git commit, data.dvc md5, dvc.lock hashes.
 
 Everything here reads files (dvc.yaml, dvc.lock, *.dvc, params.yaml) or asks `git`; nothing
-calls DVC or Prefect, so the library stays free of orchestration. A missing file or a directory
-that is not a git repository gives `None` / empty results: the caller records what it could
-not trace instead of failing the stage.
+runs DVC or Prefect, so the library stays free of orchestration (dvc.yaml's `${paths.*}`
+templates are resolved by DVC's parser, in recfound.stages). Every path follows params.yaml's
+`paths`: the stages' deps and outs, and the raw data's .dvc file (`<paths.data>.dvc`). A missing
+file or a directory that is not a git repository gives `None` / empty results: the caller
+records what it could not trace instead of failing the stage.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any
 
 import yaml
 
+from recfound.config import Paths
+
 # dvc.yaml's stages are read in one place, the stage contract.
 from recfound.stages import PARAMS_YAML, StageSpec, read_stages
 
 DVC_LOCK = "dvc.lock"
+# `paths` entries that hold process state (locks, the flow runs' queue), never a run's input
+PROCESS_STATE_PATHS = ("stage_lock", "workspace_lock", "workspace_queue")
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -59,25 +65,50 @@ def git_dirty_paths(repo: str | Path = ".") -> list[str]:
     return [line[3:].split(" -> ")[-1].strip('"') for line in out.splitlines() if line]
 
 
-def written_by_pipeline(path: str, stages: dict[str, StageSpec]) -> bool:
-    """Whether `dvc repro` writes `path` itself: dvc.lock, .gitignore files, stage outputs.
+def written_by_pipeline(
+    path: str, stages: dict[str, StageSpec], process_state: tuple[str, ...] = ()
+) -> bool:
+    """Whether `dvc repro` writes `path` itself: dvc.lock, .gitignore files, stage outputs,
+    or the stages' process state (`process_state`: the lock and queue paths).
 
     Uncached outputs (metrics, plots) show up in `git status` after a run; DVC means them to
     be committed with dvc.lock, so they are the pipeline's record, not someone's edit.
     """
     if Path(path).name in (DVC_LOCK, ".gitignore"):
         return True
+    if any(_overlaps(path, held) for held in process_state):
+        return True
     return any(_overlaps(path, out) for spec in stages.values() for out in spec.outs)
+
+
+def _params_paths(params_text: str | None) -> dict[str, Any]:
+    """The `paths` section of a params.yaml text ({} when absent or unreadable)."""
+    try:
+        doc = yaml.safe_load(params_text) if params_text else None
+    except yaml.YAMLError:
+        return {}
+    paths = doc.get("paths") if isinstance(doc, dict) else None
+    return paths if isinstance(paths, dict) else {}
+
+
+def process_state_paths(repo: str | Path = ".") -> tuple[str, ...]:
+    """Where `repo`/params.yaml puts the locks and the queue (`PROCESS_STATE_PATHS`)."""
+    paths = _params_paths(_read_text(Path(repo) / PARAMS_YAML))
+    defaults = Paths()
+    return tuple(
+        Path(paths.get(key) or getattr(defaults, key)).as_posix() for key in PROCESS_STATE_PATHS
+    )
 
 
 def source_dirty_paths(repo: str | Path = ".") -> list[str]:
     """Uncommitted changes other than what `dvc repro` itself writes while it runs.
 
     Counting DVC's own writes would make every later stage of one `dvc repro` look like it
-    ran on edited code.
+    ran on edited code; so would the stage lock, wherever `paths.stage_lock` puts it.
     """
     stages = read_stages(repo)
-    return [p for p in git_dirty_paths(repo) if not written_by_pipeline(p, stages)]
+    held = process_state_paths(repo)
+    return [p for p in git_dirty_paths(repo) if not written_by_pipeline(p, stages, held)]
 
 
 def git_show(repo: str | Path, commit: str, path: str) -> str | None:
@@ -94,13 +125,30 @@ def dvc_file_md5(text: str | None) -> str | None:
     return outs[0].get("md5") if outs else None
 
 
-def data_md5(repo: str | Path = ".", dvc_file: str = "data.dvc") -> str | None:
-    """The md5 of the raw data as recorded in the working tree's `data.dvc`."""
-    return dvc_file_md5(_read_text(Path(repo) / dvc_file))
+def data_dvc_file(params_text: str | None) -> str:
+    """The .dvc file that tracks the raw data, `<paths.data>.dvc`, as the given params.yaml
+    text sets `paths.data` (`data.dvc` by default, and without a text or the key)."""
+    data = _params_paths(params_text).get("data") or Paths().data
+    return f"{Path(data).as_posix()}.dvc"
 
 
-def data_md5_at(repo: str | Path, commit: str, dvc_file: str = "data.dvc") -> str | None:
-    """The md5 `data.dvc` recorded at `commit` (None when the file was not committed there)."""
+def data_md5(repo: str | Path = ".", dvc_file: str | None = None) -> str | None:
+    """The md5 of the raw data as recorded in the working tree's `dvc_file` (default: the
+    `<paths.data>.dvc` of `repo`/params.yaml, i.e. `data.dvc`)."""
+    repo = Path(repo)
+    dvc_file = dvc_file or data_dvc_file(_read_text(repo / PARAMS_YAML))
+    return dvc_file_md5(_read_text(repo / dvc_file))
+
+
+def data_dvc_file_at(repo: str | Path, commit: str) -> str:
+    """The raw data's .dvc file as params.yaml at `commit` names it (`data_dvc_file`)."""
+    return data_dvc_file(git_show(repo, commit, PARAMS_YAML))
+
+
+def data_md5_at(repo: str | Path, commit: str, dvc_file: str | None = None) -> str | None:
+    """The md5 `dvc_file` recorded at `commit` (default: `data_dvc_file_at` that commit; None
+    when the file was not committed there)."""
+    dvc_file = dvc_file or data_dvc_file_at(repo, commit)
     return dvc_file_md5(git_show(repo, commit, dvc_file))
 
 
@@ -140,7 +188,7 @@ def stage_dep_hashes(repo: str | Path, stage: str) -> dict[str, str]:
     DVC writes a stage's own dvc.lock entry only after its command exits, so during the run:
     - a dep produced by an upstream stage: the md5 dvc.lock holds for that output (DVC wrote it
       when the upstream stage finished, i.e. in this same `dvc repro`);
-    - a dep tracked by a `.dvc` file (raw `data` -> `data.dvc`): the md5 in that file;
+    - a dep tracked by a `.dvc` file (raw `paths.data` -> `data.dvc`): the md5 in that file;
     - source code deps are left out: the git commit (and the dirty flag) identifies them.
     """
     repo = Path(repo)

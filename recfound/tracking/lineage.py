@@ -89,7 +89,8 @@ def _get_run(client: MlflowClient, run_id: str) -> Run | None:
 
 
 def _check_code_and_data(node: RunNode, repo: Path) -> None:
-    """Is the git commit known here, was the tree clean, does data md5 match data.dvc there?"""
+    """Is the git commit known here, was the tree clean, does data md5 match the raw data's
+    .dvc file there (`<paths.data>.dvc` as that commit's params.yaml sets it)?"""
     commit = node.tags.get(tags.GIT_COMMIT)
     data = node.tags.get(tags.DATA_MD5)
     if node.tags.get(tags.GIT_DIRTY) == "true":
@@ -99,12 +100,13 @@ def _check_code_and_data(node: RunNode, repo: Path) -> None:
     if not git_dvc.commit_exists(repo, commit):
         node.problems.append(f"git commit {commit} is not in the repository at {repo}")
         return
-    committed = git_dvc.data_md5_at(repo, commit)
+    dvc_file = git_dvc.data_dvc_file_at(repo, commit)  # <paths.data>.dvc as it was there
+    committed = git_dvc.data_md5_at(repo, commit, dvc_file)
     if committed is None:
-        node.problems.append(f"data.dvc is not committed at {commit[:12]}")
+        node.problems.append(f"{dvc_file} is not committed at {commit[:12]}")
     elif data and committed != data:
         node.problems.append(
-            f"data md5 {data} does not match data.dvc at {commit[:12]} ({committed})"
+            f"data md5 {data} does not match {dvc_file} at {commit[:12]} ({committed})"
         )
 
 

@@ -9,11 +9,18 @@ A reader does not stop at the first bad line: it collects every bad line of a fi
 whose fields are wrong), keeps reading, and raises one DataError at the end of the file that
 gives the total and the first MAX_REPORTED_BAD_LINES, so one run shows how much of a file is
 broken and where. A file that cannot be read on (missing, truncated gzip) ends the reading.
+
+Lines (and CSV records) are read with a bounded readline, `build.max_line_bytes` at most
+(`line_limit`), so a corrupt file without line breaks costs that much memory, not its size, and
+fails naming the file, the line and its length. A file in a format documented as Latin-1 whose
+bytes are valid UTF-8 with multibyte characters is read as UTF-8 (`text_encoding`), since a
+re-encoded copy decoded as Latin-1 would turn every accented title into mojibake.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import gzip
 import json
@@ -22,6 +29,8 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,6 +39,7 @@ from typing import IO, Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recfound.config import BuildConfig
 from recfound.errors import DataError
 
 T = TypeVar("T")
@@ -39,6 +49,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 # is read in (a Latin-1 decode would otherwise turn it into the text "ï»¿").
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF8 = "utf-8"
+LATIN1 = "iso-8859-1"
+# Bytes scanned at a time when deciding a file's encoding (bounded memory for any file size).
+SNIFF_CHUNK = 1 << 20
+# The default of build.max_line_bytes: readers used outside a build (tests, notebooks) honour it.
+DEFAULT_MAX_LINE_BYTES: int = BuildConfig.model_fields["max_line_bytes"].default
+_max_line_bytes: ContextVar[int] = ContextVar("max_line_bytes", default=DEFAULT_MAX_LINE_BYTES)
 # Rows per parquet batch: bounds memory while keeping per-batch overhead negligible.
 PARQUET_BATCH_ROWS = 8192
 # A price as the public files write it: optional minus, currency symbol, digits with optional
@@ -57,6 +73,8 @@ MAX_QUOTED_CHARS = 60
 MAX_REPORTED_BAD_LINES = 10
 # The note CSV readers add per row that holds a value under an empty header name.
 NOTE_UNNAMED_VALUES = "values in unnamed columns (ignored)"
+# The note a reader adds per line holding non-ASCII text of a Latin-1 format file that is UTF-8.
+NOTE_READ_AS_UTF8 = "lines read as UTF-8, not the documented Latin-1 (a re-encoded copy)"
 
 SECONDS = "seconds"
 MILLISECONDS = "milliseconds"
@@ -117,6 +135,12 @@ def _bad_line(bad: BadLines | None, err: DataError) -> None:
     bad.add(err)
 
 
+def _holds_nothing(records: int, bad: BadLines | None) -> bool:
+    """No record and no bad line: a file of blank lines. One whose every line was bad (too
+    long, not decodable) has those lines reported instead of a misleading "only blank lines"."""
+    return records == 0 and (bad is None or bad.count == 0)
+
+
 def _until_unreadable(rows: Iterable[T], bad: BadLines) -> Iterator[T]:
     """`rows` until the file cannot be read on; that last error joins the bad lines."""
     try:
@@ -145,6 +169,39 @@ def parse_rows(
     bad.raise_any()
 
 
+class LineTooLongError(DataError):
+    """A line (or CSV record) longer than build.max_line_bytes: a bad line, skipped unread."""
+
+
+@contextmanager
+def line_limit(max_bytes: int) -> Iterator[None]:
+    """Readers consumed in this block refuse lines longer than `max_bytes` (build.max_line_bytes).
+
+    A context rather than a parameter of every reader: the bound is one setting for all of
+    them, applied by the build and validate stages around everything they read. The previous
+    bound is restored on leaving, whichever context leaves it.
+    """
+    previous = _max_line_bytes.get()
+    _max_line_bytes.set(max_bytes)
+    try:
+        yield
+    finally:
+        _max_line_bytes.set(previous)
+
+
+def max_line_bytes() -> int:
+    """The line bound in force (`line_limit`, else the default of build.max_line_bytes)."""
+    return _max_line_bytes.get()
+
+
+def _too_long(path: Path, line_no: int, length: int, limit: int) -> LineTooLongError:
+    reason = (
+        f"line is {length:,} bytes long, longer than {limit:,} bytes (build.max_line_bytes); "
+        "a file without line breaks is corrupt, a genuine long line needs the setting raised"
+    )
+    return LineTooLongError(path, reason, line=line_no)
+
+
 def _open_binary(path: Path) -> IO[bytes]:
     """Open `path` for binary reading, transparently gunzipping when it starts with gzip magic."""
     try:
@@ -157,29 +214,79 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
 
 
+def _readline(stream: IO[bytes], size: int, path: Path, line_no: int) -> bytes:
+    """At most `size` bytes of the current line; a read failure names the line it stopped at."""
+    try:
+        return stream.readline(size)
+    except (EOFError, OSError, zlib.error) as err:
+        compressed = isinstance(stream, gzip.GzipFile)
+        problem = "gzip stream is truncated or corrupt" if compressed else "read failed"
+        raise DataError(path, f"{problem} ({err})", line=line_no) from err
+
+
+def _rest_of_line(stream: IO[bytes], chunk: int, path: Path, line_no: int) -> int:
+    """Skip the rest of an overlong line in chunks of `chunk` bytes; its length without the
+    line break. Memory stays at one chunk however long the line (2 GB without a break)."""
+    skipped = 0
+    while piece := _readline(stream, chunk, path, line_no):
+        if piece.endswith(b"\n"):
+            return skipped + len(piece) - 1
+        skipped += len(piece)
+    return skipped
+
+
+def text_encoding(path: str | Path, declared: str) -> str:
+    """The encoding to read `path` in: `declared`, except for a file of a format documented
+    as Latin-1 whose bytes are valid UTF-8 holding multibyte characters: UTF-8.
+
+    Such a file is a re-encoded copy (as redistributions of MovieLens often are); read as
+    Latin-1 every accented character would become two (`CafÃ©`) and nothing would fail. Real
+    Latin-1 text with accents is almost never valid UTF-8. The file is scanned whole in
+    chunks (bounded memory), after a leading byte-order mark; an all-ASCII file is the same in
+    both encodings and keeps `declared`. A file that cannot be read keeps `declared`: reading
+    it then reports the problem with its line.
+    """
+    if codecs.lookup(declared).name != codecs.lookup(LATIN1).name:
+        return declared
+    decoder = codecs.getincrementaldecoder(UTF8)()
+    multibyte = False
+    try:
+        with _open_binary(Path(path)) as stream:
+            chunk = stream.read(SNIFF_CHUNK)
+            chunk = chunk.removeprefix(UTF8_BOM)
+            while chunk:
+                multibyte = multibyte or not chunk.isascii()
+                if multibyte:
+                    decoder.decode(chunk)
+                chunk = stream.read(SNIFF_CHUNK)
+            decoder.decode(b"", final=True)
+    except (UnicodeDecodeError, DataError, EOFError, OSError, zlib.error):
+        return declared  # not UTF-8, or unreadable: the read itself reports what is wrong
+    return UTF8 if multibyte else declared
+
+
 def iter_lines(
     path: str | Path, encoding: str = UTF8, bad: BadLines | None = None
 ) -> Iterator[tuple[int, str]]:
     """Yield (line number, decoded line with its terminator) from a plain or gzip text file.
 
     A leading UTF-8 byte-order mark is dropped whatever `encoding` is. A line whose bytes are
-    not valid in `encoding` is a bad line: reported to `bad` and skipped, or raised at once
-    when `bad` is None. A missing or empty file and a truncated or corrupt gzip stream (naming
-    the line at which reading stopped) raise DataError.
+    not valid in `encoding`, or longer than build.max_line_bytes (`line_limit`; its length is
+    measured by skipping it in bounded chunks, never holding it), is a bad line: reported to
+    `bad` and skipped, or raised at once when `bad` is None. A missing or empty file and a
+    truncated or corrupt gzip stream (naming the line at which reading stopped) raise
+    DataError.
     """
     path = Path(path)
+    limit = max_line_bytes()
     line_no = 0
     with _open_binary(path) as stream:
-        compressed = isinstance(stream, gzip.GzipFile)
-        while True:
-            try:
-                raw = stream.readline()
-            except (EOFError, OSError, zlib.error) as err:
-                problem = "gzip stream is truncated or corrupt" if compressed else "read failed"
-                raise DataError(path, f"{problem} ({err})", line=line_no + 1) from err
-            if not raw:
-                break
+        while raw := _readline(stream, limit + 1, path, line_no + 1):
             line_no += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                length = len(raw) + _rest_of_line(stream, limit, path, line_no)
+                _bad_line(bad, _too_long(path, line_no, length, limit))
+                continue
             if line_no == 1 and raw.startswith(UTF8_BOM):
                 raw = raw[len(UTF8_BOM) :]  # an encoding artefact, not data
             try:
@@ -237,44 +344,60 @@ def iter_json_objects(
             _bad_line(bad, DataError(path, reason, line=line_no))
             continue
         yield line_no, obj
-    if non_blank == 0:
+    if _holds_nothing(non_blank, bad):
         raise DataError(path, "file holds no records (only blank lines)")
 
 
 def iter_delimited(
-    path: str | Path, separator: str, n_fields: int, encoding: str, bad: BadLines | None = None
+    path: str | Path,
+    separator: str,
+    n_fields: int,
+    encoding: str,
+    bad: BadLines | None = None,
+    notes: Counter[str] | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) for each non-blank line split on `separator` (no quoting).
 
     For MovieLens-style files: a line that does not hold exactly `n_fields` fields is a bad
-    line (reported to `bad`, or raised at once when `bad` is None).
+    line (reported to `bad`, or raised at once when `bad` is None). `encoding` is the one the
+    format documents; a Latin-1 file that is UTF-8 is read as UTF-8 (`text_encoding`), each
+    line holding non-ASCII text then counted in `notes` under NOTE_READ_AS_UTF8.
     """
     path = Path(path)
+    actual = text_encoding(path, encoding)
     non_blank = 0
-    for line_no, text in iter_lines(path, encoding=encoding, bad=bad):
+    for line_no, text in iter_lines(path, encoding=actual, bad=bad):
         text = text.rstrip("\r\n")
         if not text.strip():
             continue
         non_blank += 1
+        if notes is not None and actual != encoding and not text.isascii():
+            notes[NOTE_READ_AS_UTF8] += 1
         fields = text.split(separator)
         if len(fields) != n_fields:
             reason = f"expected {n_fields} fields separated by {separator!r}, found {len(fields)}"
             _bad_line(bad, DataError(path, reason, line=line_no))
             continue
         yield line_no, fields
-    if non_blank == 0:
+    if _holds_nothing(non_blank, bad):
         raise DataError(path, "file holds no records (only blank lines)")
 
 
 class _RecordLines:
     """Feeds csv.reader text lines, remembering the file line number each record starts on.
 
-    csv.reader's own count drifts from the file's lines once a bad line has been skipped.
+    csv.reader's own count drifts from the file's lines once a bad line has been skipped. A
+    record may span lines (a quoted field holding line breaks, or an unclosed quote running
+    on): one longer than `limit` characters is refused here, so a record is bounded like a
+    line (each line is bounded in bytes by iter_lines, each record here in characters).
     """
 
-    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+    def __init__(self, path: Path, lines: Iterator[tuple[int, str]], limit: int) -> None:
+        self._path = path
         self._lines = lines
+        self._limit = limit
         self._new_record = True
+        self._chars = 0
         self.first_line = 0
 
     def __iter__(self) -> _RecordLines:
@@ -283,7 +406,15 @@ class _RecordLines:
     def __next__(self) -> str:
         line_no, text = next(self._lines)
         if self._new_record:
-            self.first_line, self._new_record = line_no, False
+            self.first_line, self._new_record, self._chars = line_no, False, 0
+        self._chars += len(text)
+        if self._chars > self._limit:
+            self._new_record = True  # the csv module starts afresh on its next record too
+            reason = (
+                f"CSV record runs on to line {line_no} and past {self._limit:,} characters "
+                "(build.max_line_bytes): a quoted field left open?"
+            )
+            raise LineTooLongError(self._path, reason, line=self.first_line)
         return text
 
     def next_record(self) -> None:
@@ -291,14 +422,18 @@ class _RecordLines:
         self._new_record = True
 
 
-def _csv_header(path: Path, reader: Iterator[list[str]], required: Sequence[str]) -> list[str]:
-    """The header line; it must name every `required` column, and no name twice."""
+def _csv_header(
+    path: Path, reader: Iterator[list[str]], lines: _RecordLines, required: Sequence[str]
+) -> list[str]:
+    """The header line; it must be line 1, name every `required` column, and no name twice."""
     try:
         header = next(reader)
     except csv.Error as err:
         raise DataError(path, f"malformed CSV header: {err}", line=1) from err
     except StopIteration:
         raise DataError(path, "file holds no header line", line=1) from None
+    if lines.first_line != 1:  # line 1 was a bad line (too long, not UTF-8), reported already
+        raise DataError(path, "the header line is unreadable, so no row can be read", line=1)
     missing = [name for name in required if name not in header]
     if missing:
         raise DataError(
@@ -313,6 +448,16 @@ def _csv_header(path: Path, reader: Iterator[list[str]], required: Sequence[str]
     return header
 
 
+def _allow_csv_fields(limit: int) -> None:
+    """Let the csv module take any field a bounded record can hold.
+
+    Its own bound (131,072 characters per field by default) would refuse a long field that
+    build.max_line_bytes allows, under a message naming another limit; records are bounded
+    by _RecordLines instead. The setting is process-wide; only these readers parse CSV here.
+    """
+    csv.field_size_limit(limit)
+
+
 def iter_csv_rows(
     path: str | Path,
     required_columns: Sequence[str],
@@ -323,14 +468,17 @@ def iter_csv_rows(
 
     The header must name every column in `required_columns`. Columns whose header name is
     empty are left out of the rows; each row holding a value in one is counted in `notes`
-    under NOTE_UNNAMED_VALUES. A row with another number of fields than the header, or that
-    the csv module cannot parse, is a bad line (reported to `bad`, or raised at once when
-    `bad` is None). The line number is the row's first physical line (header = line 1).
+    under NOTE_UNNAMED_VALUES. A row with another number of fields than the header, that
+    the csv module cannot parse, or longer than build.max_line_bytes, is a bad line (reported
+    to `bad`, or raised at once when `bad` is None). The line number is the row's first
+    physical line (header = line 1).
     """
     path = Path(path)
-    lines = _RecordLines(iter_lines(path, bad=bad))
+    limit = max_line_bytes()
+    _allow_csv_fields(limit)
+    lines = _RecordLines(path, iter_lines(path, bad=bad), limit)
     reader = csv.reader(lines)
-    header = _csv_header(path, reader, required_columns)
+    header = _csv_header(path, reader, lines, required_columns)
     unnamed = [index for index, name in enumerate(header) if not name.strip()]
     rows = 0
     while True:
@@ -341,6 +489,9 @@ def iter_csv_rows(
             break
         except csv.Error as err:
             _bad_line(bad, DataError(path, f"malformed CSV: {err}", line=lines.first_line))
+            continue
+        except LineTooLongError as err:
+            _bad_line(bad, err)
             continue
         if not fields:
             continue
@@ -353,7 +504,7 @@ def iter_csv_rows(
             notes[NOTE_UNNAMED_VALUES] += 1
         row = {name: value for name, value in zip(header, fields, strict=True) if name.strip()}
         yield lines.first_line, row
-    if rows == 0:
+    if _holds_nothing(rows, bad):
         raise DataError(path, "file holds a header but no data rows")
 
 

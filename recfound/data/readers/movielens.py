@@ -4,7 +4,9 @@ ml-100k: `u.data` (tab-separated user, item, rating, timestamp), `u.item` (pipe-
 19 genre flags), `u.user` (id|age|gender|occupation|zip). ml-1m: `ratings.dat`, `movies.dat`
 (genres joined by '|'), `users.dat`, all '::'-separated; ages are the dataset's age-group
 codes and occupations its numeric codes, mapped here to the names its README gives.
-GroupLens ships these files in ISO-8859-1 (titles such as "Misérables"), so they are read so.
+GroupLens ships these files in ISO-8859-1 (titles such as "Misérables"), so they are read so,
+unless a file's bytes are valid UTF-8 with multibyte characters (a re-encoded copy): then it
+is read as UTF-8 and its lines with such characters are counted in `notes`.
 The CSV sets (ml-latest, ml-latest-small, ml-20m, ml-25m): UTF-8 `ratings.csv`, `movies.csv`
 and `tags.csv` with a header line, half-star ratings 0.5-5, no users file.
 Every layout writes timestamps in seconds; the column names below are the CSV sets' headers,
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from recfound.data.readers.common import (
+    LATIN1,
     SECONDS,
     BadLines,
     Clock,
@@ -34,7 +37,6 @@ from recfound.data.records import Movie, MovieTag, MovieUser, Rating
 from recfound.errors import DataError
 
 T = TypeVar("T")
-LATIN1 = "iso-8859-1"
 CLOCK = Clock("MovieLens", SECONDS)
 WHOLE_STARS = (1.0, 5.0)  # ml-100k, ml-1m
 HALF_STARS = (0.5, 5.0)  # the CSV sets
@@ -137,7 +139,7 @@ def _rows(
     if layout.separator is None:
         yield from iter_csv_rows(path, layout.columns, bad, notes)
         return
-    lines = iter_delimited(path, layout.separator, len(layout.columns), LATIN1, bad)
+    lines = iter_delimited(path, layout.separator, len(layout.columns), LATIN1, bad, notes)
     for line_no, values in lines:
         yield line_no, dict(zip(layout.columns, values, strict=True))
 
@@ -169,7 +171,8 @@ def read_ratings(path: str | Path, notes: Counter[str] | None = None) -> Iterato
 
     Timestamps are epoch seconds; a rating outside the layout's scale (1-5; 0.5-5 for the
     CSV sets) is an error. `notes`, when given, counts what a CSV file held that was ignored
-    (common.iter_csv_rows).
+    (common.iter_csv_rows), and the lines of a Latin-1 layout read as UTF-8
+    (common.iter_delimited).
     """
     return _read(path, RATINGS, _rating, notes)
 
@@ -239,6 +242,9 @@ def _user(layout: _Layout, fields: Fields) -> MovieUser:
     )
 
 
-def read_movie_users(path: str | Path) -> Iterator[MovieUser]:
-    """Stream `u.user` (ml-100k) or `users.dat` (ml-1m); the CSV sets have no users file."""
-    return _read(path, USERS, _user)
+def read_movie_users(path: str | Path, notes: Counter[str] | None = None) -> Iterator[MovieUser]:
+    """Stream `u.user` (ml-100k) or `users.dat` (ml-1m); the CSV sets have no users file.
+
+    `notes`: as for read_ratings.
+    """
+    return _read(path, USERS, _user, notes)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from recfound.config import BuildConfig
-from recfound.data.ingest import DUPLICATE_ITEM, IngestReport
+from recfound.data.ingest import DUPLICATE_ITEM, REPEATED_TITLE, IngestReport
 from recfound.data.readers import RawSources, read_item_meta, read_movies
 from recfound.data.records import ItemMeta
 from recfound.data.tasks.common import CategoryPools, clip, progress
@@ -34,6 +34,11 @@ class ItemInfo:
 def scoped_id(variant: str, raw_id: str) -> str:
     """A MovieLens user or item id that cannot collide with Amazon's or another variant's."""
     return f"{variant}:{raw_id}"
+
+
+def same_title_key(title: str) -> str:
+    """What two listings of one movie share: the title with its year, blanks and case aside."""
+    return " ".join(title.split()).casefold()
 
 
 def leaf_topic(meta: ItemMeta, category: str) -> str:
@@ -98,7 +103,9 @@ def load_catalog(
     """Stream every `meta_<Category>` file and MovieLens movie file into a Catalog.
 
     Each observer also sees every (category, ItemMeta, source) of a first listing as it
-    streams by; a repeated listing is dropped and counted in the ingest report.
+    streams by; a repeated listing is dropped and counted in the ingest report. A MovieLens
+    title (title and year) listed again, under another id or by another set, stays its own
+    item (ids are never merged across sets) and is counted as a note (REPEATED_TITLE).
     """
     catalog = Catalog(cfg)
     report = report or IngestReport()
@@ -124,6 +131,7 @@ def load_catalog(
                 catalog.bought_together[meta.parent_asin] = meta.bought_together
             for observe in observers:
                 observe(files.category, meta, source)
+    titles: set[str] = set()  # every MovieLens title listed so far, whatever the set
     for files in sources.movielens:
         counts = report.file("movielens", files.movies)
         for movie in read_movies(files.movies, notes=counts.notes):
@@ -136,4 +144,8 @@ def load_catalog(
             )
             if not catalog.add(scoped_id(files.variant, movie.item_id), info):
                 counts.drop(DUPLICATE_ITEM, f"movie {movie.item_id}")
+                continue
+            if (title := same_title_key(movie.title)) in titles:
+                counts.notes[REPEATED_TITLE] += 1
+            titles.add(title)
     return catalog

@@ -21,10 +21,17 @@ from recfound.data.ingest import (
     DUPLICATE,
     NO_METADATA,
     SHORT_USER,
+    UNKNOWN_USER,
     FileCounts,
     IngestReport,
 )
-from recfound.data.readers import RawSources, read_ratings, read_reviews
+from recfound.data.readers import (
+    MovieLensFiles,
+    RawSources,
+    read_movie_users,
+    read_ratings,
+    read_reviews,
+)
 from recfound.data.records import Review
 from recfound.data.tasks.catalog import Catalog, scoped_id
 from recfound.data.tasks.common import progress
@@ -262,6 +269,23 @@ class Sequences:
 ReviewObserver = Callable[[str, Review, str], None]
 
 
+def movie_users(files: MovieLensFiles, report: IngestReport) -> frozenset[str] | None:
+    """The user ids a MovieLens set's users file lists; None for a set without one (CSV sets).
+
+    Read so that a rating by a user the file does not list is dropped and counted
+    (UNKNOWN_USER) rather than taken in silently: such ratings mean a users file of another
+    copy or a damaged ratings file. The ids are a few thousand strings, even for ml-1m.
+    """
+    if files.users is None:
+        return None
+    counts = report.file(MOVIELENS, files.users)
+    users = set()
+    for user in read_movie_users(files.users, notes=counts.notes):
+        counts.read += 1
+        users.add(user.user_id)
+    return frozenset(users)
+
+
 def load_interactions(
     sources: RawSources,
     catalog: Catalog,
@@ -271,7 +295,8 @@ def load_interactions(
     """Stream every review file and MovieLens ratings file into an InteractionLog.
 
     Each observer sees every (category, Review, source) as it streams by; interactions with
-    items the catalogue lacks are dropped and counted in the ingest report (no text to show).
+    items the catalogue lacks are dropped and counted in the ingest report (no text to show),
+    and so are MovieLens ratings by users the set's users file does not list.
     """
     log = InteractionLog(report)
     observers = tuple(observers)
@@ -289,6 +314,7 @@ def load_interactions(
                 review.user_id, review.parent_asin, review.timestamp, review.rating, source, file
             )
     for files in sources.movielens:
+        known_users = movie_users(files, log.report)
         file = log.file(MOVIELENS, files.ratings)
         counts = log.report.file(MOVIELENS, files.ratings)
         for rating in progress(
@@ -298,6 +324,9 @@ def load_interactions(
             item = scoped_id(files.variant, rating.item_id)
             if item not in catalog:
                 counts.drop(NO_METADATA, f"user {rating.user_id}, movie {rating.item_id}")
+                continue
+            if known_users is not None and rating.user_id not in known_users:
+                counts.drop(UNKNOWN_USER, f"user {rating.user_id}, movie {rating.item_id}")
                 continue
             user = scoped_id(files.variant, rating.user_id)
             log.add(user, item, rating.timestamp, rating.rating, MOVIELENS, file)
