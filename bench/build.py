@@ -4,9 +4,10 @@
 
 Writes bench/results/build.json. Steps:
 
-1. Generate raw data in all five formats from one latent world (recfound.data.sample), sized
-   so that `write_reviews` streams exactly `--reviews` Amazon reviews: users =
-   reviews / mean purchases per user (+ margin), items scaled with users as in params.yaml.
+1. Generate raw data in five of the six formats (all but Amazon Reviews 2014/2018) from one
+   latent world (recfound.data.sample), sized so that `write_reviews` streams exactly
+   `--reviews` Amazon reviews: users = reviews / mean purchases per user (+ margin), items
+   scaled with users as in params.yaml.
    The other sources keep their sizes from params.yaml `sample`. Untimed for the build.
 2. Run the real stage, `recfound stage build`, in a child process on that data (outputs in a
    temp directory), and measure its wall time and its peak resident memory
@@ -61,7 +62,8 @@ def bench_sample_config(base: SampleConfig, n_reviews: int) -> SampleConfig:
 
 
 def write_raw_data(out_dir: Path, cfg: SampleConfig, n_reviews: int) -> int:
-    """All five sources under `out_dir` from one world, reviews capped at `n_reviews`.
+    """Five of the six sources (all but Amazon Reviews 2014/2018) under `out_dir` from one
+    world, reviews capped at `n_reviews`.
 
     The same writers, in the same layout, as `recfound.data.sample.write_sample`; only the
     review count differs. Returns the number of reviews written.

@@ -29,7 +29,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows.reconcile import record_flow_run_process
+from flows.flow_process import PARAMS_FILE, record_flow_run_process
 from flows.summary import StageOutcome, stage_outcome, summary
 from recfound import processes
 from recfound.config import load_config
@@ -37,7 +37,6 @@ from recfound.lifeline import die_with_parent
 from recfound.locks import workspace_turn
 from recfound.tracking import git_dvc, tags
 
-PARAMS_FILE = "params.yaml"
 GROUP_POLL_S = 0.2  # how often a stopping command's group is checked (and its output read)
 PIPE_READ_BYTES = 65536
 

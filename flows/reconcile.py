@@ -6,8 +6,9 @@ slot: every later run of that deployment would wait in AwaitingConcurrencySlot f
 stage's MLflow run, likewise, stays RUNNING.
 
 So every flow run of our deployments records its process in the flow run's
-`infrastructure_pid`, as `host:pid:start` (`record_flow_run_process`, an on_running hook;
-Prefect's own runner leaves the field empty), and when the serving process starts,
+`infrastructure_pid`, as `host:pid:start` (flows.flow_process `record_flow_run_process`, an
+on_running hook; Prefect's own runner leaves the field empty), and when the serving process
+starts,
 `crash_orphaned_flow_runs` sets Crashed (forced, which releases the slot) every run of those
 deployments in a state that holds a slot (Pending, Running, Cancelling) whose process is gone
 from this host, or that has no process recorded: this serving process has only just started,
@@ -19,13 +20,11 @@ first (SIGTERM: it stops its stage in order), so no live run is ever marked Cras
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from mlflow.tracking import MlflowClient
 from prefect import get_client
@@ -40,28 +39,17 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
+from flows.deployments import build_deployments
+from flows.flow_process import PARAMS_FILE
 from recfound.config import Config, load_config
-from recfound.lifeline import end_with_parent
-from recfound.tracking import tags
 from recfound.tracking.mlflow_run import configure_mlflow
-from recfound.tracking.reconcile import close_dead_runs, process_alive, process_identity
+from recfound.tracking.reconcile import close_dead_runs, process_alive
 
 # The states in which a flow run holds its deployment's concurrency slot (Prefect releases it
 # on the way out of them: core_policy.ReleaseFlowConcurrencySlots).
-# Set by Prefect's runner in the environment of the process it starts for a flow run.
-FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
-PARAMS_FILE = "params.yaml"
 SLOT_HOLDING_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 STOP_POLL_S = 0.2  # how often a stopped leftover process is checked
 CRASH_MESSAGE = "its process is gone (found when the serving process started)"
-
-
-def process_label() -> str:
-    """This process as `host:pid:start` (start: see recfound.tracking.reconcile)."""
-    identity = process_identity()
-    return ":".join(
-        identity.get(key, "") for key in (tags.PROCESS_HOST, tags.PROCESS_PID, tags.PROCESS_START)
-    )
 
 
 def _parse_label(label: str | None) -> tuple[str, int, str | None] | None:
@@ -98,28 +86,6 @@ def stop_process(label: str | None, host: str, timeout_s: float) -> bool:
     if process_alive(pid, start):
         os.kill(pid, signal.SIGKILL)
     return True
-
-
-def started_for(flow_run: FlowRun) -> bool:
-    """Whether this process was started by a runner to execute `flow_run` (a served
-    deployment's run), not a flow called in some other process (a test, a script)."""
-    return os.environ.get(FLOW_RUN_ID_ENV) == str(flow_run.id)
-
-
-def record_flow_run_process(flow: Any, flow_run: FlowRun, state: Any) -> None:
-    """on_running hook of the flows themselves (the entrypoints the deployments run): record
-    the flow run's process in its infrastructure_pid, and when a runner started this process
-    for the run, end it with that runner (lifeline.end_with_parent): a SIGTERM, which Prefect's
-    engine raises in the running task, whose command group then stops in order."""
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, infrastructure_pid=process_label())
-    if started_for(flow_run):
-        _end_with_runner(load_config(PARAMS_FILE).workspace.launcher_poll_s)
-
-
-@functools.cache  # once per process: a subflow's run starts in its parent's process
-def _end_with_runner(poll_s: float) -> None:
-    end_with_parent(poll_s)
 
 
 def crash_orphaned_flow_runs(
@@ -175,8 +141,6 @@ def reconcile_on_start(cfg: Config, deployment_names: Iterable[str]) -> None:
 
 def main() -> None:
     """`python -m flows.reconcile`: what `recfound serve` runs before serving the deployments."""
-    from flows.deployments import build_deployments
-
     cfg = load_config(PARAMS_FILE)
     reconcile_on_start(cfg, [f"{d.flow_name}/{d.name}" for d in build_deployments(cfg)])
 

@@ -28,8 +28,8 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from flows.flow_process import record_flow_run_process
 from flows.pipeline import PARAMS_FILE, dvc_status, recfound, run_logged
-from flows.reconcile import record_flow_run_process
 from flows.summary import StageOutcome, ran, summary
 from recfound.config import Config, load_config
 from recfound.locks import workspace_turn

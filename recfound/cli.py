@@ -9,11 +9,12 @@ do, the traceback only with --debug or RECFOUND_DEBUG=1.
 from __future__ import annotations
 
 import importlib
+import inspect
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import click
 import typer
@@ -37,8 +38,44 @@ _DEBUG_KEY = "recfound.debug"  # in click's ctx.meta, shared by every nested con
 _PARAMS_KEY = "recfound.params"
 
 
+def reflow(text: str | None) -> str | None:
+    """`text` with each paragraph on one line, for the help renderer to wrap at the width.
+
+    Docstrings and help strings are wrapped at ~100 columns in the source; typer's renderer
+    keeps their line breaks and wraps again at the terminal's width, which at 80 columns breaks
+    a line mid-sentence. Paragraphs (blank-line separated) stay apart, and so do list items
+    ("- ...") and a click `\\b` paragraph (kept as written)."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_help(command: click.Command) -> None:
+    """`reflow` the help of `command` and of every command under it."""
+    command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_help(sub)
+
+
 class _ReportingGroup(TyperGroup):
-    """The one place every command's unhandled RecFoundError or storage fault becomes `_fail`."""
+    """The one place every command's unhandled RecFoundError or storage fault becomes `_fail`,
+    and every command's help is reflowed to the terminal's width (`reflow`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_help(self)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,6 +130,9 @@ def _global_options(
     ] = False,
 ) -> None:
     ctx.meta[_DEBUG_KEY] = debug
+    from recfound.progress import route_library_bars
+
+    route_library_bars()  # before any library draws a bar: no `\r` in a log file
 
 
 def _path_settings(meta: dict[str, Any]) -> dict[str, Path]:
@@ -174,7 +214,8 @@ def data_sample(
     seed: Annotated[int | None, typer.Option(help="seed (default: sample.seed)")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Write the deterministic raw sample (all five source formats) into data/."""
+    """Write the deterministic raw sample into data/: five of the six source formats, all
+    but Amazon Reviews 2014/2018 (docs/data-formats.md)."""
     from recfound.data.sample import write_sample
 
     cfg = load_config(params)
@@ -197,10 +238,18 @@ ModelOption = Annotated[
     Path | None, typer.Option("--model", help="base model dir (default: paths.base_model)")
 ]
 AdapterOption = Annotated[
-    Path | None, typer.Option("--adapter", help="adapter dir (TMoLE or LoRA); none: base model")
+    Path | None,
+    typer.Option(
+        "--adapter",
+        help="adapter dir (TMoLE or LoRA); default: the merged model when the merge stage "
+        "wrote one and --model is not given, else none",
+    ),
+]
+BaseOnlyOption = Annotated[
+    bool, typer.Option("--base-only", help="answer with the base model alone, no adapter")
 ]
 TaskOption = Annotated[
-    str, typer.Option("--task", help="task code, e.g. SR (generate), U2I (embed)")
+    str, typer.Option("--task", help="task code, any case, e.g. SR (generate), U2I (embed)")
 ]
 TextsArgument = Annotated[list[str] | None, typer.Argument(help="inputs (or use --file)")]
 FileOption = Annotated[
@@ -227,20 +276,37 @@ def _note(message: str) -> None:
     typer.secho(f"note: {message}", err=True, fg=typer.colors.YELLOW)
 
 
-def _requests(
-    texts: list[str] | None, file: Path | None, instruction: str | None, task: str, cfg: Config
-):
-    """The requests from the arguments or --file, each with its instruction (the task's when
-    none is given); empty input is an error naming the input."""
-    from recfound.data.unified import build_instructions
-    from recfound.model.inference import read_inputs, text_inputs, with_task_instruction
+def _requests(texts: list[str] | None, file: Path | None, instruction: str | None):
+    """The requests from the arguments or --file; empty input is an error naming the input."""
+    from recfound.model.inference import read_inputs, text_inputs
 
     if texts and file is not None:
         _usage_error("give either input texts or --file, not both")
     if not texts and file is None:
         _usage_error("no input: give input texts or --file FILE")
-    requests = read_inputs(file) if file else text_inputs(texts, instruction)
-    return with_task_instruction(requests, task, build_instructions(cfg.paths.unified))
+    return read_inputs(file) if file else text_inputs(texts, instruction)
+
+
+def _predictor(cfg: Config, model: Path | None, adapter: Path | None, base_only: bool):
+    """The model `generate` / `embed` answer with, said in one line on stderr: the adapter
+    given, else the merged model when there is one (as `recommend`), else the base model."""
+    from recfound.data.unified import build_instructions
+    from recfound.merge.layout import merged_adapter_dir
+    from recfound.model.predictor import Predictor, choose_model
+
+    if base_only and adapter is not None:
+        _usage_error("--base-only and --adapter exclude each other")
+    # another base model than the one the merge stage trained on takes no merged adapter
+    merged = merged_adapter_dir(cfg) if model is None else None
+    choice = choose_model(model or cfg.paths.base_model, adapter, merged, base_only)
+    typer.echo(f"model: {choice.describe()}", err=True)
+    return Predictor.load(
+        cfg,
+        choice.base,
+        choice.adapter,
+        instructions=build_instructions(cfg.paths.unified),
+        notify=_note,
+    )
 
 
 @app.command()
@@ -249,6 +315,7 @@ def generate(
     task: TaskOption = ...,
     model: ModelOption = None,
     adapter: AdapterOption = None,
+    base_only: BaseOnlyOption = False,
     file: FileOption = None,
     instruction: InstructionOption = None,
     out: Annotated[Path | None, typer.Option(help="write JSONL here (default: stdout)")] = None,
@@ -256,12 +323,15 @@ def generate(
 ) -> None:
     """Answer prompts with the model, routed to a generative task (greedy, batched)."""
     from recfound.model import inference
+    from recfound.model.predictor import resolve_task
+    from recfound.tasks import Kind
 
     cfg = load_config(params)
-    requests = _requests(texts, file, instruction, task, cfg)
-    answers = inference.generate_requests(
-        requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
-    )
+    requests = _requests(texts, file, instruction)
+    chosen = resolve_task(task, Kind.GENERATIVE)  # before the model loads: a typo fails at once
+    predictor = _predictor(cfg, model, adapter, base_only)
+    requests = predictor.with_instructions(chosen, requests)
+    answers = predictor.generate(chosen, requests, progress=True)
     lines = inference.generation_lines(requests, answers)
     if out is None:
         typer.echo("\n".join(lines))
@@ -276,6 +346,7 @@ def embed(
     task: TaskOption = ...,
     model: ModelOption = None,
     adapter: AdapterOption = None,
+    base_only: BaseOnlyOption = False,
     file: FileOption = None,
     instruction: InstructionOption = None,
     out: Annotated[
@@ -285,12 +356,15 @@ def embed(
 ) -> None:
     """Embed texts with the model, routed to an embedding task (unit-norm vectors, batched)."""
     from recfound.model import inference
+    from recfound.model.predictor import resolve_task
+    from recfound.tasks import Kind
 
     cfg = load_config(params)
-    requests = _requests(texts, file, instruction, task, cfg)
-    vectors = inference.embed_requests(
-        requests, task, model or cfg.paths.base_model, adapter, cfg, notify=_note
-    )
+    requests = _requests(texts, file, instruction)
+    chosen = resolve_task(task, Kind.EMBEDDING)  # before the model loads: a typo fails at once
+    predictor = _predictor(cfg, model, adapter, base_only)
+    requests = predictor.with_instructions(chosen, requests)
+    vectors = predictor.embed(chosen, requests, progress=True)
     if out is None:
         typer.echo("\n".join(inference.embedding_lines(requests, vectors)))
         return
@@ -298,51 +372,103 @@ def embed(
     typer.echo(f"{len(requests)} embeddings written to {out}", err=True)
 
 
+# Ids `recfound recommend --list` prints unless --limit says otherwise (0: all of them).
+LIST_LIMIT = 20
+
+
 @app.command()
 def recommend(
     user: Annotated[
-        str | None, typer.Option(help="U2I: a user of the build (their history is the query)")
+        str | None,
+        typer.Option(metavar="ID", help="U2I: a user of the build; their history is the query"),
     ] = None,
     history: Annotated[
         list[str] | None,
-        typer.Option(help="U2I: an item title of a history typed by hand (repeat, oldest first)"),
+        typer.Option(
+            metavar="TITLE", help="U2I: one title of a history typed by hand; repeat, oldest first"
+        ),
     ] = None,
-    query: Annotated[str | None, typer.Option(help="Q2I: a search query")] = None,
-    item: Annotated[str | None, typer.Option(help="I2I: a catalogue item id")] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="Q2I: a search query (cut to serve.max_input_chars)"),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="FILE",
+            help="Q2I: queries, one per line, or .jsonl of {input, instruction?}",
+        ),
+    ] = None,
+    item: Annotated[str | None, typer.Option(metavar="ID", help="I2I: a catalogue item id")] = None,
+    list_kind: Annotated[
+        Literal["users", "items"] | None,
+        typer.Option("--list", help="print valid --user or --item ids and their count"),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(metavar="N", help="--list: ids to print (0: all)")
+    ] = LIST_LIMIT,
     k: Annotated[
-        int | None, typer.Option("-k", help="items to return (default: index.top_k)")
+        int | None, typer.Option("-k", metavar="N", help="items to return (default: index.top_k)")
     ] = None,
     include_seen: Annotated[
-        bool, typer.Option(help="--user: keep items already in the user's history")
+        bool, typer.Option("--include-seen", help="--user: keep items already in the history")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (with --file: one line per query)")
+    ] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Top k catalogue items for a user, a history, a query or an item (docs/recommend.md)."""
-    from recfound.index.recommend import Recommender, text_query
+    import json
 
-    inputs = {"--user": user, "--history": history or None, "--query": query, "--item": item}
+    from recfound.index.recommend import Recommender, cut_note
+
+    inputs = {
+        "--user": user,
+        "--history": history or None,
+        "--query": query,
+        "--file": file,
+        "--item": item,
+        "--list": list_kind,
+    }
     if sum(value is not None for value in inputs.values()) != 1:
-        _usage_error("give exactly one of --user, --history, --query, --item")
+        _usage_error(f"give exactly one of {', '.join(inputs)}")
     if include_seen and user is None:
         _usage_error("--include-seen applies to --user only")
+    if limit != LIST_LIMIT and list_kind is None:
+        _usage_error("--limit applies to --list only")
     cfg = load_config(params)
-    recommender = Recommender(cfg)
-    if user is not None:
-        request = recommender.for_user(user, seen=include_seen)
-    elif history:
-        request = recommender.for_history(history)
-    elif item is not None:
-        request = recommender.for_item(item)
-    else:
-        request = text_query(query or "")
-    result = recommender.recommend(request, cfg.index.top_k if k is None else k)
-    if as_json:
-        import json
-
-        typer.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+    recommender = Recommender(cfg, notify=_note)  # the predictor's notes: a query cut
+    if list_kind is not None:
+        listed = recommender.list_ids(list_kind, limit)
+        text = json.dumps(listed.as_json(), ensure_ascii=False, indent=2) if as_json else None
+        typer.echo(text or "\n".join(listed.table()))
         return
-    typer.echo("\n".join(result.table()))
+    if file is not None:
+        from recfound.model.inference import read_inputs
+
+        asked = [recommender.for_query(r.input, r.instruction) for r in read_inputs(file)]
+    elif user is not None:
+        asked = [recommender.for_user(user, seen=include_seen)]
+    elif history:
+        asked = [recommender.for_history(history)]
+    elif item is not None:
+        asked = [recommender.for_item(item)]
+    else:
+        asked = [recommender.for_query(query or "")]
+    for number, request in enumerate(asked, start=1):
+        if request.cut:
+            where = f"{file}: query {number}" if file is not None else "the query"
+            _note(cut_note(request, cfg.serve.max_input_chars, where))
+    results = recommender.recommend_all(asked, cfg.index.top_k if k is None else k)
+    if as_json and file is not None:
+        lines = [json.dumps(r.as_json(), ensure_ascii=False) for r in results]
+        typer.echo("\n".join(lines))
+    elif as_json:
+        typer.echo(json.dumps(results[0].as_json(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo("\n\n".join("\n".join(r.table()) for r in results))
 
 
 @app.command()
@@ -387,6 +513,34 @@ def ablate(
     from recfound.evaluate.ablate import ablate as run_ablation
 
     run_ablation(load_config(params), variant)
+
+
+@app.command()
+def contract(
+    write: Annotated[
+        bool, typer.Option("--write", help="write dvc.yaml from the stage contract")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="exit 1, naming each difference, unless it is"),
+    ] = False,
+) -> None:
+    """dvc.yaml from the stage contract (recfound/stages.py): print it, --write it, or --check
+    that the committed one is what the contract generates."""
+    from recfound import dvc_yaml
+
+    if write and check:
+        _usage_error("choose one of --write and --check")
+    if check:
+        differences = dvc_yaml.check()
+        if differences:
+            typer.echo("\n".join(differences), err=True)
+            _fail(RecFoundError("dvc.yaml is not what the contract generates: `--write` it"))
+        typer.echo("dvc.yaml is the one the stage contract generates")
+    elif write:
+        typer.echo(f"wrote {dvc_yaml.write()}")
+    else:
+        typer.echo(dvc_yaml.render(), nl=False)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m recfound.cli`

@@ -2,6 +2,11 @@
 
 Unknown keys are errors, so a typo in params.yaml fails loudly instead of being ignored.
 Each stage reads only its own section (plus `paths` and `seed`).
+
+The defaults here are params.yaml's values, key for key (tests/test_defaults.py fails naming
+any that differ): `Config()`, what inference and the CLI use without a params file, is the
+configuration the project ships and the default run trains with. This module holds the types and
+bounds; params.yaml says why each value is what it is.
 """
 
 from __future__ import annotations
@@ -88,6 +93,16 @@ class DropShares(_Section):
     unknown_user: float = Field(0.05, ge=0.0, le=1.0)
 
 
+class SampleCaps(_Section):
+    """Rows per task and split for the bundled sample alone (recfound.data.bundled): small, so
+    the default run stays short. A user's data is built whole unless build.*_per_task say not."""
+
+    train_per_task: int | None = Field(48, ge=1)
+    validation_per_task: int | None = Field(8, ge=1)
+    test_per_task: int = Field(16, ge=1)
+    embedding_test_per_task: int = Field(100, ge=1)
+
+
 class BuildConfig(_Section):
     seed: int = 1234
     tasks: tuple[str, ...] | None = None  # None: every task the present sources can feed
@@ -98,13 +113,14 @@ class BuildConfig(_Section):
     # Embedding tasks are cheap to score (no generation): a larger test set narrows their intervals
     embedding_test_per_task: int = Field(1000, ge=1)
     max_drop_share: DropShares = DropShares()
+    sample_caps: SampleCaps = SampleCaps()  # replace the four caps above for the bundled sample
     # Longest line (or CSV record) a raw reader accepts (recfound.data.readers.common): far
     # above any real record, and what a file without line breaks costs in memory at most.
     max_line_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     sr_candidates: int = 20
     eval_negatives: int = 19
     hard_negatives: int = 3
-    max_history: int = 10
+    max_history: int = 6
     min_interactions: int = 4
     i2i_positives: int = 3
     title_chars: int = 60
@@ -236,8 +252,8 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = 48
-    embedding_per_batch: int = 2
+    steps: int = 64
+    embedding_per_batch: int = 4
     generative_per_batch: int = 4
     group_size: int = 2
     grad_accum: int = Field(1, ge=1)
@@ -251,8 +267,8 @@ class TrainConfig(_Section):
     loss_gen_reduction: Literal["token", "sample"] = "token"
     max_len_query: int = 96
     max_len_passage: int = 64
-    max_len_prompt: int = 192
-    max_len_response: int = 64
+    max_len_prompt: int = 384
+    max_len_response: int = 96
     # Generative rows of a batch are grouped by length up to this share of padding tokens
     # (recfound.train.batches.length_groups)
     max_padding_share: float = Field(0.25, ge=0.0, le=1.0)
@@ -282,13 +298,16 @@ class S2SchedConfig(_Section):
 class MergeConfig(_Section):
     method: Literal["ties", "dare_ties", "dare_linear", "linear", "slerp"] = "ties"
     density: float = Field(0.8, gt=0.0, le=1.0)
-    checkpoints: Literal["all", "best_per_task"] | list[int] = "all"  # negative: from the end
+    # negative: counted from the newest ([-2, -1]: the last two)
+    checkpoints: Literal["all", "best_per_task"] | list[int] = Field(
+        default_factory=lambda: [-2, -1]
+    )
     slerp_t: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class EvaluateConfig(_Section):
     batch_size: int = 8
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     answer_margin_tokens: int = Field(16, ge=0)
     baselines: tuple[Literal["base", "minilm", "popularity", "random"], ...] = (
         "base",

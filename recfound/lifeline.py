@@ -26,8 +26,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from recfound import processes
 from recfound.errors import StageTerminated
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+GROUP_POLL_S = 0.1  # how often stopping commands are checked for
 SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
 
 
@@ -104,9 +106,10 @@ def _set_parent_death_signal(signum: int) -> bool:
     return True
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A Popen preexec_fn that makes the child get SIGTERM when its parent dies (Linux): the
-    same kernel request as tied_to_launcher's, made for a child we start (the flow's dvc).
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A Popen preexec_fn that makes the child get `signum` (SIGTERM: a chance to stop in
+    order) when its parent dies (Linux): the same kernel request as tied_to_launcher's, made
+    for a child we start (the flow's dvc, `recfound serve`'s services).
 
     PR_SET_PDEATHSIG fires when the *thread* that forked the child exits: the caller must fork
     and wait in the same thread (so that thread outlives the child unless the whole process
@@ -116,37 +119,73 @@ def die_with_parent() -> Callable[[], None] | None:
     prctl = _prctl()
     if prctl is None:
         return None
-    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+    parent, death_signal = os.getpid(), int(signum)
 
     def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, sigterm)
+        prctl(PR_SET_PDEATHSIG, death_signal)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
     return preexec
 
 
-def end_with_parent(poll_s: float) -> threading.Event:
-    """SIGTERM this process, from a daemon thread, once its parent has ended (checked every
-    `poll_s`); set the returned event to stop watching.
+def end_with_parent(poll_s: float, grace_s: float) -> threading.Event:
+    """Once this process's parent has ended (checked every `poll_s` from a daemon thread), stop
+    the commands it runs and exit; set the returned event to stop watching.
 
-    For a process that cannot ask the kernel instead: PR_SET_PDEATHSIG follows the parent's
-    forking *thread*, and Prefect's runner starts a flow run's process from a worker thread of
-    its event loop, which may end long before the runner does.
+    For a flow run's process, whose runner forks it from a worker thread of its event loop
+    (PR_SET_PDEATHSIG follows the forking *thread*, so the kernel cannot be asked). Nothing is
+    asked of Prefect: its engine, on SIGTERM, reports to a server that went down with the
+    runner and retries for minutes. So the watch itself stops the commands (`stop_commands`:
+    the children leading a process group of their own, i.e. the flow's `dvc repro`, whose
+    stage follows it), gives them `grace_s`, and exits; the next serve marks the run Crashed.
     """
     parent = os.getppid()
     launcher = Launcher(parent, parent, processes.start_time(parent))
     stop = threading.Event()
+
+    def stop_then_exit() -> None:
+        stop_commands(grace_s)
+        os._exit(128 + signal.SIGTERM)
+
     threading.Thread(
-        target=_watch, args=(launcher, poll_s, stop), name="parent-watch", daemon=True
+        target=_watch,
+        args=(launcher, poll_s, stop, stop_then_exit),
+        name="parent-watch",
+        daemon=True,
     ).start()
     return stop
 
 
-def _watch(launcher: Launcher, poll_s: float, stop: threading.Event) -> None:
+def stop_commands(grace_s: float) -> None:
+    """SIGTERM each child of this process that leads a process group of its own (a command
+    started with start_new_session), and SIGKILL whatever of those groups outlives `grace_s`."""
+    groups = [pid for pid in processes.children(os.getpid()) if processes.group_of(pid) == pid]
+    for pid in groups:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(map(processes.group_alive, groups)) and time.monotonic() < deadline:
+        time.sleep(GROUP_POLL_S)
+    for pid in groups:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _sigterm_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch(
+    launcher: Launcher,
+    poll_s: float,
+    stop: threading.Event,
+    then: Callable[[], None] = _sigterm_self,
+) -> None:
+    """Call `then` (default: SIGTERM to this process) once `launcher` has ended."""
     while not stop.wait(poll_s):
         if not launcher.alive():
-            os.kill(os.getpid(), signal.SIGTERM)
+            then()
             return
 
 

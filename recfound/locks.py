@@ -261,16 +261,20 @@ def dvc_at_work(repo: str | Path = ".") -> str | None:
     for infos in _rwlock_holders(tmp / "rwlock"):
         pid = infos.get("pid")
         if isinstance(pid, int) and processes.alive(pid, None) and pid != os.getpid():
-            return _dvc_description(pid, str(infos.get("cmd", "dvc")))
+            return _dvc_description(pid, str(infos.get("cmd") or "dvc"))
     pid = _repo_lock_holder(tmp / "lock")
-    return None if pid is None else _dvc_description(pid, "dvc")
+    return None if pid is None else _dvc_description(pid, _command_of(pid))
+
+
+def _command_of(pid: int) -> str:
+    """Process `pid`'s command as a person typed it (`dvc repro`, not `python .../dvc repro`)."""
+    argv = processes.command_line(pid)
+    if argv and Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]
+    return " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "dvc"
 
 
 def _dvc_description(pid: int, command: str) -> str:
-    argv = processes.command_line(pid)
-    if argv and Path(argv[0]).name.startswith("python"):
-        argv = argv[1:]  # `python .../dvc repro` reads better as `dvc repro`
-    command = " ".join([Path(argv[0]).name, *argv[1:]]) if argv else command
     since = processes.local_time(processes.start_time(pid))
     return f"`{command}` (pid {pid}) since {since}"
 

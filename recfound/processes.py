@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -67,6 +68,24 @@ def ancestors(pid: int) -> list[int]:
     return found
 
 
+def group_of(pid: int) -> int | None:
+    """The process group of process `pid` (field 5 of /proc/<pid>/stat), None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[2]) if fields is not None else None
+
+
+def children(pid: int) -> list[int]:
+    """The live children of process `pid` (Linux /proc; [] elsewhere)."""
+    if not has_proc():
+        return []
+    found = []
+    for stat in PROC.glob("[0-9]*/stat"):
+        fields = _stat_fields(int(stat.parent.name))
+        if fields is not None and fields[0] not in EXITED_STATES and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def command_line(pid: int) -> list[str]:
     """The argv of process `pid`; empty when it is gone or unreadable."""
     try:
@@ -76,14 +95,19 @@ def command_line(pid: int) -> list[str]:
     return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
-def _pid_exists(pid: int) -> bool:
+def _answers_signal_zero(send: Callable[[int, int], None], target: int) -> bool:
+    """Whether `send(target, 0)` (os.kill or os.killpg) finds the process (group)."""
     try:
-        os.kill(pid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
         return True
     return True
+
+
+def _pid_exists(pid: int) -> bool:
+    return _answers_signal_zero(os.kill, pid)
 
 
 def alive(pid: int, started: float | None) -> bool:
@@ -106,12 +130,8 @@ def local_time(epoch_s: float | None) -> str:
 def group_alive(pgid: int) -> bool:
     """Whether a live (not exited) process of process group `pgid` remains. Zombies do not
     count: an orphan waits for init to reap it, which a container's init may never do."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+    if not _answers_signal_zero(os.killpg, pgid):
         return False
-    except PermissionError:  # it exists, under another user
-        return True
     if not has_proc():
         return True
     for stat in PROC.glob("[0-9]*/stat"):

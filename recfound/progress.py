@@ -19,6 +19,16 @@ A bar may be given a better estimate of its time left than tqdm's (total − n) 
 
 transformers' own bars ("Loading weights", "Writing model shards") are routed through
 `progress` at import, through the hook transformers offers for it.
+
+Other libraries draw their own bars, with `\\r`, whatever the output. `route_library_bars()`,
+called by the `recfound` CLI before any command runs, takes them off a log (stderr not a TTY):
+- bars drawn with `tqdm.auto.tqdm` (transformers' GGUF conversion, "Converting and
+  de-quantizing GGUF tensors") become plain lines (`AutoLineBar`);
+- MLflow's artifact upload/download bars are turned off (`MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`),
+  and so are the Hugging Face Hub's (`HF_HUB_DISABLE_PROGRESS_BARS`) and datasets'
+  (`HF_DATASETS_DISABLE_PROGRESS_BARS`: "Saving the dataset", "Loading dataset from disk").
+A variable a user set stays as set; the variables also reach the processes a command starts.
+On a terminal nothing changes: the bars are drawn there as their libraries draw them.
 """
 
 from __future__ import annotations
@@ -200,6 +210,45 @@ def _transformers_bar(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 transformers_logging.set_tqdm_hook(_transformers_bar)
+
+
+class AutoLineBar(LineBar, tqdm_auto.tqdm):
+    """What `tqdm.auto.tqdm` is once `route_library_bars` ran off a terminal: a `LineBar` that
+    keeps tqdm.auto's async iteration for the libraries that use it."""
+
+
+# The variables that turn a library's own bars off (names as of mlflow 3.17, huggingface_hub
+# 2.4 and datasets 5.2, which read them: mlflow at each transfer, the others at import).
+LIBRARY_BARS_OFF = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def route_library_bars(file: IO[str] | None = None) -> None:
+    """Off a terminal (`file`, default stderr, not a TTY), keep other libraries' bars out of the
+    log (module docstring); on one, change nothing. Safe to call more than once."""
+    if on_terminal(file):
+        return
+    for name, value in LIBRARY_BARS_OFF.items():
+        os.environ.setdefault(name, value)
+    if not issubclass(tqdm_auto.tqdm, LineBar):
+        tqdm_auto.tqdm = AutoLineBar
+    # Already imported, these two read their variable too early: tell them directly, unless
+    # the user asked for the bars (variable set to a false value).
+    if "huggingface_hub" in sys.modules and _bars_off("HF_HUB_DISABLE_PROGRESS_BARS"):
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "datasets" in sys.modules and _bars_off("HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        from datasets.utils import disable_progress_bars as disable_datasets_bars
+
+        disable_datasets_bars()
+
+
+def _bars_off(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 # Columns of a rich table written to a file: rich assumes 80 there and folds long cells (file

@@ -8,7 +8,8 @@ stops them all: SIGTERM to each process group, newest first, SIGKILL after
 orchestration.stop_timeout_s. Their output goes to log files under .prefect/logs/.
 
 Killed outright (SIGKILL, the OOM killer), this process cannot stop anything, so each child
-is started asking the kernel for SIGTERM when this process dies (PR_SET_PDEATHSIG), and what
+is started asking the kernel for a signal when this process dies (PR_SET_PDEATHSIG: SIGTERM,
+SIGKILL for the deployments' serving process, whose flow runs then stop themselves), and what
 it started is recorded in .prefect/serve.json. A restart reads that record first: it refuses
 while the recorded `recfound serve` still runs, and stops whatever its children left alive
 (process group by group) before it starts its own, so no orphan answers its health checks or
@@ -60,6 +61,8 @@ class Service:
     # must not look healthy before a previous life's runs are reconciled
     prepare: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # what the kernel sends it when this process dies outright (PR_SET_PDEATHSIG)
+    death_signal: int = signal.SIGTERM
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -125,6 +128,10 @@ def services(cfg: Config, root: Path) -> list[Service]:
             f"{api}/deployments/name/recfound/train",
             needs_prefect=True,
             prepare=[sys.executable, "-m", "flows.reconcile"],
+            # Not SIGTERM: Prefect's runner answers it by cancelling its runs through a server
+            # that is going down with us, and hangs. Its flow runs watch it and stop their
+            # stages in order when it is gone (flows.flow_process).
+            death_signal=signal.SIGKILL,
         )
     )
     return found
@@ -156,7 +163,7 @@ def start(service: Service, env: dict[str, str], log_dir: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the group ourselves
-            preexec_fn=die_with_parent(),  # SIGTERM from the kernel if we are killed outright
+            preexec_fn=die_with_parent(service.death_signal),  # if we are killed outright
         )
 
 

@@ -1,23 +1,22 @@
-"""The stage contract: what each pipeline stage runs, reads, writes, declares and keeps.
+"""The stage contract: every fact about each pipeline stage, declared once (`CONTRACTS`).
 
-dvc.yaml is the declaration of every stage's deps, params, outs, metrics and plots, because DVC
-must read them there; `read_stages` reads them back, with its `${paths.<key>}` templates
-resolved by DVC's own parser against params.yaml (`resolve_dvc_yaml`), so every reader sees the
-paths DVC uses. This module declares only what dvc.yaml cannot say, once per stage (`CONTRACTS`,
-in dvc.yaml's order):
+Per stage, in pipeline order: the function `recfound stage <name>` calls (`entry`: dvc.yaml's
+cmd and the Prefect flow both end there); its data deps, the code directories it depends on
+whole, the params.yaml keys it declares, its outs, metrics and plots (each a place under a
+params.yaml `paths` entry, named by recfound.outputs, with DVC's options), and what its MLflow
+run keeps: artifacts, metrics files, the registered model.
 
-- `entry`: the function `recfound stage <name>` calls (dvc.yaml's cmd and the Prefect flow both
-  end there);
-- `writes`: the params.yaml `paths` entries the stage writes (each one a dvc.yaml out of the
-  stage, or a directory holding its outs);
-- `artifacts`: which of those outputs the stage's MLflow run keeps, and under which artifact dir.
+dvc.yaml is generated from it (recfound.dvc_yaml; `recfound contract --write`, `--check`): the
+code deps add to `code` every module of the stage's import closure (recfound.imports) that no
+declared directory covers, so a module the stage imports cannot be missing from its deps. The
+data paths are written as `${paths.<key>}` templates, which DVC fills in from params.yaml.
 
-What follows from it: the CLI's stages, MLflow's artifact list, and the two fingerprints that
-mean "the settings a result depends on" (`declared_settings`: resumable training checkpoints,
-ablation variants). tests/test_stage_contract.py checks dvc.yaml against it: the same stages in
-the same order as `orchestration.stages`, artifacts inside the stage's outs, the written
-`paths` inside its outs (with params.yaml's paths and with every one moved), no path spelled out
-that params.yaml chooses, and deps that cover every recfound module the stage imports.
+What follows from the contract at run time, without reading dvc.yaml: the CLI's stages,
+MLflow's artifacts and metrics (recfound.tracking.mlflow_run), the outs a stage must be able to
+save (`check_outs_inside`), and the fingerprints that mean "the settings a result depends on"
+(`declared_settings`: resumable training checkpoints, ablation variants). Lineage reads the
+repository's dvc.yaml (`read_stages`, its templates resolved by DVC's own parser against
+params.yaml, `resolve_dvc_yaml`), since it describes that repository's runs.
 """
 
 from __future__ import annotations
@@ -25,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from recfound import outputs as out
 from recfound.errors import RecFoundError, setting_for
 
 if TYPE_CHECKING:  # config.py needs nothing from here, but keep the import graph one-way
@@ -37,9 +37,86 @@ if TYPE_CHECKING:  # config.py needs nothing from here, but keep the import grap
 DVC_YAML = "dvc.yaml"
 PARAMS_YAML = "params.yaml"
 # The repository this package is run from (installed editable, `pip install -e .`): its dvc.yaml
-# is the one the code was written against, wherever the process's working directory is.
+# is the one generated from this contract, wherever the process's working directory is.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _GLOB_CHARS = frozenset("*?[")
+
+
+def _under(key: str, name: str) -> str:
+    """`${key}` or `${key}/name`: a path as dvc.yaml spells it, filled in from params.yaml."""
+    return f"${{{key}}}/{name}" if name else f"${{{key}}}"
+
+
+@dataclass(frozen=True)
+class Dep:
+    """A data dep: the place params.yaml's `key` names (`paths.unified`, `validate.suites`),
+    or `name` inside it; `note` says why the stage reads it (a comment in dvc.yaml)."""
+
+    key: str
+    name: str = ""
+    note: str = ""
+
+    @property
+    def dvc_path(self) -> str:
+        return _under(self.key, self.name)
+
+
+@dataclass(frozen=True)
+class Code:
+    """A directory (or file) of the repository the stage depends on whole: a package it owns
+    (a new module there reruns it), or files no import names (vendored assets)."""
+
+    path: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A params.yaml key (a section or a dotted leaf) the stage's results depend on."""
+
+    key: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Out:
+    """What the stage writes: `paths.<field>`, or `name` inside it, with DVC's options
+    (`persist`: kept when the stage reruns; `cache`: false for small files kept in git)."""
+
+    field: str
+    name: str = ""
+    persist: bool = False
+    cache: bool = True
+    note: str = ""
+
+    @property
+    def dvc_path(self) -> str:
+        return _under(f"paths.{self.field}", self.name)
+
+    def path(self, cfg: Config) -> Path:
+        base = Path(getattr(cfg.paths, self.field))
+        return base / self.name if self.name else base
+
+    def options(self) -> dict[str, Any]:
+        """dvc.yaml's options of the entry, only those that differ from DVC's defaults."""
+        opts: dict[str, Any] = {"persist": True} if self.persist else {}
+        return opts | ({} if self.cache else {"cache": False})
+
+
+@dataclass(frozen=True)
+class Plot(Out):
+    """A CSV plot (`dvc plots show`): columns `x` and `y`, drawn with .dvc/plots/`template`."""
+
+    x: str = "step"
+    y: str = ""
+    template: str = ""
+    title: str = ""
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"x": self.x, "y": self.y}
+        opts |= {"template": self.template} if self.template else {}
+        opts |= {"title": self.title} if self.title else {}
+        return opts | super().options()
 
 
 @dataclass(frozen=True)
@@ -67,59 +144,247 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class LoggedMetrics:
+    """A metrics file the stage's MLflow run logs: `name` under `paths.<field>`, read as
+    `steps` (JSON lines, one optimizer step each: MLflow metrics with step=) or `tree` (one JSON
+    document, its numeric leaves flattened to `a/b/c`)."""
+
+    field: str
+    name: str
+    form: Literal["steps", "tree"]
+
+    def path(self, cfg: Config) -> Path:
+        return Path(getattr(cfg.paths, self.field)) / self.name
+
+
+@dataclass(frozen=True)
 class StageContract:
-    """What dvc.yaml cannot declare about one stage (see the module docstring)."""
+    """Everything about one stage (see the module docstring)."""
 
     name: str
     entry: str  # "module:function", called with the Config
-    writes: tuple[str, ...]  # fields of params.yaml's `paths`
+    deps: tuple[Dep, ...] = ()
+    code: tuple[Code, ...] = ()
+    params: tuple[Param, ...] = ()
+    outs: tuple[Out, ...] = ()
+    metrics: tuple[Out, ...] = ()
+    plots: tuple[Plot, ...] = ()
     artifacts: tuple[Artifact, ...] = ()
+    logged_metrics: tuple[LoggedMetrics, ...] = ()
+    registers_model: bool = False  # after the stage: the merged model, a registry version
+    # Why a module of the import closure is a dep (dvc.yaml comments): (path, note) pairs
+    code_notes: tuple[tuple[str, str], ...] = ()
+    # Comment lines above a list of dvc.yaml ("deps", "params", "outs", "metrics", "plots")
+    section_notes: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def cmd(self) -> str:
+        return f"recfound stage {self.name}"
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """The params.yaml `paths` entries the stage writes (each an out or holding some)."""
+        return tuple(dict.fromkeys(o.field for o in (*self.outs, *self.metrics, *self.plots)))
+
+    @property
+    def param_keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.params)
+
+    def out_paths(self, cfg: Config) -> list[Path]:
+        """Every out, metric and plot of the stage, where `cfg`'s paths put them."""
+        return [o.path(cfg) for o in (*self.outs, *self.metrics, *self.plots)]
+
+
+# What reads an adapter through recfound.model.inference: the stages that load one
+_INFERENCE_READERS = Code("recfound/data/readers", "through recfound.model.inference (JSONL input)")
+_PER_TASK_PLOT = "long format (step,task,value): template .dvc/plots/per_task.json, a line per task"
 
 CONTRACTS: tuple[StageContract, ...] = (
     StageContract(
         "build",
         "recfound.data.build:run",
-        writes=("unified",),
-        artifacts=(Artifact("unified", "build.json", "build"),),  # task set + ingest report
+        deps=(Dep("paths.data"),),
+        code=(Code("recfound/data"),),
+        params=(Param("build"),),
+        outs=(Out("unified"),),
+        artifacts=(Artifact("unified", out.BUILD_MANIFEST, "build"),),  # task set + ingest report
     ),
-    StageContract("base_model", "recfound.model.base_model:run", writes=("base_model",)),
+    StageContract(
+        "base_model",
+        "recfound.model.base_model:run",
+        params=(Param("model.base"),),
+        outs=(Out("base_model"),),
+    ),
     StageContract(
         "validate",
         "recfound.data.validate:run",
-        writes=("validation",),
+        deps=(
+            Dep("paths.data"),
+            Dep("paths.unified"),
+            Dep("validate.suites", note="the GX suites (expectations/)"),
+        ),
+        code=(
+            Code("recfound/assets/web", "vendored CSS/JS copied into the Data Docs (offline)"),
+            Code("recfound/data/readers"),
+        ),
+        params=(
+            Param("validate"),
+            Param("build.max_line_bytes", "the raw suites read the files with the build's bound"),
+        ),
+        outs=(Out("validation"),),
         artifacts=(Artifact("validation", "", "validation"),),
     ),
     StageContract(
         "train",
         "recfound.train.stage:run",
-        writes=("checkpoints", "adapter", "train_metrics"),
+        deps=(
+            Dep("paths.validation", note="the data gate: train runs only after validate passed"),
+            Dep("paths.base_model"),
+            Dep("paths.unified"),
+        ),
+        code=(Code("recfound/train"), Code("recfound/model"), _INFERENCE_READERS),
+        params=(Param("seed"), Param("model"), Param("train"), Param("s2sched")),
+        outs=(
+            Out("checkpoints", persist=True),
+            Out("train_metrics", out.STEPS_FILE, persist=True),
+            Out("train_metrics", out.SAMPLES_DIR, persist=True),
+            Out("adapter"),
+            Out(
+                "train_metrics",
+                out.VAL_LOSS_FILE,
+                cache=False,
+                note="no DVC metric: `dvc metrics show` is the headline",
+            ),
+        ),
+        plots=(
+            Plot("train_metrics", out.LOSS_CSV, cache=False, y="loss", template="per_task"),
+            Plot(
+                "train_metrics",
+                out.RATIO_CSV,
+                cache=False,
+                y="ratio",
+                template="per_task",
+                title="S2Sched sample ratio per task (Figure 3)",
+            ),
+        ),
         artifacts=(Artifact("train_metrics", "", "train"),),
+        logged_metrics=(LoggedMetrics("train_metrics", out.STEPS_FILE, "steps"),),
+        code_notes=(
+            ("recfound/stages.py", "the checkpoint fingerprint: the params declared here"),
+        ),
+        section_notes=(
+            ("outs", "persist: a re-run after a kill resumes from the newest checkpoint, log kept"),
+            ("plots", _PER_TASK_PLOT),
+        ),
     ),
     StageContract(
         "merge",
         "recfound.merge.stage:run",
-        writes=("merged",),
-        artifacts=(Artifact("merged", "adapter", "merged_adapter"),),
+        deps=(
+            Dep("paths.base_model"),
+            Dep("paths.checkpoints"),
+            Dep("paths.unified", note="validation split only (best_per_task); never test"),
+        ),
+        code=(Code("recfound/merge"), Code("recfound/model"), _INFERENCE_READERS),
+        params=(
+            Param("seed"),
+            Param("merge"),
+            Param("train", "best_per_task uses training's validation loss and its settings"),
+            Param("model.dtype"),
+            Param("model.temperature"),
+        ),
+        outs=(Out("merged"),),
+        artifacts=(Artifact("merged", out.MERGED_ADAPTER_DIR, "merged_adapter"),),
+        code_notes=(
+            ("recfound/train/__init__.py", "merge.select: validation losses as training has them"),
+        ),
     ),
     StageContract(
         "index",
         "recfound.index.stage:run",
-        writes=("index",),
+        deps=(
+            Dep("paths.base_model"),
+            Dep("paths.merged", note="the merged adapter embeds the catalogue"),
+            Dep("paths.unified", note="catalogue.parquet (the items) + the task set (train)"),
+        ),
+        code=(Code("recfound/model"), _INFERENCE_READERS),
+        params=(
+            Param("index.exact_max_items"),
+            Param("index.hnsw_m"),
+            Param("index.hnsw_ef_construction"),
+            Param("model.dtype"),
+        ),
+        outs=(Out("index"),),
         # the manifests only: the vectors are as large as the catalogue, and DVC versions them
-        artifacts=(Artifact("index", "index.json", "index"),),
+        artifacts=(Artifact("index", out.INDEX_SUMMARY_FILE, "index"),),
+        section_notes=(
+            (
+                "params",
+                "what is built: not top_k / overfetch / hnsw_ef_search (searching) nor "
+                "batch_size / chunk_items (speed, memory)",
+            ),
+        ),
     ),
     StageContract(
         "evaluate",
         "recfound.evaluate.stage:run",
-        writes=("reports",),
+        deps=(
+            Dep("paths.base_model"),
+            Dep("paths.merged"),
+            Dep("paths.adapter", note='"RecFound w/o Model Merge"'),
+            Dep("paths.checkpoints", note="the learning curve: validation metric per checkpoint"),
+            Dep("paths.unified", note="test split (+ train for popularity / random)"),
+            Dep("paths.train_metrics", out.RATIO_CSV),
+            Dep("paths.reports", out.VARIANTS_DIR, note="`recfound ablate` results (git-tracked)"),
+            Dep("paths.index", note="RecFound's catalogue index per embedding task"),
+        ),
+        code=(
+            Code("recfound/evaluate"),
+            Code("recfound/model"),
+            Code("recfound/index", "full-catalogue search and metrics"),
+            _INFERENCE_READERS,
+        ),
+        params=(Param("seed"), Param("evaluate"), Param("model.dtype")),
+        metrics=(Out("reports", out.HEADLINE_DIR, cache=False),),
+        outs=(
+            Out("reports", out.METRICS_FILE, cache=False, note="every metric, with intervals"),
+            Out("reports", out.COMPARISONS_FILE, cache=False, note="RecFound minus each system"),
+            Out("reports", out.RESULTS_FILE, cache=False, note="the tables, without dvc pull"),
+            Out("reports", out.FIGURES_DIR),
+            Out("reports", out.PREDICTIONS_DIR),
+            Out("reports", out.EVIDENCE_DIR, note="per-row statistics behind every interval"),
+        ),
+        plots=(
+            Plot(
+                "reports",
+                out.CURVE_FILE,
+                cache=False,
+                y="score",
+                template="per_task",
+                title="Validation metric per checkpoint (learning curve; metric column names it)",
+            ),
+        ),
         artifacts=(
-            Artifact("reports", "results.md", ""),
-            Artifact("reports", "metrics.json", ""),
-            Artifact("reports", "headline/*.json", "headline"),
-            Artifact("reports", "comparisons.json", ""),
-            Artifact("reports", "learning_curve.csv", ""),
-            Artifact("reports", "figures/*.png", "figures"),
+            Artifact("reports", out.RESULTS_FILE, ""),
+            Artifact("reports", out.METRICS_FILE, ""),
+            Artifact("reports", f"{out.HEADLINE_DIR}/*.json", out.HEADLINE_DIR),
+            Artifact("reports", out.COMPARISONS_FILE, ""),
+            Artifact("reports", out.CURVE_FILE, ""),
+            Artifact("reports", f"{out.FIGURES_DIR}/*.png", out.FIGURES_DIR),
+        ),
+        logged_metrics=(LoggedMetrics("reports", out.METRICS_FILE, "tree"),),
+        registers_model=True,
+        code_notes=(
+            ("recfound/merge/layout.py", "the merged adapter's layout"),
+            ("recfound/train/checkpoint.py", "the learning curve's checkpoints"),
+            ("recfound/stages.py", "the variants' settings fingerprint"),
+        ),
+        section_notes=(
+            (
+                "metrics",
+                "one primary metric per task and system with its interval: `dvc "
+                "metrics show` fits a terminal (the detail is metrics.json)",
+            ),
         ),
     ),
 )
@@ -230,17 +495,19 @@ def read_stages(repo: str | Path = ".") -> dict[str, StageSpec]:
 
 
 def check_outs_inside(repo: str | Path, stage: str, cfg: Config) -> None:
-    """Refuse, before `stage` runs, outs of `repo`/dvc.yaml that lie outside `repo` once
-    symlinks are resolved (an absolute path elsewhere, `..`, a symlinked directory).
+    """Refuse, before `stage` runs, outs of its contract that lie outside `repo` once `cfg`'s
+    paths are followed and symlinks resolved (an absolute path elsewhere, `..`, a symlinked
+    directory).
 
     DVC 3 saves no such output (git calls it outside the repository; a cached one is an
     "external output"), and it finds out only after the stage ran: a whole training lost. The
-    error names the `paths.*` setting to change (read from `cfg`).
+    error names the `paths.*` setting to change.
     """
     root = Path(repo).resolve()
-    spec = read_stages(repo).get(stage)
     outside = [
-        o for o in (spec.outs if spec else ()) if not (root / o).resolve().is_relative_to(root)
+        p.as_posix()
+        for p in contract(stage).out_paths(cfg)
+        if not (root / p).resolve().is_relative_to(root)
     ]
     if not outside:
         return
@@ -254,17 +521,14 @@ def check_outs_inside(repo: str | Path, stage: str, cfg: Config) -> None:
 
 
 def declared_params(stage: str) -> tuple[str, ...]:
-    """The params.yaml keys `stage` declares in the project's dvc.yaml (e.g. `model.dtype`)."""
-    stages = read_stages(PROJECT_ROOT)
-    if stage not in stages:
-        raise RecFoundError(f"{PROJECT_ROOT / DVC_YAML}: no stage {stage!r}")
-    return stages[stage].params
+    """The params.yaml keys `stage` declares in its contract (e.g. `model.dtype`)."""
+    return contract(stage).param_keys
 
 
 def declared_settings(
     cfg: Config, stages: Iterable[str], leave_out: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """`cfg`'s values of the params the given stages declare in dvc.yaml, nested as in
+    """`cfg`'s values of the params the given stages declare (their contracts), nested as in
     params.yaml (`model.dtype` -> {"model": {"dtype": ...}}), less the dotted keys `leave_out`.
 
     What DVC reruns a stage for is what its results depend on; fingerprints hash this.

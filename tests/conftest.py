@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recfound.config import Config, load_config
+from recfound.index.fingerprint_cache import CACHE_DIR_ENV
 from recfound.model.unified import CPU_BF16_ENV
 
 # fp32 on every CPU: `auto` would pick bf16 on an AMX machine and not on another, and the
 # exactness tests (GradCache, merge, export) compare fp32 numbers. Subprocesses inherit it.
 os.environ.setdefault(CPU_BF16_ENV, "0")
+# Model fingerprints remembered by the tests stay out of the user's cache directory.
+os.environ.setdefault(CACHE_DIR_ENV, tempfile.mkdtemp(prefix="recfound-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 

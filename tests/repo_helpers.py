@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,19 @@ def git(repo: Path, *args: str) -> str:
         text=True,
     )
     return done.stdout
+
+
+def pipeline_env(**extra: str) -> dict[str, str]:
+    """The environment for a pipeline run in a throw-away repository: this one without its
+    Prefect and MLflow settings (an earlier test's `mlflow.set_tracking_uri` leaves
+    MLFLOW_TRACKING_URI behind, and a stage would track into that test's store), this
+    environment's scripts (`recfound`, `dvc`) first on PATH, and `extra`."""
+    scripts = Path(sys.executable).parent
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))},
+        "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}",
+        **extra,
+    }
 
 
 def write_yaml(path: Path, doc: object) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from recfound.config import BuildConfig, Config, Paths, SampleConfig
+from recfound.config import BuildConfig, Config, Paths, SampleCaps, SampleConfig
 from recfound.data.build import BuildError, build_unified, run, write_unified
 from recfound.data.catalogue import read_catalogue
 from recfound.data.ingest import REPEATED_TITLE
@@ -43,9 +43,10 @@ SAMPLE = SampleConfig(
     n_movies=48,
     n_movie_users=20,
 )
-BUILD = BuildConfig(
-    train_per_task=12, validation_per_task=4, test_per_task=6, embedding_test_per_task=6
-)
+CAPS = {"train_per_task": 12, "validation_per_task": 4, "test_per_task": 6}
+CAPS["embedding_test_per_task"] = 6
+# the same caps whether the build takes data/ for the bundled sample or not (recfound.data.bundled)
+BUILD = BuildConfig(**CAPS, sample_caps=SampleCaps(**CAPS))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from recfound.config import BuildConfig, Config, Paths, SampleConfig
 from recfound.data.build import BuildError, build_unified, plan_tasks, write_unified
 from recfound.data.ingest import IngestError
+from recfound.data.readers.discover import SAMPLE_MANIFEST
 from recfound.data.sample import write_sample
 from recfound.data.unified import BUILD_MANIFEST, present_tasks, read_manifest
 from recfound.data.validate import check_built_from_current_data
@@ -38,7 +39,11 @@ SPLIT_FILES = ("state.json", "dataset_info.json", "data-00000-of-00001.arrow")
 
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample(tmp_path_factory.mktemp("raw") / "data", SAMPLE)
+    """The sample's files as a user's own data: without the manifest that marks the bundled
+    sample, so build.*_per_task (CAPPED) apply, not build.sample_caps."""
+    raw = write_sample(tmp_path_factory.mktemp("raw") / "data", SAMPLE)
+    (raw / SAMPLE_MANIFEST).unlink()
+    return raw
 
 
 def only(raw_dir: Path, tmp_path: Path, *sources: str) -> Path:

@@ -40,11 +40,16 @@ from recfound.evaluate.protocol import (
 )
 from recfound.evaluate.systems import LLMSystem, answer_budgets, cosine_pools
 from recfound.evaluate.variants import (
+    VARIANT_FILE,
     VARIANT_OVERRIDES,
     current_variants,
+    run_dtype,
+    set_aside,
     settings_fingerprint,
     stale_variants,
+    unlike_this_run,
     variant_config,
+    variant_record,
 )
 from recfound.model.adapters import attach_adapter
 from recfound.tasks import TASKS, task_by_code
@@ -411,11 +416,10 @@ def save_random_adapter(cfg: Config, out: Path, seed: int) -> None:
 def test_llm_system_answers_every_task_of_the_tiny_model(
     default_config: Config, tmp_path: Path, tiny_model_dir: Path
 ):
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     cfg = tiny_config(default_config, tmp_path, tiny_model_dir)
-    model, tokenizer = load_recfound(tiny_model_dir, None, cfg, device="cpu")
-    system = LLMSystem("base", model, tokenizer, batch_size=4, max_new_tokens=4)
+    system = LLMSystem("base", Predictor.load(cfg, tiny_model_dir, None, device="cpu"))
     test = rows_by_task(thirteen_task_split("test", per_task=1))
     run = evaluate_system(system, test, exact_match, cutoff=20)
     assert set(run.results) == {t.code for t in TASKS}
@@ -447,19 +451,22 @@ def test_answer_budget_is_the_longest_train_answer_plus_a_margin_capped():
 def test_llm_system_generates_at_most_the_task_budget(
     default_config: Config, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from recfound.model import inference
-    from recfound.model.inference import load_recfound
+    from recfound.model import predictor
+    from recfound.model.predictor import Predictor
 
     limits: dict[int, int] = {}
 
-    def fake_generate(model, tokenizer, prompts, task_id, max_new_tokens, batch_size):
+    def fake_generate(model, tokenizer, prompt_ids, task_id, max_new_tokens, *args):
         limits[task_id] = max_new_tokens
-        return [""] * len(prompts)
+        return [""] * len(prompt_ids)
 
-    monkeypatch.setattr(inference, "generate_batch", fake_generate)
+    monkeypatch.setattr(predictor, "generate_ids", fake_generate)
     cfg = tiny_config(default_config, tmp_path, tiny_model_dir)
-    model, tokenizer = load_recfound(tiny_model_dir, None, cfg, device="cpu")
-    system = LLMSystem("base", model, tokenizer, 4, max_new_tokens=48, answer_budgets={"SR": 3})
+    raw = cfg.model_dump(by_alias=True)
+    raw["evaluate"]["max_new_tokens"] = 48
+    cfg = Config.model_validate(raw)
+    loaded = Predictor.load(cfg, tiny_model_dir, None, device="cpu")
+    system = LLMSystem("base", loaded, answer_budgets={"SR": 3})
     system.generate(task_by_code("SR"), [row("SR", "a")])
     system.generate(task_by_code("QR"), [row("QR", "b")])
     assert limits == {task_by_code("SR").id: 3, task_by_code("QR").id: 48}
@@ -800,6 +807,69 @@ def test_a_variant_scored_on_other_rows_or_without_statistics_is_named_not_paire
     text = report.render_results(results, variants, 20, {"SR": 10}, (), comparisons)
     assert "Not compared: `no_tmole`: test rows differ" in text
     assert "RecFound w/o TMoLE" in text  # … but it stays in Table 4
+
+
+def write_variant_record(folder: Path, cfg: Config, name: str, dtype: str | None) -> None:
+    """reports/variants/<name>/variant.json as `recfound ablate` writes it, run under `dtype`
+    (None: a record from before the dtype was recorded)."""
+    record = variant_record(variant_config(cfg, name), name)
+    record.pop("dtype")
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / name / VARIANT_FILE).write_text(
+        json.dumps(record | ({"dtype": dtype} if dtype else {}))
+    )
+
+
+def test_a_variant_trained_under_another_dtype_is_marked_in_table_4_and_not_paired(
+    default_config: Config, tmp_path: Path
+):
+    this = run_dtype(default_config)
+    other = "bfloat16" if this == "float32" else "float32"
+    folder = tmp_path / "variants"
+    write_variant_record(folder, default_config, "no_tmole", other)
+    write_variant_record(folder, default_config, "no_s2sched", this)
+    hits = np.arange(10) % 2 == 0
+    results = {"recfound": {"SR": sr_result(hits)}, "no_merge": {"SR": sr_result(hits)}}
+    variants = {"no_tmole": {"SR": sr_result(hits)}, "no_s2sched": {"SR": sr_result(hits)}}
+
+    unlike = unlike_this_run(default_config, folder, variants)
+    comparisons = set_aside(bootstrap.compare_systems(results | variants, "recfound", BOOT), unlike)
+    text = report.render_results(results, variants, 20, {"SR": 10}, (), comparisons, unlike)
+
+    assert unlike == {"no_tmole": f"trained under {other}, this run {this}"}
+    assert set(comparisons.differences) == {"no_merge", "no_s2sched"}
+    assert comparisons.left_out == unlike  # named in comparisons.json, with why
+    assert "| RecFound w/o TMoLE † |" in text  # in Table 4, marked …
+    assert f"† trained under {other}, this run {this}: `no_tmole`. Not paired" in text
+    assert f"Not compared: `no_tmole`: trained under {other}, this run {this}" in text
+    assert "| RecFound w/o S2Sched |" in text  # … the variant of this run's dtype is not
+    assert "Not run yet: `multitask_lora` (" in text  # a marked variant has run
+
+
+def test_a_variant_record_without_a_dtype_is_not_paired_either(
+    default_config: Config, tmp_path: Path
+):
+    write_variant_record(tmp_path, default_config, "no_tmole", None)
+    unlike = unlike_this_run(default_config, tmp_path, ["no_tmole"])
+    assert unlike == {"no_tmole": f"dtype not recorded, this run {run_dtype(default_config)}"}
+
+
+def test_a_variant_records_the_dtype_it_ran_under(default_config: Config):
+    raw = default_config.model_dump(by_alias=True)
+    raw["model"]["dtype"] = "bfloat16"
+    pinned = Config.model_validate(raw)
+    assert variant_record(variant_config(pinned, "no_tmole"), "no_tmole")["dtype"] == "bfloat16"
+    record = variant_record(variant_config(default_config, "no_tmole"), "no_tmole")
+    assert record["dtype"] == run_dtype(default_config) in ("bfloat16", "float32")
+
+
+def test_the_committed_variants_say_which_dtype_they_ran_under():
+    committed = sorted(
+        (Path(__file__).resolve().parents[1] / "reports" / "variants").glob(f"*/{VARIANT_FILE}")
+    )
+    assert committed, "reports/variants holds the committed ablation runs"
+    for path in committed:
+        assert json.loads(path.read_text())["dtype"] in ("bfloat16", "float32"), path
 
 
 def test_bootstrap_settings_do_not_make_variants_stale(default_config: Config):

@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from repo_helpers import pipeline_env
 
 from flows.retrain import NOT_RETRAINED, RETRAINED
-from recfound import processes
+from recfound import locks, processes
 from recfound.config import Config, load_config
 from recfound.tracking import git_dvc, tags
 from recfound.tracking.faults import FAULT_MARKER_ENV, FAULT_ONCE_ENV
@@ -44,10 +45,10 @@ SERVE_TIMEOUT_S = 240
 # Sizes that keep one pass of the pipeline on the tiny model at about a minute on 2 cores.
 TINY_PARAMS = {
     "model.tmole.task_embedding_dim": 16,
-    "build.train_per_task": 4,
-    "build.validation_per_task": 2,
-    "build.test_per_task": 2,
-    "build.embedding_test_per_task": 2,
+    "build.sample_caps.train_per_task": 4,
+    "build.sample_caps.validation_per_task": 2,
+    "build.sample_caps.test_per_task": 2,
+    "build.sample_caps.embedding_test_per_task": 2,
     "train.steps": 4,
     "train.save_every": 2,
     "train.eval_batch_size": 4,
@@ -202,17 +203,27 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     base = tmp_path_factory.mktemp("flows")
     repo = make_pipeline_repo(base / "repo", tiny_model_dir, ports)
     fault_stage = next(s for s in FAULT_STAGE_PREFERENCE if s in pipeline_stages())
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))},
-        **_prefect_api_settings(ports["prefect"]),
-        "PATH": f"{SCRIPTS}{os.pathsep}{os.environ['PATH']}",
-        FAULT_ONCE_ENV: fault_stage,
-        FAULT_MARKER_ENV: str(base / "fault-fired"),
-    }
+    env = serve_env(
+        ports["prefect"],
+        **{FAULT_ONCE_ENV: fault_stage, FAULT_MARKER_ENV: str(base / "fault-fired")},
+    )
     served = Served(repo, None, env)
     served.fault_stage = fault_stage
+    with serving(served, base / "serve.log"):
+        yield served
+
+
+def serve_env(prefect_port: int, **extra: str) -> dict[str, str]:
+    """What `recfound serve` runs with: this environment less its Prefect and MLflow settings,
+    the server's API settings, this environment's scripts first on PATH, and `extra`."""
+    return pipeline_env(**_prefect_api_settings(prefect_port), **extra)
+
+
+@contextmanager
+def serving(served: Served, log_path: Path) -> Iterator[Served]:
+    """`recfound serve` started (start_serve) for the body, then stopped as Ctrl-C would."""
     try:
-        start_serve(served, base / "serve.log")
+        start_serve(served, log_path)
         yield served
     finally:
         if served.proc is not None and served.proc.poll() is None:
@@ -597,11 +608,13 @@ def test_a_deployment_run_waits_for_a_direct_dvc_repro_and_then_runs(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    # params are back as they were: the direct stage read its (long) settings already
-    _wait_for(
-        lambda: any("recfound stage train" in p for p in _pipeline_processes(served.repo)),
-        "the direct train stage",
-    )
+        # the stage takes its lock once it has read params.yaml (the long training)
+        lock = served.repo / served.cfg.paths.stage_lock
+        _wait_for(
+            lambda: getattr(locks.read_holder(lock), "owner", "") == "stage train",
+            "the direct train stage",
+        )
+    # params are back as they were; the direct stage has read its (long) settings already
     assert params.read_text() == original
     run_id = served.deployment_run("recfound/train")
     _wait_for(lambda: "waiting for the workspace" in _flow_run_log(served, run_id), "a wait")

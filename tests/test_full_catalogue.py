@@ -196,13 +196,12 @@ def test_llm_vectors_are_unit_norm_in_float32_even_when_the_model_runs_in_bf16(
     model's catalogue on the sample failed `unit_rows` before the embedder renormalised."""
     from recfound.evaluate.systems import LLMSystem
     from recfound.index.store import unit_rows
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     raw = default_config.model_dump(by_alias=True)
     raw["model"]["dtype"] = "bfloat16"
     cfg = Config.model_validate(raw)
-    model, tokenizer = load_recfound(tiny_model_dir, None, cfg, device="cpu")
-    system = LLMSystem("base", model, tokenizer, batch_size=4, max_new_tokens=1)
+    system = LLMSystem("base", Predictor.load(cfg, tiny_model_dir, None, device="cpu"))
     passages = [f"item {i} | a longer passage of topic {i % 7}" * (1 + i % 3) for i in range(40)]
     vectors = system.embedder(U2I, progress=False)(passages, "")
     assert vectors.dtype == np.float32

@@ -11,7 +11,6 @@ import pytest
 
 from recfound.config import Config, IndexConfig
 from recfound.errors import DataError
-from recfound.evaluate.systems import LLMSystem
 from recfound.index.embed import embed_catalogue
 from recfound.index.metrics import ndcg_at_k, recall_at_k
 from recfound.index.store import CatalogueIndex, index_kind
@@ -121,16 +120,65 @@ def test_recall_and_ndcg_on_hand_computed_rankings() -> None:
 def test_embed_catalogue_gives_unit_vectors_in_catalogue_order(
     default_config: Config, tiny_model_dir: Path, one_thread
 ) -> None:
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
-    model, tokenizer = load_recfound(tiny_model_dir, None, default_config, device="cpu")
-    system = LLMSystem("tiny", model, tokenizer, batch_size=4, max_new_tokens=1)
-    embed = system.embedder(task_by_code("U2I"), progress=False)
+    predictor = Predictor.load(default_config, tiny_model_dir, None, device="cpu")
+    embed = predictor.embedder(task_by_code("U2I"), batch_size=4)
     passages = [f"item {i} | Topic {i % 3} | Store {i % 2}" for i in range(11)] + ["a"]
     vectors = embed_catalogue(passages, embed, chunk_items=5, progress=False)
-    assert vectors.shape == (len(passages), model.lm.config.hidden_size)
+    assert vectors.shape == (len(passages), predictor.model.lm.config.hidden_size)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     one_by_one = np.concatenate([embed([p], "") for p in passages])
     np.testing.assert_allclose(vectors, one_by_one, atol=1e-4)
     assert not np.allclose(vectors[0], vectors[1]), "distinct passages, distinct vectors"
+
+
+def test_a_model_fingerprint_is_hashed_once_while_its_files_look_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remembered by (path, size, mtime), in this process and in the cache file for the next:
+    unchanged files are not read again, a touched or rewritten one is."""
+    import os
+
+    from recfound.data import unified
+    from recfound.index import fingerprint_cache as cache
+
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"\0" * 1000)
+    (model / "config.json").write_text("{}")
+    hashed: list[Path] = []
+    real = unified.data_fingerprint
+
+    def counting(directory, files=None):
+        hashed.append(Path(directory))
+        return real(directory, files)
+
+    monkeypatch.setattr(unified, "data_fingerprint", counting)
+    first = cache.dir_fingerprint(model)
+    assert first == real(model) and len(hashed) == 1
+    assert cache.dir_fingerprint(model) == first and len(hashed) == 1
+    monkeypatch.setattr(cache, "_remembered", {})  # a new process: the cache file answers
+    assert cache.dir_fingerprint(model) == first and len(hashed) == 1
+    (model / "weights.bin").write_bytes(b"\1" * 1000)  # same size, new bytes, new mtime
+    stat = (model / "weights.bin").stat()
+    os.utime(model / "weights.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    changed = cache.dir_fingerprint(model)
+    assert changed == real(model) != first and len(hashed) == 2
+
+
+def test_an_unwritable_fingerprint_cache_only_costs_the_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recfound.data.unified import data_fingerprint
+    from recfound.index import fingerprint_cache as cache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(blocker / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"x")
+    assert cache.dir_fingerprint(model) == data_fingerprint(model)

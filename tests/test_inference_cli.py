@@ -13,24 +13,24 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from recfound.cli import app
-from recfound.config import ModelConfig
+from recfound.config import ModelConfig, load_config
 from recfound.data.instructions import INSTRUCTIONS, instruction_for, trained_instructions
 from recfound.data.unified import BUILD_MANIFEST
 from recfound.model import prompts as P
-from recfound.model.inference import embed_texts, generate_batch, load_recfound
+from recfound.model.inference import TextInput, generate_batch, load_recfound
+from recfound.model.predictor import Predictor
+from recfound.tasks import task_by_code
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = str(ROOT / "params.yaml")
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def scrambled_model(tiny_model_dir: Path, out: Path) -> Path:
     """The tiny model with larger random weights, so that greedy decoding varies by prompt.
 
     (The stock tiny model's tied embeddings make it repeat its last input token.)
     """
-    out = tmp_path_factory.mktemp("scrambled")
     lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -40,6 +40,11 @@ def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     lm.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return scrambled_model(tiny_model_dir, tmp_path_factory.mktemp("scrambled"))
 
 
 @pytest.fixture(scope="module", params=["tmole", "lora"])
@@ -56,6 +61,15 @@ def adapter_dir(request, model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp(f"adapter-{request.param}") / "adapter"
     adapter.save(out)
     return out
+
+
+def library_vectors(
+    model_dir: Path, adapter_dir: Path | None, texts: list[str], instruction: str, task: str
+) -> np.ndarray:
+    """What the library's Predictor answers for these texts: the CLI's reference."""
+    predictor = Predictor.load(load_config(PARAMS), model_dir, adapter_dir, "cpu")
+    requests = [TextInput(text, instruction) for text in texts]
+    return predictor.embed(task_by_code(task), requests)
 
 
 def invoke(*args: str, params: str | Path = PARAMS):
@@ -155,11 +169,11 @@ def test_embed_writes_an_npy_of_unit_vectors_equal_to_the_library_embeddings(mod
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     vectors = np.load(out)
-    model, tok = load_recfound(model_dir, device="cpu")
-    expected = embed_texts(model, tok, texts, "Find the product", 1, batch_size=2)
-    assert vectors.shape == (2, model.lm.config.hidden_size)
+    expected = library_vectors(model_dir, None, texts, "Find the product", "Q2I")
+    hidden = AutoModelForCausalLM.from_pretrained(model_dir).config.hidden_size
+    assert vectors.shape == (2, hidden)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(vectors, expected)
 
 
 def test_embed_prints_jsonl_vectors_by_default(model_dir):
@@ -179,10 +193,10 @@ def test_an_adapter_routes_inference_through_its_weights(model_dir, adapter_dir,
     assert result.exit_code == 0, result.output
     assert not np.allclose(np.load(base_out), np.load(adapted_out), atol=1e-4)
 
-    model, tok = load_recfound(model_dir, adapter_dir, device="cpu")
     query = ["shoes, socks, jacket"]
-    expected = embed_texts(model, tok, query, INSTRUCTIONS["U2I"], 0, batch_size=1)
-    np.testing.assert_allclose(np.load(adapted_out), expected.numpy(), atol=1e-6)
+    expected = library_vectors(model_dir, adapter_dir, query, INSTRUCTIONS["U2I"], "U2I")
+    np.testing.assert_array_equal(np.load(adapted_out), expected)
+    assert f"model: adapter {adapter_dir}" in result.stderr
 
     generated = invoke(
         "generate", "--model", str(model_dir), "--adapter", str(adapter_dir), "--task", "PM", "x"
@@ -272,17 +286,50 @@ def test_the_cut_prompt_keeps_template_instruction_and_the_end_of_the_input(mode
     assert fitted.text.endswith("Which size?<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_a_megabyte_text_to_embed_is_cut_by_the_tokenizer_before_the_model(
-    model_dir, model_input_lengths
+def test_a_megabyte_text_to_embed_is_cut_to_the_training_length_before_the_model(
+    model_dir, default_config, model_input_lengths
 ):
+    # I2I's trained instruction makes these queries: cut to train.max_len_query, as in training
     result = invoke("embed", "--model", str(model_dir), "--task", "I2I", LONG, "a hat")
     assert result.exit_code == 0, result.output
-    limit = AutoModelForCausalLM.from_pretrained(model_dir).config.max_position_embeddings
+    limit = default_config.train.max_len_query
     assert model_input_lengths and max(model_input_lengths) == limit
-    assert f"note: 1 of 2 inputs cut to the model's limit of {limit} tokens" in result.stderr
+    assert (
+        f"note: 1 of 2 inputs cut to train.max_len_query={limit} tokens "
+        "(the end of each was dropped)"
+    ) in result.stderr
     rows = jsonl(result.stdout)
     assert [r["input"] for r in rows] == [LONG, "a hat"]
     assert np.linalg.norm(rows[0]["embedding"]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_passage_to_embed_is_cut_to_the_passage_length(
+    model_dir, default_config, model_input_lengths
+):
+    result = invoke("embed", "--model", str(model_dir), "--task", "I2I", "--instruction", "", LONG)
+    assert result.exit_code == 0, result.output
+    limit = default_config.train.max_len_passage
+    assert max(model_input_lengths) == limit
+    assert f"note: 1 of 1 inputs cut to train.max_len_passage={limit} tokens" in result.stderr
+
+
+def test_a_megabyte_text_is_tokenised_only_as_far_as_the_budget_reaches(model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    seen: list[int] = []
+    original = type(tok).__call__
+
+    def spy(self, text, *args, **kwargs):
+        seen.append(len(text))
+        return original(self, text, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(tok), "__call__", spy)
+        cut = P.encode_embedding(tok, "Find it", LONG, 96)
+    whole = P.encode_embedding(tok, "Find it", LONG[:20_000], 96)
+    assert max(seen) < 10_000  # of a 1 MB text
+    assert cut == whole and cut.truncated and len(cut.input_ids) == 96
 
 
 def test_inputs_that_fit_are_not_reported_as_cut(model_dir):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from recfound.cli import app
 from recfound.config import Config
 from recfound.errors import RecFoundError
+from recfound.stages import StageSpec
 from recfound.tracking import git_dvc, lineage, tags
 from recfound.tracking.mlflow_run import stage_run
 
@@ -247,3 +248,50 @@ def test_a_malformed_or_unknown_model_reference_is_a_clear_error(repo: Path) -> 
     result = CliRunner().invoke(app, ["lineage", "nosuchmodel/1"])
     assert result.exit_code == 1
     assert "model version nosuchmodel/1 not found" in result.output
+
+
+# --- which uncommitted changes count
+
+
+def test_only_changes_that_can_change_a_stage_count() -> None:
+    stages = {"build": StageSpec("build", deps=("data", "recfound/data"), outs=("artifacts/u",))}
+    counted = ["params.yaml", "dvc.yaml", "data.dvc", "models/base.dvc", "data/new.csv"]
+    counted.append("recfound/data/build.py")
+    ignored = ["repro.log", "notes.md", "docs/x.md", "tests/test_x.py", "recfound/other.py"]
+    for path in counted:
+        assert lineage.can_change_a_stage(path, stages), path
+    for path in ignored:
+        assert not lineage.can_change_a_stage(path, stages), path
+
+
+def test_an_untracked_log_leaves_the_runs_traced_and_is_listed_as_ignored(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / "repro.log").write_text("make repro > repro.log\n")  # e.g. a user's own log
+    ids = run_pipeline("p1", ["build", "train", "evaluate"], monkeypatch)
+    report = trace(register(ids["evaluate"]))
+    assert report.all_problems() == []
+    text = "\n".join(lineage.render(report))
+    assert "ignored, no stage reads them: uncommitted repro.log" in text
+    assert "fully traced" in text and "(uncommitted changes)" not in text
+
+
+def test_an_uncommitted_change_a_stage_reads_is_untraced_and_named(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / "repro.log").write_text("log\n")
+    (repo / "data").mkdir()
+    (repo / "data" / "extra.csv").write_text("a,b\n")  # under build's dep `data`
+    ids = run_pipeline("p1", ["build"], monkeypatch)
+    problems = trace(register(ids["build"])).all_problems()
+    assert problems == [
+        f"build run {ids['build']}: uncommitted changes when it ran, to what a stage reads "
+        "(data/extra.csv): the code may differ from the commit"
+    ]
+
+
+def test_a_long_list_of_changes_is_cut_in_its_tag() -> None:
+    paths = [f"f{i}.txt" for i in range(lineage.TAG_PATHS_MAX + 5)]
+    tag = lineage.paths_tag(paths)
+    assert tag.split(",")[: lineage.TAG_PATHS_MAX] == paths[: lineage.TAG_PATHS_MAX]
+    assert tag.endswith("... (5 more)") and lineage.paths_tag([]) is None

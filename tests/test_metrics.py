@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from recfound.evaluate import bootstrap
-from recfound.evaluate.bootstrap import BootstrapSettings, RowEvidence, RowStats
+from recfound.evaluate.bootstrap import BootstrapSettings
 from recfound.evaluate.metrics import (
     AttributeValue,
     BertScoreF1,
@@ -46,6 +46,7 @@ from recfound.evaluate.parsing import (
     parse_output,
     parse_yes_no,
 )
+from recfound.evaluate.row_stats import RowEvidence, RowStats
 from recfound.tasks import task_by_code
 
 LETTERS = [chr(ord("A") + i) for i in range(20)]

@@ -11,7 +11,6 @@ DVC with every path moved (tests/repo_helpers.MOVED_PATHS: checkpoints and adapt
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from repo_helpers import MOVED_PATHS, git, move_paths, write_yaml
+from repo_helpers import MOVED_PATHS, git, move_paths, pipeline_env, write_yaml
 
 from recfound.config import load_config
 from recfound.stages import CONTRACTS, stage_names
@@ -112,12 +111,7 @@ def test_the_pipeline_with_every_path_moved_writes_there_and_lineage_follows(
 ):
     from test_flows import SCRIPTS
 
-    env = {
-        **os.environ,
-        "PATH": f"{SCRIPTS}{os.pathsep}{os.environ['PATH']}",  # `recfound` for the stage cmds
-        "OMP_NUM_THREADS": "1",
-        "TQDM_DISABLE": "1",
-    }
+    env = pipeline_env(OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     dvc = str(SCRIPTS / "dvc")
     repo = moved_pipeline_repo(tmp_path / "repo", tiny_model_dir, env)
 

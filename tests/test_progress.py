@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tqdm.auto
 import tqdm.std
 from test_train_loop import (  # noqa: F401 (unified_dir: a fixture, used by name)
     make_config,
@@ -17,9 +19,17 @@ from test_train_loop import (  # noqa: F401 (unified_dir: a fixture, used by nam
     write_params,
 )
 
-from recfound.progress import INTERVAL_ENV, LineBar, TerminalBar, progress
+from recfound.progress import (
+    INTERVAL_ENV,
+    LIBRARY_BARS_OFF,
+    LineBar,
+    TerminalBar,
+    progress,
+    route_library_bars,
+)
 from recfound.train.remaining import RemainingTime
 
+ROOT = Path(__file__).resolve().parents[1]
 INTERVAL_S = 10.0
 TERMINAL_CODES = ("\x1b", "\r")  # ANSI escapes (colour, cursor movement), in-place redraws
 
@@ -58,6 +68,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr(tqdm.std, "time", fake)
     monkeypatch.setenv(INTERVAL_ENV, str(INTERVAL_S))
     return fake
+
+
+def run_to_file(argv: list[str], env: dict[str, str], log: Path) -> tuple[str, list[str]]:
+    """Run `argv` with stdout and stderr going to the file `log` (no terminal); its text, and
+    its lines once checked plain (assert_plain_lines)."""
+    with log.open("w") as out:
+        done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0, text[-2000:]
+    return text, assert_plain_lines(text)
 
 
 def assert_plain_lines(text: str) -> list[str]:
@@ -142,18 +162,85 @@ def test_a_training_stage_written_to_a_file_has_plain_progress_lines(
     params = write_params(cfg, tmp_path / "params.yaml")
     env = {**single_thread_env(), INTERVAL_ENV: "0"}  # a line at every update
     env.pop("TQDM_DISABLE")
-    log = tmp_path / "train.log"
-    with log.open("w") as out:
-        done = subprocess.run(
-            [sys.executable, str(stage_script(tmp_path)), str(params)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-        )
-    text = log.read_text()
-    assert done.returncode == 0, text[-2000:]
-    lines = assert_plain_lines(text)
+    text, lines = run_to_file(
+        [sys.executable, str(stage_script(tmp_path)), str(params)], env, tmp_path / "train.log"
+    )
     assert any(line.startswith("validation loss before training: ") for line in lines), text
     assert any(line.startswith("S2Sched validation: ") for line in lines), text
     assert any(line.startswith("train: 4/4 steps in ") for line in lines), text
+
+
+# --- other libraries' bars (route_library_bars, at CLI start)
+
+# What a stage's libraries draw, after `recfound` started as the CLI starts any command:
+# transformers loading and writing weights, its GGUF conversion loop (tqdm.auto, as
+# transformers.modeling_gguf_pytorch_utils draws it), datasets saving, MLflow's artifact
+# download. argv: work dir, params.yaml, tiny model dir.
+LIBRARY_BARS_SCRIPT = """
+import os, sys
+from pathlib import Path
+
+work, params, model_dir = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+(work / "data").mkdir()
+(work / "data" / "raw.txt").write_text("x")
+os.chdir(work)
+from recfound.cli import app
+
+app(["data", "ensure", "--params", params], standalone_mode=False)  # the CLI's start
+
+from transformers import AutoModelForCausalLM
+from transformers import modeling_gguf_pytorch_utils as gguf
+
+AutoModelForCausalLM.from_pretrained(model_dir).save_pretrained(work / "saved")
+for _ in gguf.tqdm(range(30), desc="Converting and de-quantizing GGUF tensors..."):
+    pass
+import datasets
+
+datasets.Dataset.from_dict({"a": list(range(100))}).save_to_disk(str(work / "ds"))
+import mlflow
+
+mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+(work / "art").mkdir()
+for i in range(3):
+    (work / "art" / f"f{i}.txt").write_text("x")
+with mlflow.start_run() as run:
+    mlflow.log_artifacts(str(work / "art"), "a")
+mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(work / "down"))
+print("done", file=sys.stderr)
+"""
+
+
+def test_library_bars_of_a_stage_written_to_a_file_leave_no_carriage_return(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    script = tmp_path / "stage_like.py"
+    script.write_text(LIBRARY_BARS_SCRIPT)
+    env = {**single_thread_env(), INTERVAL_ENV: "0"}
+    for name in ("TQDM_DISABLE", *LIBRARY_BARS_OFF):  # the bars as a user's shell has them
+        env.pop(name, None)
+    (tmp_path / "work").mkdir()
+    argv = [sys.executable, str(script), str(tmp_path / "work"), str(ROOT / "params.yaml")]
+    text, lines = run_to_file([*argv, str(tiny_model_dir)], env, tmp_path / "stage.log")
+    assert any(line.startswith("Loading weights: ") for line in lines), text
+    assert any(line.startswith("Writing model shards: 1/1 in ") for line in lines), text
+    assert "Converting and de-quantizing GGUF tensors...: 30/30 in " in text
+    assert "Downloading artifacts" not in text and "Saving the dataset" not in text  # off
+    assert lines[-1] == "done"
+
+
+def test_library_bars_are_left_alone_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for name in LIBRARY_BARS_OFF:
+        monkeypatch.setenv(name, "")  # noted, so that the test's own settings are undone
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.auto.tqdm)  # restored after the test
+    before = tqdm.auto.tqdm
+    route_library_bars(Terminal())
+    assert tqdm.auto.tqdm is before
+    assert not any(name in os.environ for name in LIBRARY_BARS_OFF)
+    route_library_bars(io.StringIO())  # a log file
+    assert issubclass(tqdm.auto.tqdm, LineBar)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"

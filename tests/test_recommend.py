@@ -9,6 +9,7 @@ and fails in one line (a stale index: one line saying to run `dvc repro index`).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,10 +38,9 @@ from recfound.data.catalogue import (
 )
 from recfound.data.instructions import INSTRUCTIONS
 from recfound.data.sample import write_sample
-from recfound.index.recommend import Catalogue, user_query
+from recfound.index.recommend import INPUT_PREVIEW_CHARS, Catalogue, user_query
 from recfound.index.stage import (
     SUMMARY_FILE,
-    embedding_system,
     fingerprints,
     indexed_tasks,
     load_task_index,
@@ -157,12 +157,14 @@ def test_the_stage_indexes_the_whole_catalogue_once_per_embedding_task(workspace
 
 
 def test_catalogue_vectors_are_the_evaluations_passage_embeddings(workspace):
-    from recfound.model.inference import load_recfound
+    from recfound.evaluate.systems import LLMSystem
+    from recfound.model.predictor import Predictor
 
     cfg, _ = workspace
     passages = read_catalogue(cfg.paths.unified)["passage"].to_pylist()[:6]
-    model, tokenizer = load_recfound(cfg.paths.base_model, merged_adapter_dir(cfg), cfg, "cpu")
-    system = embedding_system(model, tokenizer, cfg)
+    system = LLMSystem(
+        "recfound", Predictor.load(cfg, cfg.paths.base_model, merged_adapter_dir(cfg), "cpu")
+    )
     for code in EMBEDDING_CODES:
         index = load_task_index(cfg.paths.index, code, cfg.index, {})
         evaluated = system.embedder(task_by_code(code), progress=False)(passages, "")
@@ -289,14 +291,14 @@ def test_an_item_is_never_its_own_recommendation(workspace):
 
 
 def test_a_query_scores_items_by_cosine_with_the_q2i_instruction(workspace):
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     cfg, params = workspace
     text = "waterproof hiking boots"
     answer = recommended(params, "--query", text, "-k", "4")
     index = load_task_index(cfg.paths.index, "Q2I", cfg.index, {})
-    model, tokenizer = load_recfound(cfg.paths.base_model, merged_adapter_dir(cfg), cfg, "cpu")
-    embed = embedding_system(model, tokenizer, cfg).embedder(task_by_code("Q2I"), progress=False)
+    predictor = Predictor.load(cfg, cfg.paths.base_model, merged_adapter_dir(cfg), "cpu")
+    embed = predictor.embedder(task_by_code("Q2I"))
     scores = index.vectors() @ embed([text], INSTRUCTIONS["Q2I"])[0]
     best = np.argsort(-scores, kind="stable")[:4]
     assert [i["item_id"] for i in answer["items"]] == [index.ids[j] for j in best]
@@ -314,6 +316,8 @@ def test_a_query_scores_items_by_cosine_with_the_q2i_instruction(workspace):
         (["--query", "boots", "--item", "x"], "error: give exactly one of --user", 2),
         ([], "error: give exactly one of --user", 2),
         (["--query", "boots", "--include-seen"], "error: --include-seen applies to --user", 2),
+        (["--list", "users", "--query", "x"], "error: give exactly one of --user", 2),
+        (["--query", "boots", "--limit", "5"], "error: --limit applies to --list only", 2),
     ],
 )
 def test_bad_requests_are_one_line_errors(workspace, args, message, code):
@@ -341,3 +345,113 @@ def test_a_stale_or_missing_index_says_to_run_dvc_repro_index(workspace, tmp_pat
     assert error.endswith("run `dvc repro index`")
     if change != "missing":
         assert "other inputs" in error and repr(change) in error
+
+
+# --- query input: the cap, --file
+
+
+def test_a_long_query_is_cut_to_serve_max_input_chars_with_a_note_and_a_short_echo(workspace):
+    cfg, params = workspace
+    limit = cfg.serve.max_input_chars
+    text = ("waterproof hiking boots for long trails " * 3000)[:119_999] + "!"
+    result = recommend(params, "--query", text, "-k", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(
+        f"note: the query has 120,000 characters; only the first {limit:,} "
+        "(serve.max_input_chars) were kept\n"
+    )
+    heading = result.stdout.splitlines()[0]
+    assert heading.startswith("Q2I for query 'waterproof") and len(heading) < 100
+    answer = recommended(params, "--query", text, "-k", "3")
+    assert (answer["input_chars"], answer["cut_from_chars"]) == (
+        len(text[:limit].rstrip()),
+        120_000,
+    )
+    assert len(answer["input"]) <= INPUT_PREVIEW_CHARS
+    # what was embedded is the first `limit` characters, no more
+    assert answer["items"] == recommended(params, "--query", text[:limit], "-k", "3")["items"]
+
+
+def test_a_file_of_queries_answers_each_line_as_query_does(workspace, tmp_path):
+    _, params = workspace
+    queries = ["waterproof hiking boots", "vanilla conditioner", "yoga mat"]
+    lines_file = tmp_path / "queries.txt"
+    lines_file.write_text("\n".join([queries[0], "", *queries[1:]]) + "\n")  # blank: skipped
+    result = recommend(params, "--file", str(lines_file), "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(answers) == 3
+    for text, answer in zip(queries, answers, strict=True):
+        alone = recommended(params, "--query", text, "-k", "3")
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in alone["items"]]
+        np.testing.assert_allclose(
+            [i["score"] for i in answer["items"]], [i["score"] for i in alone["items"]], atol=1e-5
+        )
+    table = recommend(params, "--file", str(lines_file), "-k", "2").stdout.split("\n\n")
+    assert [block.splitlines()[0] for block in table] == [f"Q2I for query {q!r}" for q in queries]
+
+
+def test_a_jsonl_file_may_give_each_query_its_instruction(workspace, tmp_path):
+    _, params = workspace
+    rows = [{"input": "yoga mat"}, {"input": "yoga mat", "instruction": ""}]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = recommend(params, "--file", str(path), "-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["instruction"], second["instruction"]) == (INSTRUCTIONS["Q2I"], "")
+
+
+# --- listing valid ids
+
+
+def test_list_items_counts_the_catalogue_and_prints_the_first_ids_with_titles(workspace):
+    cfg, params = workspace
+    titles = catalogue_titles(cfg)
+    result = recommend(params, "--list", "items", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    heading, *rows = result.stdout.splitlines()
+    assert heading == (
+        f"{len(titles)} items in {cfg.paths.unified / CATALOGUE_FILE}; the first 3 (--limit N, "
+        "0: all):"
+    )
+    assert [row.split()[0] for row in rows] == sorted(titles)[:3]
+    assert all(row.endswith(titles[row.split()[0]]) for row in rows)
+
+
+def test_list_users_gives_every_user_recommend_accepts(workspace):
+    cfg, params = workspace
+    histories = pq.read_table(cfg.paths.unified / SEEN_DIR / HISTORIES_FILE).to_pylist()
+    result = recommend(params, "--list", "users", "--limit", "0", "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert listed["count"] == listed["listed"] == len(histories)
+    users = [user["id"] for user in listed["users"]]
+    assert users == sorted(row["user_id"] for row in histories)
+    sizes = {row["user_id"]: len(row["item_ids"]) for row in histories}
+    assert all(
+        user["history"] == f"{sizes[user['id']]} items in history" for user in listed["users"]
+    )
+    assert recommended(params, "--user", users[0], "-k", "1")["for"] == f"user {users[0]}"
+
+
+def test_the_ids_in_docs_recommend_md_exist_in_the_bundled_sample(tmp_path, default_config):
+    # the bundled sample, built as params.yaml builds it (what a fresh `make repro` has)
+    data = write_sample(tmp_path / "data", default_config.sample)
+    write_unified(data, default_config.build, tmp_path / "unified")
+    unified = tmp_path / "unified"
+    doc = (ROOT / "docs" / "recommend.md").read_text()
+    commands = "\n".join(  # the command lines, without their comments
+        line.split("#")[0] for line in doc.splitlines() if line.startswith("recfound recommend")
+    )
+    users = set(re.findall(r"--user (\S+)", commands))
+    users |= set(re.findall(r'for_user\("([^"]+)"', doc))
+    items = set(re.findall(r"--item (\S+)", commands))
+    items |= set(re.findall(r'\["I2I", "([^"]+)"', doc))  # the server example's I2I row
+    for history in re.findall(r'\["U2I", "([^"]+)"', doc):  # ids, or titles typed by hand
+        items |= {line for line in history.split("\\n") if re.fullmatch(r"B0\w{8}", line)}
+    assert users and items
+    catalogue = set(read_catalogue(unified)["item_id"].to_pylist())
+    histories = set(pq.read_table(unified / SEEN_DIR / HISTORIES_FILE)["user_id"].to_pylist())
+    assert users <= histories, users - histories
+    assert items <= catalogue, items - catalogue

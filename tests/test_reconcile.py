@@ -21,8 +21,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from flows.flow_process import process_label
 from flows.pipeline import stop_process_group
-from flows.reconcile import process_gone, process_label
+from flows.reconcile import process_gone
 from recfound import processes
 from recfound.lifeline import die_with_parent
 from recfound.tracking import tags

@@ -74,6 +74,7 @@ def test_sample_has_the_documented_layout(sample_dir: Path) -> None:
         *(f"movielens/ml-100k/{n}" for n in ("u.data", "u.item", "u.user", "u.genre")),
         *(f"amazon_google/{n}" for n in ("tableA.csv", "tableB.csv")),
         *(f"amazon_google/{n}" for n in ("train.csv", "valid.csv", "test.csv")),
+        ".recfound-sample.json",  # the manifest that marks it as the bundled sample
     }
     assert set(file_hashes(sample_dir)) == expected
 

@@ -11,23 +11,13 @@ test guards the pins in pyproject.toml against the next upgrade.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
-from test_flows import (
-    SCRIPTS,
-    Served,
-    _free_port,
-    _prefect_api_settings,
-    _set,
-    make_pipeline_repo,
-    start_serve,
-)
+from test_flows import Served, _free_port, _set, make_pipeline_repo, serve_env, serving
 
 from flows.retrain import UNCHANGED
 
@@ -48,22 +38,9 @@ def scheduled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     _set(params, "orchestration.retrain_interval_s", INTERVAL_S)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))},
-        **_prefect_api_settings(ports["prefect"]),
-        **FAST_SCHEDULER,
-        "PATH": f"{SCRIPTS}{os.pathsep}{os.environ['PATH']}",
-    }
-    served = Served(repo, None, env)
-    started = time.monotonic()
-    try:
-        start_serve(served, base / "serve.log")
-        served.ready_after_s = time.monotonic() - started
+    served = Served(repo, None, serve_env(ports["prefect"], **FAST_SCHEDULER))
+    with serving(served, base / "serve.log"):
         yield served
-    finally:
-        if served.proc is not None and served.proc.poll() is None:
-            os.killpg(served.proc.pid, signal.SIGINT)
-            served.proc.wait(timeout=120)
 
 
 def _first_completed_scheduled_run(served: Served):

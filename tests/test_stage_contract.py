@@ -1,10 +1,11 @@
-"""The stage contract (recfound.stages) and dvc.yaml agree, and dvc.yaml's deps cover the code.
+"""The stage contract (recfound.stages) writes dvc.yaml, and dvc.yaml's deps cover the code.
 
 `dvc status` is only as truthful as dvc.yaml: a stage that imports a module its deps do not
-cover is reported up to date after that module changed. So each stage's import closure within
-recfound/ is computed statically (every `import recfound...` / `from recfound... import`,
-including imports inside functions, parent packages' __init__.py too) and must be covered by
-its deps: the dep is the module file or a directory above it.
+cover is reported up to date after that module changed. So dvc.yaml is generated from the
+contract (recfound.dvc_yaml): each stage's code deps are its import closure within recfound/
+(recfound.imports: every `import recfound...` / `from recfound... import`, including imports
+inside functions, parent packages' __init__.py too), less what a directory the contract names
+whole covers. The committed dvc.yaml must be exactly the generated one.
 
 dvc.yaml names every data path as a params.yaml template (`${paths.checkpoints}`), and
 `read_stages` resolves them the way DVC does: checked here on the project and on a copy whose
@@ -20,17 +21,19 @@ other module.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import shutil
-from collections import deque
 from pathlib import Path
 
 import pytest
 import yaml
 from repo_helpers import MOVED_PATHS, move_paths
 
+from recfound import dvc_yaml
 from recfound.config import Config, OrchestrationConfig, Paths, load_config
 from recfound.errors import RecFoundError
+from recfound.imports import import_closure, module_file
 from recfound.stages import (
     CONTRACTS,
     StageSpec,
@@ -41,9 +44,9 @@ from recfound.stages import (
     read_stages,
     stage_names,
 )
+from recfound.stages import contract as stage_contract
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "recfound"
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -69,71 +72,6 @@ def project(request, tmp_path: Path, default_config: Config) -> tuple[dict[str, 
 # --- the import-closure checker
 
 
-def module_file(root: Path, dotted: str) -> Path | None:
-    """The file that defines module `dotted` under `root` (a package: its __init__.py)."""
-    base = root.joinpath(*dotted.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_parents(dotted: str) -> list[str]:
-    """`a.b.c` -> [a, a.b, a.b.c]: importing a module runs its packages' __init__ first."""
-    parts = dotted.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def imported_modules(root: Path, dotted: str) -> list[str]:
-    """The recfound modules that module `dotted` imports anywhere in its body."""
-    path = module_file(root, dotted)
-    assert path is not None, dotted
-    is_package = path.name == "__init__.py"
-    found: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                anchor = dotted.split(".")
-                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            # `from pkg import name`: `name` is a submodule when such a file exists
-            names = [base] + [
-                f"{base}.{alias.name}"
-                for alias in node.names
-                if module_file(root, f"{base}.{alias.name}")
-            ]
-        else:
-            continue
-        for name in names:
-            if name == PACKAGE or name.startswith(PACKAGE + "."):
-                found.extend(m for m in _with_parents(name) if module_file(root, m))
-    return found
-
-
-def import_closure(root: Path, entry: str) -> dict[str, tuple[str, ...]]:
-    """Every recfound module `entry` imports, directly or not, with one import chain to it."""
-    chains: dict[str, tuple[str, ...]] = {}
-    # the entry's packages first: importing it runs their __init__.py
-    queue: deque[tuple[str, tuple[str, ...]]] = deque(
-        (m, (entry,) if m == entry else (entry, m))
-        for m in _with_parents(entry)
-        if module_file(root, m)
-    )
-    while queue:
-        module, chain = queue.popleft()
-        if module in chains:
-            continue
-        chains[module] = chain
-        for imported in imported_modules(root, module):
-            if imported not in chains:
-                queue.append((imported, (*chain, imported)))
-    return chains
-
-
 def covers(dep: str, path: str) -> bool:
     """A dep covers a file when it is that file or a directory above it."""
     return dep == path or Path(dep) in Path(path).parents
@@ -154,6 +92,73 @@ def uncovered_imports(root: Path, spec: StageSpec, entry: str) -> list[str]:
 
 def entry_module(entry: str) -> str:
     return entry.partition(":")[0]
+
+
+# --- dvc.yaml is what the contract generates
+
+
+def test_the_committed_dvc_yaml_is_the_one_the_contract_generates():
+    differences = dvc_yaml.check(ROOT)
+    assert not differences, "run `recfound contract --write`:\n" + "\n".join(differences)
+
+
+def test_a_hand_edit_of_dvc_yaml_is_named_stage_and_entry(tmp_path: Path):
+    shutil.copytree(ROOT / "recfound", tmp_path / "recfound")
+    edited = (
+        (ROOT / "dvc.yaml")
+        .read_text(encoding="utf-8")
+        .replace("      - recfound/config.py\n", "", 1)
+    )
+    (tmp_path / "dvc.yaml").write_text(edited.replace("cache: false", "cache: true", 1))
+
+    differences = dvc_yaml.check(tmp_path)
+
+    assert differences[0] == 'stage build deps: missing "recfound/config.py"'
+    assert differences[1].startswith('stage train outs: missing {"${paths.train_metrics}/val_')
+    assert len(differences) == 2
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml.render(tmp_path) + "# a note\n")
+    text_only = dvc_yaml.check(tmp_path)
+    assert text_only[0] == "the same stages, other text:" and "-# a note" in text_only
+
+
+def test_the_generated_dvc_yaml_reads_back_as_the_pipeline_it_renders():
+    assert yaml.safe_load(dvc_yaml.render(ROOT)) == dvc_yaml.pipeline(ROOT)
+
+
+def test_a_module_a_stage_starts_importing_becomes_its_dep(tmp_path: Path):
+    shutil.copytree(ROOT / "recfound", tmp_path / "recfound")
+    (tmp_path / "recfound/newhelper.py").write_text("X = 1\n")
+    stage_file = tmp_path / "recfound/model/base_model.py"
+    stage_file.write_text(
+        stage_file.read_text() + "\ndef _late():\n    import recfound.newhelper\n"
+    )
+
+    deps = [path for path, _ in dvc_yaml.code_deps(stage_contract("base_model"), tmp_path)]
+
+    assert "recfound/newhelper.py" in deps
+    assert "recfound/newhelper.py" not in [
+        p for p, _ in dvc_yaml.code_deps(stage_contract("base_model"))
+    ]
+
+
+def test_a_note_on_a_module_the_stage_no_longer_imports_is_an_error():
+    stale = dataclasses.replace(stage_contract("build"), code_notes=(("recfound/cli.py", "why"),))
+    with pytest.raises(RecFoundError, match=r"stage build: .* recfound/cli\.py .* drop the note"):
+        dvc_yaml.code_deps(stale)
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name)
+def test_each_whole_directory_dep_holds_code_the_stage_imports(contract):
+    """A package named whole whose modules the stage no longer imports reruns it for nothing;
+    a directory without Python (vendored assets) is data the stage reads."""
+    closure = [
+        module_file(ROOT, m).relative_to(ROOT).as_posix()
+        for m in import_closure(ROOT, entry_module(contract.entry))
+    ]
+    for code in contract.code:
+        assert (ROOT / code.path).exists(), (contract.name, code.path)
+        if any((ROOT / code.path).rglob("*.py")):
+            assert any(covers(code.path, p) for p in closure), (contract.name, code.path)
 
 
 # --- dvc.yaml's deps cover each stage's code
@@ -406,3 +411,70 @@ def test_a_checkpoint_fingerprint_moves_with_the_train_params_but_not_the_cadenc
     assert fingerprint_with("model", dtype="float32") != today
     assert fingerprint_with("train", save_every=3, log_every=2, threads=1) == today
     assert fingerprint_with("merge", density=0.5) == today  # not a train param
+
+
+def test_the_fingerprints_read_the_contract_not_a_dvc_yaml(
+    default_config: Config, tmp_path: Path, monkeypatch
+):
+    """No dvc.yaml where the process runs or where the package lies: the same settings."""
+    import recfound.stages
+
+    expected = declared_settings(default_config, ["train", "evaluate"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(recfound.stages, "PROJECT_ROOT", tmp_path)
+    assert declared_settings(default_config, ["train", "evaluate"]) == expected
+    assert set(expected) == {"seed", "model", "train", "s2sched", "evaluate"}
+
+
+# --- MLflow follows the contract; file names are spelled once
+
+
+def test_every_logged_metrics_file_is_an_output_of_its_stage(project):
+    stages, cfg = project
+    for contract in CONTRACTS:
+        for logged in contract.logged_metrics:
+            assert _inside(logged.path(cfg), stages[contract.name].outs), (contract.name, logged)
+    assert [c.name for c in CONTRACTS if c.registers_model] == ["evaluate"]
+
+
+def _string_compares(path: Path) -> list[tuple[int, str]]:
+    """(line, constant) of every `x == "const"` / `"const" in ...`-style string comparison."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                if isinstance(operand, ast.Constant) and isinstance(operand.value, str):
+                    found.append((node.lineno, operand.value))
+    return found
+
+
+def test_tracking_decides_nothing_by_a_stage_name():
+    """What a stage run logs (metrics, artifacts, the registered model) is its contract's to
+    say: no `stage == "train"` in recfound/tracking."""
+    names = set(stage_names())
+    branches = [
+        f"{path.relative_to(ROOT)}:{line}: compares with {value!r}"
+        for path in sorted((ROOT / "recfound/tracking").glob("*.py"))
+        for line, value in _string_compares(path)
+        if value in names
+    ]
+    assert not branches, "\n".join(branches)
+
+
+def test_output_file_names_are_spelled_only_in_recfound_outputs():
+    """metrics.json, steps.jsonl, ... are named in recfound/outputs.py and imported elsewhere:
+    no other module of recfound/ or flows/ holds one as a string (or a path ending in one)."""
+    from recfound import outputs
+
+    names = {v for k, v in vars(outputs).items() if k.isupper() and "." in v}
+    assert {"metrics.json", "steps.jsonl", "learning_curve.csv", "results.md"} <= names
+    spelled = []
+    for path in sorted([*(ROOT / "recfound").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
+        if path.name == "outputs.py" and path.parent.name == "recfound":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if any(node.value == n or node.value.endswith("/" + n) for n in names):
+                spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not spelled, "\n".join(spelled)

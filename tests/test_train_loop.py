@@ -62,7 +62,13 @@ def make_config(
                 "adapter": str(root / "adapter"),
                 "train_metrics": str(root / "metrics"),
             },
-            "train": {"steps": 8, "save_every": 4, "warmup_steps": 1, **train},
+            "train": {
+                "steps": 8,
+                "save_every": 4,
+                "warmup_steps": 1,
+                "embedding_per_batch": 2,  # two queries: the step log's n/<task> below
+                **train,
+            },
             "s2sched": {"warmup_steps": 2, "update_interval": 2, "val_batch_size": 2},
             "tracking": {
                 "uri": f"sqlite:///{root}/mlflow.db",

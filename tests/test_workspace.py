@@ -309,7 +309,8 @@ def test_dvc_at_work_names_a_dvc_command_by_its_repository_lock_or_its_rwlock(tm
     try:
         rwlock = {"write": {"artifacts/unified": {"pid": stage.pid, "cmd": "dvc repro build"}}}
         (tmp / "rwlock").write_text(json.dumps(rwlock), encoding="utf-8")
-        assert locks.dvc_at_work(tmp_path).startswith(f"`sleep 60` (pid {stage.pid}) since ")
+        described = locks.dvc_at_work(tmp_path)  # the command as DVC recorded it
+        assert described.startswith(f"`dvc repro build` (pid {stage.pid}) since ")
     finally:
         stage.kill()
         stage.wait()
@@ -362,6 +363,46 @@ def test_a_stage_whose_launcher_died_before_it_was_tied_stops_at_once():
     with pytest.raises(StageTerminated), lifeline.tied_to_launcher(0.1, launcher):
         pytest.fail("the stage ran on after its launcher had died")
     assert signal.getsignal(signal.SIGTERM) is handler  # undone afterwards
+
+
+ORPHAN_CHILD = """
+import subprocess, sys, time
+from recfound.lifeline import end_with_parent
+stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+command = subprocess.Popen([sys.executable, "-c", stubborn], start_new_session=True)
+end_with_parent(0.1, 1.0)
+print(command.pid, flush=True)
+time.sleep(60)
+"""
+ORPHAN_PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, sys.argv[1]])
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+@pytest.mark.skipif(not processes.has_proc(), reason="Linux: /proc")
+def test_a_process_tied_by_end_with_parent_stops_its_commands_and_exits_when_the_parent_dies(
+    tmp_path,
+):
+    """A flow run's process when its runner dies: its command (its own process group, here one
+    that ignores SIGTERM) is stopped, SIGKILLed after the grace, and the process exits."""
+    (tmp_path / "child.py").write_text(ORPHAN_CHILD, encoding="utf-8")
+    (tmp_path / "parent.py").write_text(ORPHAN_PARENT, encoding="utf-8")
+    parent = subprocess.Popen(
+        [PYTHON, str(tmp_path / "parent.py"), str(tmp_path / "child.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child, command = int(parent.stdout.readline()), int(parent.stdout.readline())
+    assert processes.group_of(command) == command
+    began = time.monotonic()
+    parent.kill()
+    parent.wait()
+    wait_until(lambda: not processes.alive(child, None) and not processes.alive(command, None))
+    gone_after = time.monotonic() - began
+    assert 1.0 <= gone_after < 5  # the grace (1 s), then SIGKILL: not at once, not for long
 
 
 def stage_processes(repo: Path) -> list[int]:

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from recfound.atomic import atomic_dir
 from recfound.config import BuildConfig, Config
+from recfound.data.bundled import DataKind, caps_for, data_kind
 from recfound.data.catalogue import CatalogueOutputs
 from recfound.data.ingest import IngestReport
 from recfound.data.instructions import trained_instructions
@@ -139,7 +140,8 @@ class BuildResult:
     counts: Counter[tuple[str, str, str]]
     report: IngestReport
     fingerprint: str
-    caps: dict[str, int | None]  # rows per task and split allowed by build.*_per_task
+    caps: dict[str, int | None]  # rows per task and split allowed (build.*_per_task or sample_caps)
+    kind: DataKind  # the bundled sample (its caps) or a user's data (build.*_per_task)
 
     def manifest(self) -> dict[str, Any]:
         """build.json: everything a later stage or a person needs to know about this build."""
@@ -149,6 +151,7 @@ class BuildResult:
                 rows.setdefault(code, {}).setdefault(source, dict.fromkeys(SPLITS, 0))[split] = n
         return {
             "tasks": self.plan.tasks,
+            "data": {"bundled_sample": self.kind.bundled_sample, "why": self.kind.why},
             "caps": self.caps,
             "skipped": self.plan.skipped,
             "rows": rows,
@@ -167,7 +170,10 @@ def _note_releases(sources: RawSources, report: IngestReport) -> None:
 
 
 def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -> BuildResult:
-    """Build the unified dataset of the raw data under `data_dir` into `out_dir` (atomically)."""
+    """Build the unified dataset of the raw data under `data_dir` into `out_dir` (atomically),
+    with the bundled sample's caps when `data_dir` is the bundled sample (recfound.data.bundled)."""
+    kind = data_kind(data_dir)
+    cfg = caps_for(cfg, kind)
     sources = discover_sources(data_dir)
     plan = plan_tasks(sources.present, cfg.tasks)
     refuse_copies(sources)
@@ -192,7 +198,7 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         writer.check_unique_ids(plan.tasks)
         caps = {split: getattr(cfg, f"{split}_per_task") for split in SPLITS}
         caps["embedding_test"] = cfg.embedding_test_per_task
-        result = BuildResult(plan, writer.counts, report, fingerprint, caps)
+        result = BuildResult(plan, writer.counts, report, fingerprint, caps, kind)
         with atomic_dir(out_dir) as tmp:
             writer.save(plan.tasks, tmp)
             outputs.save(tmp, with_seen="U2I" in plan.tasks)
@@ -258,14 +264,26 @@ def _ingest_table(report: IngestReport) -> Table:
     return table
 
 
-def _caps(cfg: BuildConfig) -> str:
-    """The train/validation caps in force, as text ("" when both splits are uncapped)."""
-    caps = {
-        split: getattr(cfg, f"{split}_per_task")
-        for split in ("train", "validation")
-        if getattr(cfg, f"{split}_per_task") is not None
-    }
-    return ", ".join(f"{split} {n}" for split, n in caps.items())
+def caps_line(result: BuildResult, data_dir: str | Path) -> str:
+    """Which caps the build applied, and why: the bundled sample's, or the user's settings."""
+    train, validation = result.caps["train"], result.caps["validation"]
+    capped = ", ".join(
+        f"{split} {n}" for split, n in (("train", train), ("validation", validation)) if n
+    )
+    if result.kind.bundled_sample:
+        return (
+            f"{data_dir} is the bundled sample ({result.kind.why}): its caps "
+            f"build.sample_caps apply, {capped} rows per task (your own data is built whole)"
+        )
+    if capped:
+        return (
+            f"{data_dir} is your data ({result.kind.why}): capped by params.yaml "
+            f"build.*_per_task, {capped} rows per task (null keeps every row the data yields)"
+        )
+    return (
+        f"{data_dir} is your data ({result.kind.why}): every row it yields is kept "
+        "(build.train_per_task and validation_per_task are null)"
+    )
 
 
 def run(cfg: Config) -> None:
@@ -281,11 +299,7 @@ def run(cfg: Config) -> None:
     console.print(_tasks_table(result))
     for code, why in result.plan.skipped.items():
         console.print(f"skipped {code}: {why}")
-    if caps := _caps(cfg.build):
-        console.print(
-            f"capped by params.yaml: {caps} rows per task (null keeps every sample the data "
-            "yields; the bundled sample's small caps keep the default run short)"
-        )
+    console.print(caps_line(result, cfg.paths.data))
     console.print(
         f"unified dataset written to {cfg.paths.unified} ({time.perf_counter() - started:.1f} s);"
         f" build report: {Path(cfg.paths.unified) / BUILD_MANIFEST}"

@@ -1,4 +1,8 @@
-"""`recfound data sample`: a small raw dataset in the five public formats, from the latent world.
+"""`recfound data sample`: a small raw dataset in five of the six public formats, from the
+latent world.
+
+Five: every source the readers take (docs/data-formats.md) but Amazon Reviews 2014/2018
+(`amazon_reviews_2018/`), whose records are those of Amazon Reviews 2023 in an older layout.
 
 The records are the typed ones of recfound/data/records.py, drawn from recfound/data/latent.py,
 then written exactly as the public releases lay them out (docs/data-formats.md), so the
@@ -28,6 +32,7 @@ import pyarrow.parquet as pq
 
 from recfound.atomic import atomic_dir
 from recfound.config import SampleConfig
+from recfound.data.bundled import write_manifest
 from recfound.data.latent import (
     CATEGORY_SPECS,
     MOVIE_GENRES,
@@ -571,7 +576,8 @@ def write_sample(out_dir: str | Path, cfg: SampleConfig) -> Path:
     """Write the whole raw sample under `out_dir` (replaced atomically); returns `out_dir`.
 
     Layout (docs/data-formats.md): amazon_reviews/<Category>.jsonl.gz + meta_<Category>.jsonl.gz,
-    esci/*.parquet, amazonqa/train-qar.jsonl, movielens/ml-100k/u.*, amazon_google/*.csv.
+    esci/*.parquet, amazonqa/train-qar.jsonl, movielens/ml-100k/u.*, amazon_google/*.csv, and
+    the manifest that marks it as the bundled sample (recfound.data.bundled).
     """
     out_dir = Path(out_dir)
     world = make_world(cfg)
@@ -582,4 +588,5 @@ def write_sample(out_dir: str | Path, cfg: SampleConfig) -> Path:
         write_amazonqa(tmp / "amazonqa" / "train-qar.jsonl", world)
         write_movielens(tmp / "movielens" / "ml-100k", world)
         write_amazon_google(tmp / "amazon_google", world)
+        write_manifest(tmp, cfg.seed)  # tells the build this is the bundled sample
     return out_dir

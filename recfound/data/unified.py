@@ -18,9 +18,9 @@ import datasets
 
 from recfound.data.schema import SPLITS
 from recfound.errors import DataError
+from recfound.outputs import BUILD_MANIFEST
 from recfound.tasks import TASKS, Task
 
-BUILD_MANIFEST = "build.json"
 # Bytes read at a time when fingerprinting raw files (bounded memory for any file size).
 HASH_CHUNK = 1 << 20
 

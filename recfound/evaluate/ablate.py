@@ -16,8 +16,9 @@ Layout (both outside the DVC stage outputs, so `dvc repro` never deletes them):
     <paths.reports>/variants/<name>/evidence.json  its per-row statistics (recfound.evaluate.
                                                    bootstrap), so that `evaluate` can pair it
                                                    with RecFound row by row
-    <paths.reports>/variants/<name>/variant.json   the overrides that define the variant, and a
-                                                   fingerprint of the settings it ran with
+    <paths.reports>/variants/<name>/variant.json   the overrides that define the variant, a
+                                                   fingerprint of the settings it ran with and
+                                                   the dtype it ran under
 
 The `evaluate` stage reads reports/variants/*/metrics.json into the ablation table, leaving out
 (and naming) variants whose fingerprint no longer matches params.yaml (the variants and their
@@ -36,11 +37,11 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.evaluate import bootstrap
 from recfound.evaluate.variants import (
-    VARIANT_OVERRIDES,
-    VARIANTS_DIR,
-    settings_fingerprint,
+    VARIANT_FILE,
     variant_config,
+    variant_record,
 )
+from recfound.outputs import METRICS_FILE, VARIANTS_DIR
 
 
 def variant_report_dir(cfg: Config, name: str) -> Path:
@@ -64,22 +65,12 @@ def run_variant(cfg: Config, name: str) -> Path:
     out = variant_report_dir(cfg, name)
     with atomic_dir(out) as tmp:
         metrics = {task: result.to_json() for task, result in results.items()}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         evidence = json.dumps(bootstrap.evidence_json(results), ensure_ascii=False)
         (tmp / bootstrap.EVIDENCE_FILE).write_text(evidence + "\n", encoding="utf-8")
-        (tmp / "variant.json").write_text(
-            json.dumps(
-                {
-                    "name": name,
-                    "overrides": VARIANT_OVERRIDES[name],
-                    "settings": settings_fingerprint(vcfg),
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-    print(f"ablation {name}: metrics in {out / 'metrics.json'}")
+        record = json.dumps(variant_record(vcfg, name), indent=2)
+        (tmp / VARIANT_FILE).write_text(record + "\n", encoding="utf-8")
+    print(f"ablation {name}: metrics in {out / METRICS_FILE}")
     return out
 
 

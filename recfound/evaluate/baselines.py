@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from recfound.evaluate.parsing import parse_option
-from recfound.evaluate.systems import EmbedFn, Row, cosine_pools, pool_texts
+from recfound.evaluate.systems import EmbedFn, QueryVectors, Row, cosine_pools, pool_texts
 from recfound.progress import on_terminal
 from recfound.tasks import Task
 
@@ -49,6 +49,7 @@ class MiniLMSystem:
         self.name = "minilm"
         self.batch_size = batch_size
         self.encoder = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+        self.queries = QueryVectors()
 
     def supports(self, task: Task) -> bool:
         return task.is_embedding
@@ -76,8 +77,12 @@ class MiniLMSystem:
 
         return embed
 
+    def query_vectors(self, task: Task, rows: Sequence[Row]) -> np.ndarray:
+        """The rows' query vectors, embedded once per run (`QueryVectors`)."""
+        return self.queries.of(task, rows, self.embedder(task))
+
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
-        return cosine_pools(rows, self.embedder(task))
+        return cosine_pools(rows, self.embedder(task), self.query_vectors(task, rows))
 
 
 def target_item_counts(train_rows: Sequence[Row]) -> Counter[str]:

@@ -24,10 +24,10 @@ from recfound.atomic import atomic_file
 from recfound.config import Config
 from recfound.evaluate.metrics import PairScorer
 from recfound.evaluate.systems import Row
+from recfound.outputs import CURVE_FILE
 from recfound.progress import progress
 from recfound.tasks import BY_CODE, Task
 
-CURVE_FILE = "learning_curve.csv"
 CURVE_COLUMNS = ("step", "task", "metric", "score")
 
 
@@ -61,7 +61,7 @@ def score_checkpoints(
     from recfound.data.unified import load_unified, present_tasks
     from recfound.evaluate.protocol import evaluate_system, rows_by_task
     from recfound.evaluate.systems import LLMSystem, answer_budgets
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     dataset = load_unified(cfg.paths.unified, ("train", "validation"))
     tasks = curve_tasks(cfg.evaluate.curve_tasks, present_tasks(dataset))
@@ -77,18 +77,17 @@ def score_checkpoints(
     budgets: dict[str, int] | None = None  # the base model's tokenizer: the same at every step
     points: list[CurvePoint] = []
     for step, adapter_dir in progress(adapters, desc="learning curve", unit="ckpt"):
-        model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
+        predictor = Predictor.load(cfg, cfg.paths.base_model, adapter_dir)
         if budgets is None:
-            budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
-        system = LLMSystem(
-            f"step {step}", model, tokenizer, cfg.evaluate.batch_size, limit, budgets
-        )
+            margin = cfg.evaluate.answer_margin_tokens
+            budgets = answer_budgets(train, predictor.tokenizer, margin, limit)
+        system = LLMSystem(f"step {step}", predictor, budgets)
         run = evaluate_system(system, sampled, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
         points += [
             CurvePoint(step, code, result.primary, result.score)
             for code, result in run.results.items()
         ]
-        del model
+        del system, predictor
     return points
 
 

@@ -17,10 +17,12 @@ RecFound, the per-source results and the evidence files cover them like every ot
 Where each system's ranking comes from:
 
 - RecFound: the index the `index` stage wrote for the task (`paths.index/<TASK>`, the merged
-  model's catalogue vectors), searched with queries the same model embeds here. It must have
+  model's catalogue vectors), searched with the query vectors the same model embedded for the
+  sampled protocol (each query is embedded once per system and run). It must have
   been built from this merged model and this catalogue (`recfound.index.stage.fingerprints`).
 - base model, MiniLM: the catalogue embedded here with the system's own embedder, searched
-  exactly (faiss IndexFlatIP). Neither routes by task, so one embedding serves all three tasks.
+  exactly (faiss IndexFlatIP) with the query vectors of its sampled protocol. Neither routes
+  by task, so one embedding serves all three tasks.
 - popularity (U2I only, as in the sampled protocol): one ranking for every user, the catalogue
   by training target counts (`PopularitySystem.catalogue_order`), less the user's seen items.
 - RecFound w/o Model Merge and random get none: w/o merge would need three catalogue passes of
@@ -35,15 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recfound.config import Config, IndexConfig
 from recfound.data.catalogue import excluded_ids, read_catalogue, read_seen
-from recfound.evaluate.bootstrap import RowStats
 from recfound.evaluate.protocol import SystemRun, full_catalogue_metrics, with_row_stats
+from recfound.evaluate.row_stats import RowStats
 from recfound.evaluate.systems import Row, embed_queries
 from recfound.index.embed import embed_catalogue
 from recfound.index.metrics import ndcg_at_k, recall_at_k
-from recfound.index.stage import fingerprints, load_task_index, merged_adapter_dir
+from recfound.index.stage import fingerprints, load_task_index
 from recfound.index.store import CatalogueIndex
+from recfound.merge.layout import merged_adapter_dir
 from recfound.tasks import BY_CODE, Task
 
 
@@ -58,6 +63,14 @@ def ranking_stats(
         stats[recall] = RowStats.of_values(recall_at_k(ranked, targets, k))
         stats[ndcg] = RowStats.of_values(ndcg_at_k(ranked, targets, k))
     return stats
+
+
+def query_vectors(system: Any, task: Task, rows: Sequence[Row]) -> np.ndarray:
+    """The rows' query vectors as `system` embeds them: those its pool scoring embedded
+    (`query_vectors`, one embedding per query and run) when it keeps them, else embedded now."""
+    if hasattr(system, "query_vectors"):
+        return system.query_vectors(task, rows)
+    return embed_queries(rows, system.embedder(task, progress=False))
 
 
 def first_k_outside(
@@ -148,8 +161,7 @@ class FullCatalogue:
         if hasattr(system, "catalogue_order"):
             return first_k_outside(system.catalogue_order(self.item_ids, task), exclusions, k)
         index = self.saved_index(task) if saved_index else self.embedded_index(system, task)
-        queries = embed_queries(rows, system.embedder(task, progress=False))
-        return index.search(queries, k, exclusions).ids
+        return index.search(query_vectors(system, task, rows), k, exclusions).ids
 
     def add_metrics(
         self,

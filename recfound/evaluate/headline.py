@@ -21,8 +21,6 @@ from pathlib import Path
 from recfound.atomic import atomic_dir
 from recfound.evaluate.protocol import TaskResult
 
-HEADLINE_DIR = "headline"
-
 
 def short(value: float) -> str:
     """Two decimals without the leading zero: 0.215 -> '.21'; a perfect 1.00 -> '1'.

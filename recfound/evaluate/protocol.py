@@ -16,7 +16,7 @@ authors' scorer does (recfound.evaluate.metrics `authors_*`), the figure compara
 paper's; ours stays the primary (it credits each label once and penalises an invalid answer
 without inventing a class for it).
 
-Each score is computed from per-row statistics (recfound.evaluate.bootstrap), which the result
+Each score is computed from per-row statistics (recfound.evaluate.row_stats), which the result
 keeps (`TaskResult.evidence`) so that `bootstrap.with_intervals` can add a confidence interval
 per metric (`ci` in metrics.json) and results of two systems can be compared pairwise.
 
@@ -36,13 +36,13 @@ from typing import Any
 
 from recfound.errors import DataError
 from recfound.evaluate import metrics as m
-from recfound.evaluate.bootstrap import Interval, RowEvidence, RowStats
 from recfound.evaluate.parsing import (
     parse_attribute_values_authors,
     parse_option_authors,
     parse_output,
     parse_reference,
 )
+from recfound.evaluate.row_stats import Interval, RowEvidence, RowStats
 from recfound.evaluate.systems import Row, System
 from recfound.progress import progress
 from recfound.tasks import TASKS, Task

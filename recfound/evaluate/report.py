@@ -52,6 +52,7 @@ from recfound.evaluate.protocol import (
     authors_metric,
     full_catalogue_metrics,
 )
+from recfound.outputs import METRICS_FILE
 from recfound.tasks import BY_CODE, TASKS, Kind
 
 # Column orders of the paper's Table 2 (generative) and Table 3 (embedding).
@@ -84,6 +85,8 @@ ABLATION_ROWS: tuple[str, ...] = (
     "multitask_lora",
 )
 MISSING = "—"
+# Marks a variant row trained unlike this run (another dtype): listed, not paired.
+UNLIKE_MARK = "†"
 # Scores with three decimals, interval ends and differences with two: `.202 [.18, .23]`.
 SCORE_DIGITS = 3
 INTERVAL_DIGITS = 2
@@ -203,7 +206,7 @@ def read_variants(variants_dir: Path, cutoff: int) -> Results:
         return {}
     return {
         path.parent.name: read_system_metrics(path, cutoff)
-        for path in sorted(variants_dir.glob("*/metrics.json"))
+        for path in sorted(variants_dir.glob(f"*/{METRICS_FILE}"))
     }
 
 
@@ -467,6 +470,7 @@ def render_results(
     n_by_task: Mapping[str, int],
     stale: Sequence[str] = (),
     comparisons: Comparisons | None = None,
+    unlike: Mapping[str, str] | None = None,
 ) -> str:
     """reports/results.md: Tables 2 (generative), 3 (embedding), 4 (ablations), the paired
     comparisons with RecFound, #invalid, ROUGE-L, the paper-comparable (authors') scores and,
@@ -474,15 +478,21 @@ def render_results(
 
     The tables cover the tasks of `n_by_task` (test rows per task code: the evaluated task
     set); a table none of them belongs to is replaced by a one-line note. `stale` names
-    variants left out because they ran with other settings than today's. Without
-    `comparisons` (no bootstrap) the paired table and the interval legend are left out."""
+    variants left out because they ran with other settings than today's; `unlike` the variants
+    kept but trained unlike this run, with why (recfound.evaluate.variants `unlike_this_run`):
+    their rows are marked `UNLIKE_MARK` with a note, and `comparisons` should not pair them
+    (`set_aside`). Without `comparisons` (no bootstrap) the paired table and the interval
+    legend are left out."""
+    unlike = unlike or {}
+    ran = set(results) | set(variants) | set(stale)
+    missing_variants = [n for n in ABLATION_ROWS if n not in ran]
+    variants = {_marked(name, unlike): res for name, res in variants.items()}
     tasks = set(n_by_task)
     generative = present_columns(GENERATIVE_COLUMNS, tasks)
     embedding = present_columns(EMBEDDING_COLUMNS, tasks)
     text_columns = present_columns(TEXT_COLUMNS, tasks)
     ablation = {name: results[name] for name in ABLATION_ROWS if name in results}
     ablation.update({name: res for name, res in variants.items() if name not in ablation})
-    missing_variants = [n for n in ABLATION_ROWS if n not in ablation and n not in stale]
     sizes = ", ".join(f"{code} {n}" for code, n in n_by_task.items())
     sections = [
         "# RecFound: results on the test split\n",
@@ -513,6 +523,7 @@ def render_results(
     if missing_variants:
         names = ", ".join(f"`{n}`" for n in missing_variants)
         sections.append(f"Not run yet: {names} (`recfound ablate`).\n")
+    sections += _unlike_notes(unlike)
     if stale:
         names = ", ".join(f"`{n}`" for n in stale)
         sections.append(
@@ -552,6 +563,24 @@ def render_results(
             score_table(by_source, source_columns, with_rank=False),
         ]
     return "\n".join(sections)
+
+
+def _marked(name: str, unlike: Mapping[str, str]) -> str:
+    """A variant's row name, marked when it ran unlike this run."""
+    return f"{_display(name)} {UNLIKE_MARK}" if name in unlike else name
+
+
+def _unlike_notes(unlike: Mapping[str, str]) -> list[str]:
+    """One note per reason the `unlike` variants were trained unlike this run."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in unlike.items():
+        by_reason.setdefault(why, []).append(f"`{name}`")
+    return [
+        f"{UNLIKE_MARK} {why}: {', '.join(names)}. Not paired with "
+        f"{_display('recfound')}: a difference would mix the ablation with the dtype; "
+        "re-run `recfound ablate` here to compare them.\n"
+        for why, names in by_reason.items()
+    ]
 
 
 AUTHORS_NOTE = (
@@ -614,9 +643,9 @@ def _comparison_sections(
     if comparisons.left_out:
         names = "; ".join(f"`{name}`: {why}" for name, why in comparisons.left_out.items())
         sections.append(
-            f"Not compared: {names}. A variant needs the per-row statistics and test rows of "
-            "the current run (re-run `recfound ablate`); without statistics its scores show no "
-            "interval either.\n"
+            f"Not compared: {names}. A variant is paired only with per-row statistics, on the "
+            "test rows of the current run, under its dtype (re-run `recfound ablate`); without "
+            "statistics its scores show no interval either.\n"
         )
     return sections
 

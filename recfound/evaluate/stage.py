@@ -45,22 +45,26 @@ from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
 from recfound.evaluate import bootstrap, curve, figures, report
 from recfound.evaluate.full_catalogue import FullCatalogue
-from recfound.evaluate.headline import HEADLINE_DIR, write_headline
+from recfound.evaluate.headline import write_headline
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
-from recfound.evaluate.variants import VARIANTS_DIR, current_variants
-from recfound.merge.layout import MERGED_ADAPTER_DIR
+from recfound.evaluate.variants import current_variants, set_aside, unlike_this_run
+from recfound.merge.layout import merged_adapter_dir
+from recfound.outputs import (
+    COMPARISONS_FILE,
+    EVIDENCE_DIR,
+    FIGURES_DIR,
+    HEADLINE_DIR,
+    METRICS_FILE,
+    PREDICTIONS_DIR,
+    RESULTS_FILE,
+    VARIANTS_DIR,
+)
 from recfound.tasks import Task
 
-METRICS_FILE = "metrics.json"
-COMPARISONS_FILE = "comparisons.json"
-EVIDENCE_DIR = "evidence"
 # The system every other one is compared with, pairwise (comparisons.json, results.md).
 REFERENCE_SYSTEM = "recfound"
-RESULTS_FILE = "results.md"
-FIGURES_DIR = "figures"
-PREDICTIONS_DIR = "predictions"
 # Baselines with full-catalogue metrics besides base (recfound.evaluate.full_catalogue says why
 # RecFound w/o Model Merge and random have none).
 FULL_CATALOGUE_BASELINES = ("minilm", "popularity")
@@ -122,24 +126,29 @@ def evaluate_llm(
     catalogue: FullCatalogue | None = None,
     saved_index: bool = False,
 ) -> tuple[SystemRun, Any]:
-    """Load base (+ adapter) and evaluate it as system `name`; returns the run and the adapter.
+    """Load base (+ adapter) as a Predictor and evaluate it as system `name`; returns the run
+    and the adapter.
 
     `train` rows set each task's generation budget (`answer_budgets`); they are never scored.
     With `catalogue`, the embedding tasks also get full-catalogue metrics while the model is
     loaded, searching the index stage's index when `saved_index`, else one embedded here.
     """
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     if adapter_dir is not None and not Path(adapter_dir).is_dir():
         raise RecFoundError(f"{adapter_dir}: adapter not found (run the train/merge stages)")
-    model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
-    limit = cfg.evaluate.max_new_tokens
-    budgets = answer_budgets(train, tokenizer, cfg.evaluate.answer_margin_tokens, limit)
-    system = LLMSystem(name, model, tokenizer, cfg.evaluate.batch_size, limit, budgets)
+    predictor = Predictor.load(cfg, cfg.paths.base_model, adapter_dir)
+    budgets = answer_budgets(
+        train,
+        predictor.tokenizer,
+        cfg.evaluate.answer_margin_tokens,
+        cfg.evaluate.max_new_tokens,
+    )
+    system = LLMSystem(name, predictor, budgets)
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
     if catalogue is not None:
         catalogue.add_metrics(run, system, test, saved_index)
-    return run, model.adapter
+    return run, predictor.model.adapter
 
 
 def baseline_systems(cfg: Config, train: list[Row], tasks: Sequence[Task]) -> list[System]:
@@ -221,7 +230,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     reports = Path(cfg.paths.reports)
     catalogue = FullCatalogue.prepare(cfg, test)
     runs: dict[str, SystemRun] = {}
-    merged = Path(cfg.paths.merged) / MERGED_ADAPTER_DIR
+    merged = merged_adapter_dir(cfg)
     runs["recfound"], merged_adapter = evaluate_llm(
         cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True
     )
@@ -241,8 +250,10 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)
+    unlike = unlike_this_run(cfg, reports / VARIANTS_DIR, variants)  # another dtype: not paired
     variants = bootstrap.attach_intervals(variants, settings)
     comparisons = bootstrap.compare_systems(results | variants, REFERENCE_SYSTEM, settings)
+    comparisons = set_aside(comparisons, unlike)
     sizes = {code: len(rows) for code, rows in test.items()}
     report.write_metrics(reports / METRICS_FILE, results, settings)
     headline_systems = [REFERENCE_SYSTEM, *cfg.evaluate.baselines]
@@ -252,7 +263,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     report.write_results(
         reports / RESULTS_FILE,
         report.render_results(
-            results, variants, cfg.evaluate.rank_cutoff, sizes, stale, comparisons
+            results, variants, cfg.evaluate.rank_cutoff, sizes, stale, comparisons, unlike
         ),
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)

@@ -2,28 +2,32 @@
 
 A system answers generative rows with text and scores each embedding row's candidate pool
 (positives first, then negatives). RecFound, RecFound without merge and the base model without
-finetuning are `LLMSystem`s; the other baselines live in recfound.evaluate.baselines.
+finetuning are `LLMSystem`s, each a thin adapter over a `recfound.model.predictor.Predictor`
+(the CLI, the served model and the index ask the model through it too); the other baselines
+live in recfound.evaluate.baselines.
+
+Each embedding row's query is embedded once per system (`QueryVectors`): the sampled pool
+scoring and the full-catalogue search (recfound.evaluate.full_catalogue) score the same
+vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from recfound.model.predictor import PASSAGE_INSTRUCTION, EmbedFn
 from recfound.tasks import Kind, Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from recfound.model.unified import RecFoundModel
+    from recfound.model.predictor import Predictor
 
 Row = Mapping[str, Any]
-# (texts, instruction) -> unit-norm vectors, one row per text
-EmbedFn = Callable[[list[str], str], np.ndarray]
-# Passages (pool items, catalogue items) are embedded without an instruction, as in training.
-PASSAGE_INSTRUCTION = ""
+__all__ = ["PASSAGE_INSTRUCTION", "EmbedFn", "LLMSystem", "QueryVectors", "Row", "System"]
 
 
 class System(Protocol):
@@ -49,16 +53,20 @@ def pool_texts(row: Row) -> list[str]:
     return list(row["positives"]) + list(row["negatives"])
 
 
-def cosine_pools(rows: Sequence[Row], embed: EmbedFn) -> list[np.ndarray]:
+def cosine_pools(
+    rows: Sequence[Row], embed: EmbedFn, query_vectors: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Cosine similarity of each row's query to each text of its pool.
 
-    Queries are embedded with their row's instruction (grouped by instruction); passages with
-    none, as in training (GritLM). Each distinct passage text is embedded once.
+    Queries are embedded with their row's instruction (grouped by instruction), unless their
+    vectors are given; passages with none, as in training (GritLM). Each distinct passage text
+    is embedded once.
     """
     passages = sorted({text for row in rows for text in pool_texts(row)})
     passage_index = {text: i for i, text in enumerate(passages)}
     passage_vectors = embed(passages, PASSAGE_INSTRUCTION)
-    query_vectors = embed_queries(rows, embed)
+    if query_vectors is None:
+        query_vectors = embed_queries(rows, embed)
     return [
         passage_vectors[[passage_index[t] for t in pool_texts(row)]] @ query_vectors[i]
         for i, row in enumerate(rows)
@@ -99,69 +107,63 @@ def answer_budgets(
     return {code: min(cap, n_tokens + margin) for code, n_tokens in longest.items()}
 
 
-class LLMSystem:
-    """A RecFoundModel (base LLM, with or without an adapter) behind the System protocol.
+class QueryVectors:
+    """A system's query vectors per task and rows, embedded on first use and kept for the
+    evaluate run: every protocol that needs a row's query vector reuses the first one."""
 
-    Generation: the chat-formatted prompt of `recfound.model.prompts.generation_prompt`, greedy,
-    routed to the row's task, at most `answer_budgets[task]` new tokens (`max_new_tokens` for a
-    task without a budget). Embedding: bidirectional mean-pooled, L2-normalised vectors.
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+    def of(self, task: Task, rows: Sequence[Row], embed: EmbedFn) -> np.ndarray:
+        """`embed_queries(rows, embed)`, computed once per (task, row ids)."""
+        key = (task.code, tuple(str(row["id"]) for row in rows))
+        if key not in self._kept:
+            self._kept[key] = embed_queries(rows, embed)
+        return self._kept[key]
+
+
+class LLMSystem:
+    """A Predictor (base LLM, with or without an adapter) behind the System protocol.
+
+    Generation: the predictor's (prompt fitted to `train.max_len_prompt`, greedy, routed to the
+    row's task), at most `answer_budgets[task]` new tokens (the predictor's
+    `evaluate.max_new_tokens` for a task without a budget). Embedding: the predictor's
+    float32 unit vectors, queries within `train.max_len_query` and passages within
+    `train.max_len_passage` tokens.
     """
 
     def __init__(
-        self,
-        name: str,
-        model: RecFoundModel,
-        tokenizer: PreTrainedTokenizerBase,
-        batch_size: int,
-        max_new_tokens: int,
-        answer_budgets: Mapping[str, int] | None = None,
+        self, name: str, predictor: Predictor, answer_budgets: Mapping[str, int] | None = None
     ) -> None:
         self.name = name
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
+        self.predictor = predictor
         self.answer_budgets = dict(answer_budgets or {})
+        self.queries = QueryVectors()
 
     def supports(self, task: Task) -> bool:
         return True
 
     def generate(self, task: Task, rows: Sequence[Row]) -> list[str]:
-        from recfound.model.inference import generate_batch
-        from recfound.model.prompts import generation_prompt
+        from recfound.model.inference import TextInput
 
-        prompts = [generation_prompt(self.tokenizer, r["instruction"], r["input"]) for r in rows]
-        budget = self.answer_budgets.get(task.code, self.max_new_tokens)
-        return generate_batch(self.model, self.tokenizer, prompts, task.id, budget, self.batch_size)
+        requests = [TextInput(row["input"], row["instruction"]) for row in rows]
+        budget = self.answer_budgets.get(task.code)
+        return self.predictor.generate(task, requests, budget, progress=True)
 
     @property
     def routes_tasks(self) -> bool:
         """Whether its vectors depend on the task (an adapter routes them); the base model's
         do not, so one catalogue embedding serves every task."""
-        return self.model.adapter is not None
+        return self.predictor.routes_tasks
 
     def embedder(self, task: Task, progress: bool = True, batch_size: int | None = None) -> EmbedFn:
         """Texts -> unit vectors routed to `task` (pool scoring and catalogue indexing), in
-        batches of `batch_size` (default: the system's)."""
-        import torch
+        batches of `batch_size` (default: the predictor's)."""
+        return self.predictor.embedder(task, batch_size, progress)
 
-        from recfound.model.inference import embed_texts
-
-        def embed(texts: list[str], instruction: str) -> np.ndarray:
-            vectors = embed_texts(
-                self.model,
-                self.tokenizer,
-                texts,
-                instruction,
-                task.id,
-                batch_size or self.batch_size,
-                progress=progress,
-            )
-            # The model normalises in its own dtype: in bf16 a norm is off by up to ~0.5 %
-            # (8-bit mantissa). Renormalised in float32, a dot product is a cosine again.
-            return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
-
-        return embed
+    def query_vectors(self, task: Task, rows: Sequence[Row]) -> np.ndarray:
+        """The rows' query vectors, embedded once per run (`QueryVectors`)."""
+        return self.queries.of(task, rows, self.embedder(task))
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
-        return cosine_pools(rows, self.embedder(task))
+        return cosine_pools(rows, self.embedder(task), self.query_vectors(task, rows))

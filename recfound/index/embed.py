@@ -1,7 +1,7 @@
 """Catalogue passages -> unit-norm float32 vectors, chunk by chunk, with a progress bar.
 
-A catalogue is embedded as the evaluation embeds pool passages: through a system's embedder
-(`LLMSystem.embedder(task)`, `MiniLMSystem.embedder(task)`) with the passage instruction
+A catalogue is embedded as the evaluation embeds pool passages: through an embedder
+(`Predictor.embedder(task)`, `MiniLMSystem.embedder(task)`) with the passage instruction
 (`PASSAGE_INSTRUCTION`, none: GritLM style). For a RecFound model the passage vector depends on
 the task it is routed to (TMoLE), so each embedding task (U2I, Q2I, I2I) has its own catalogue
 vectors. Chunks of `index.chunk_items` passages bound the memory of tokenised text.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recfound.evaluate.systems import PASSAGE_INSTRUCTION, EmbedFn
 from recfound.index.store import unit_rows
+from recfound.model.predictor import PASSAGE_INSTRUCTION, EmbedFn
 from recfound.progress import progress as progress_bar
 
 

@@ -17,10 +17,17 @@ Writes `paths.index/` whole, atomically:
     index.json    the tasks indexed and each one's manifest: what the stage's MLflow run keeps
 
 Each manifest carries the fingerprints of what the index was built from (`fingerprints`):
-`model` (the base model and merged adapter directories, file by file), `catalogue` (its item
-ids and passages) and `task`. `load_task_index` refuses an index whose fingerprints differ from
-those of the files on disk now, in one line that says to run `dvc repro index`: a stale index
-would answer with another model's or another catalogue's vectors.
+`model` (the base model and merged adapter directories, file by file; remembered by the files'
+path, size and mtime, recfound.index.fingerprint_cache, so a check reads no model byte while
+they are unchanged), `catalogue` (its item ids and passages) and `task`.
+
+The catalogue is embedded through the model's `Predictor` (recfound.model.predictor), as
+evaluation embeds pool passages and as `recommend` and the served model embed queries:
+passages cut to `train.max_len_passage` tokens, vectors normalised in float32.
+
+`load_task_index` refuses an index whose fingerprints differ from those of the files on disk
+now, in one line that says to run `dvc repro index`: a stale index would answer with another
+model's or another catalogue's vectors.
 """
 
 from __future__ import annotations
@@ -29,27 +36,25 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from recfound.atomic import atomic_dir
 from recfound.config import Config, IndexConfig
 from recfound.data.catalogue import catalogue_fingerprint, read_catalogue
-from recfound.data.unified import data_fingerprint, load_unified, present_tasks
+from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate.systems import LLMSystem
 from recfound.index.embed import embed_catalogue
+from recfound.index.fingerprint_cache import dir_fingerprint
 from recfound.index.store import MANIFEST_FILE, CatalogueIndex
-from recfound.merge.layout import MERGED_ADAPTER_DIR
+from recfound.merge.layout import merged_adapter_dir
+from recfound.outputs import INDEX_SUMMARY_FILE as SUMMARY_FILE
 from recfound.tasks import Task
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+# merged_adapter_dir: re-exported, where the index's readers have always found it
+__all__ = ["IndexNotCurrent", "fingerprints", "load_task_index", "merged_adapter_dir", "run"]
 
-    from recfound.model.unified import RecFoundModel
-
-SUMMARY_FILE = "index.json"
 REBUILD_HINT = "run `dvc repro index`"
 
 
@@ -57,19 +62,15 @@ class IndexNotCurrent(RecFoundError):
     """A task's index is missing, unreadable, or built from another model or catalogue."""
 
 
-def merged_adapter_dir(cfg: Config) -> Path:
-    """The merged adapter the index embeds with (what the merge stage wrote)."""
-    return Path(cfg.paths.merged) / MERGED_ADAPTER_DIR
-
-
 def model_fingerprint(base_model_dir: str | Path, adapter_dir: str | Path) -> str:
     """A content hash of a model: every file of its base model directory and of its adapter
-    directory, relative path and bytes. Copies of the two directories hash alike."""
+    directory, relative path and bytes. Copies of the two directories hash alike. Each
+    directory's hash is remembered by its files' (path, size, mtime): `dir_fingerprint`."""
     digest = hashlib.blake2b(digest_size=16)
     for directory in (Path(base_model_dir), Path(adapter_dir)):
         if not directory.is_dir():
             raise IndexNotCurrent(f"{directory}: no model here to check the index against")
-        digest.update(data_fingerprint(directory).encode() + b"\0")
+        digest.update(dir_fingerprint(directory).encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -115,29 +116,22 @@ def load_task_index(
         raise IndexNotCurrent(f"{err}; {REBUILD_HINT}") from err
 
 
-def embedding_system(
-    model: RecFoundModel, tokenizer: PreTrainedTokenizerBase, cfg: Config
-) -> LLMSystem:
-    """The loaded model as the evaluation embeds with it, in batches of `index.batch_size`."""
-    return LLMSystem("recfound", model, tokenizer, cfg.index.batch_size, max_new_tokens=1)
-
-
 def write_indexes(
     cfg: Config, tasks: Sequence[Task], catalogue: pa.Table, out_dir: Path
 ) -> dict[str, dict[str, Any]]:
     """Embed the catalogue with the merged model for each task, index it, save it under
     `out_dir/<TASK>/`; returns each task's manifest."""
-    from recfound.model.inference import load_recfound
+    from recfound.model.predictor import Predictor
 
     adapter_dir = merged_adapter_dir(cfg)
     built_from = fingerprints(cfg.paths.base_model, adapter_dir, catalogue)
     ids, passages = catalogue["item_id"].to_pylist(), catalogue["passage"].to_pylist()
-    model, tokenizer = load_recfound(cfg.paths.base_model, adapter_dir, cfg)
-    system = embedding_system(model, tokenizer, cfg)
+    predictor = Predictor.load(cfg, cfg.paths.base_model, adapter_dir)
     manifests = {}
     for task in tasks:
         print(f"index: {task.code}: embedding {len(ids)} catalogue items")
-        vectors = embed_catalogue(passages, system.embedder(task), cfg.index.chunk_items)
+        embed = predictor.embedder(task, cfg.index.batch_size, progress=True)
+        vectors = embed_catalogue(passages, embed, cfg.index.chunk_items)
         index = CatalogueIndex.build(vectors, ids, cfg.index, {**built_from, "task": task.code})
         index.save(out_dir / task.code)
         manifests[task.code] = index.manifest()

@@ -16,14 +16,16 @@ its export is the LoRA itself.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig
+from torch import nn
 from transformers import PreTrainedModel
 
 from recfound.atomic import atomic_dir
@@ -171,3 +173,45 @@ def export_all_tasks(
         index = {"tasks": [task.code for task in ordered], "source_adapter": adapter.kind}
         (tmp / EXPORT_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
     return {task.code: out_dir / task.code for task in ordered}
+
+
+def _base_linear(wrapper: nn.Module) -> nn.Linear:
+    """The frozen linear layer an adapter wraps (TMoLE's `base`, PEFT's base layer)."""
+    base = getattr(wrapper, "base", None)
+    return base if isinstance(base, nn.Linear) else wrapper.get_base_layer()
+
+
+@contextlib.contextmanager
+def merged_task_layers(model: PreTrainedModel, adapter: Adapter, task_id: int) -> Iterator[None]:
+    """Inside the block, every adapted layer of `model` is a plain linear layer holding
+    W + ΔW_t: task t decodes at the base model's cost, without a copy of the whole model.
+
+    ΔW_t is summed onto W in float32 and then cast to W's dtype: in float32 the merged layer
+    computes (W + B'A')x where the routed one computes Wx + B'(A'x), equal up to float32
+    rounding (tests/test_predictor.py checks the answers and logits); in bfloat16 the cast
+    would round ΔW away where it is small against W, so callers merge in float32 only
+    (recfound.model.predictor). The adapter's own modules are put back on exit, untouched:
+    the model computes exactly as before the block.
+    """
+    deltas = task_deltas(adapter, task_id)
+    wrappers = {name: model.get_submodule(name) for name in deltas}
+    try:
+        with torch.no_grad():
+            for name, delta in deltas.items():
+                base = _base_linear(wrappers[name])
+                merged = nn.Linear(
+                    base.in_features,
+                    base.out_features,
+                    bias=base.bias is not None,
+                    device=base.weight.device,
+                    dtype=base.weight.dtype,
+                )
+                summed = base.weight.float() + delta.weight_delta().float()
+                merged.weight = nn.Parameter(summed.to(base.weight.dtype), requires_grad=False)
+                if base.bias is not None:
+                    merged.bias = base.bias
+                model.set_submodule(name, merged)
+        yield
+    finally:
+        for name, wrapper in wrappers.items():
+            model.set_submodule(name, wrapper)

@@ -1,21 +1,23 @@
-"""Batched inference with a RecFound model: load, generate, embed; the CLI's library half.
+"""Batched inference with a RecFound model, the low level: load it, decode token ids, embed
+encoded texts; and the CLI's request files and outputs.
 
-Evaluation and `recfound generate` / `recfound embed` share these functions, so a model answers
-the same way whether it is scored or asked by hand.
+Everything that asks a model goes through recfound.model.predictor, which fits prompts and
+texts as training did and calls these loops; so a model answers the same way whether it is
+scored, indexed, served or asked by hand.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recfound.atomic import atomic_file
 from recfound.config import Config
-from recfound.data.instructions import default_instruction
 from recfound.data.readers.common import iter_json_objects, iter_lines
 from recfound.errors import DataError, RecFoundError
 from recfound.model import prompts as fmt
@@ -27,8 +29,9 @@ from recfound.progress import progress as progress_bar
 class TextInput:
     """One request: the task input (or text to embed) and its instruction.
 
-    None: the request gave none, and `with_task_instruction` supplies the task's; "" is an
-    explicit "no instruction" (e.g. an embedding passage, GritLM style).
+    None: the request gave none, and the predictor supplies the task's
+    (`Predictor.with_instructions`); "" is an explicit "no instruction" (e.g. an embedding
+    passage, GritLM style).
     """
 
     input: str
@@ -87,33 +90,34 @@ def _longest_first(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def generate_batch(
+def generate_ids(
     model: RecFoundModel,
     tokenizer,
-    prompts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
     task_id: int,
     max_new_tokens: int,
     batch_size: int,
     progress: bool = True,
 ) -> list[str]:
-    """Greedy responses, in order, to complete prompt strings (`prompts.generation_prompt`).
+    """Greedy responses, in order, to tokenised prompts (`prompts.fit_prompt`'s `input_ids`).
 
-    Prompts are left-padded in batches of `batch_size`; every sample is routed to `task_id`.
+    Prompts are taken longest first in batches of `batch_size`, so each batch holds prompts of
+    similar length (little padding), left-padded; every sample is routed to `task_id`.
     """
-    lengths = [len(fmt.token_ids(tokenizer, p)) for p in prompts]
-    order = _longest_first(lengths)
+    order = _longest_first([len(ids) for ids in prompt_ids])
     device = _device_of(model)
-    answers: list[str] = [""] * len(prompts)
+    answers: list[str] = [""] * len(prompt_ids)
     bar = progress_bar(
-        total=len(prompts), desc="generate", unit="prompt", leave=None, disable=not progress
+        total=len(prompt_ids), desc="generate", unit="prompt", leave=None, disable=not progress
     )
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = fmt.collate_prompts(tokenizer, [prompts[i] for i in chunk], tokenizer.pad_token_id)
-        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        ids = [prompt_ids[i] for i in chunk]
+        input_ids = fmt.pad_sequences(ids, tokenizer.pad_token_id, "left").to(device)
+        mask = fmt.pad_sequences([[1] * len(seq) for seq in ids], 0, "left").to(device)
         new_tokens = model.generate(
-            batch["input_ids"],
-            batch["attention_mask"],
+            input_ids,
+            mask,
             task_ids=torch.full((len(chunk),), task_id, device=device),
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
@@ -126,9 +130,19 @@ def generate_batch(
     return answers
 
 
-def embedding_max_len(model: RecFoundModel, tokenizer) -> int:
-    """The longest input the model and tokenizer both accept."""
-    return min(tokenizer.model_max_length, model.lm.config.max_position_embeddings)
+def generate_batch(
+    model: RecFoundModel,
+    tokenizer,
+    prompts: Sequence[str],
+    task_id: int,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: bool = True,
+) -> list[str]:
+    """`generate_ids` of complete prompt strings (`prompts.generation_prompt`), unfitted: the
+    low-level call; ask through recfound.model.predictor, which fits them as training did."""
+    ids = [fmt.token_ids(tokenizer, prompt) for prompt in prompts]
+    return generate_ids(model, tokenizer, ids, task_id, max_new_tokens, batch_size, progress)
 
 
 @torch.no_grad()
@@ -140,7 +154,8 @@ def embed_examples(
     batch_size: int,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Unit-norm embeddings (len(examples), d) of encoded inputs, on the CPU as float32."""
+    """The model's unit-norm embeddings (len(examples), d) of encoded inputs, on the CPU as
+    float32 (normalised in the model's dtype: `predictor.unit_float32` renormalises them)."""
     order = _longest_first([len(e.input_ids) for e in examples])
     device = _device_of(model)
     vectors: list[torch.Tensor | None] = [None] * len(examples)
@@ -164,27 +179,6 @@ def embed_examples(
     if not vectors:
         return torch.empty(0, model.lm.config.hidden_size)
     return torch.stack(vectors)
-
-
-def embed_texts(
-    model: RecFoundModel,
-    tokenizer,
-    texts: Sequence[str],
-    instruction: str,
-    task_id: int,
-    batch_size: int,
-    max_len: int | None = None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """Unit-norm embeddings (len(texts), d) on the CPU, as float32 (numpy has no bfloat16).
-
-    Queries take their task's instruction; passages take `instruction=""` (GritLM style).
-    Texts longer than `max_len` tokens (default: the model's limit) are cut at the end, by the
-    tokenizer, before the model runs.
-    """
-    max_len = max_len or embedding_max_len(model, tokenizer)
-    examples = [fmt.encode_embedding(tokenizer, instruction, t, max_len) for t in texts]
-    return embed_examples(model, tokenizer, examples, task_id, batch_size, progress)
 
 
 def text_inputs(texts: Sequence[str], instruction: str | None = None) -> list[TextInput]:
@@ -221,105 +215,6 @@ def read_inputs(path: str | Path) -> list[TextInput]:
     return requests
 
 
-def with_task_instruction(
-    requests: Sequence[TextInput], task_code: str, trained: Mapping[str, str]
-) -> list[TextInput]:
-    """The requests, those without an instruction given the task's: the one it was trained
-    with (`trained`: build.json's `instructions`), else its standard one. A model asked
-    without its task's instruction answers off its training distribution."""
-    default = default_instruction(task_code, trained)
-    return [r if r.instruction is not None else replace(r, instruction=default) for r in requests]
-
-
-def _task_of_kind(code: str, embedding: bool):
-    from recfound.tasks import task_by_code
-
-    try:
-        task = task_by_code(code)
-    except KeyError as err:
-        raise RecFoundError(err.args[0]) from None
-    if task.is_embedding != embedding:
-        wanted = "an embedding" if embedding else "a generative"
-        raise RecFoundError(
-            f"task {task.code} is {task.kind.value}; this command needs {wanted} task"
-        )
-    return task
-
-
-def generate_requests(
-    requests: Sequence[TextInput],
-    task_code: str,
-    model_dir: str | Path,
-    adapter_dir: str | Path | None,
-    cfg: Config,
-    notify: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Load the model and answer each request with the chat-formatted prompt of `task_code`.
-
-    Each prompt is fitted to `train.max_len_prompt`, the budget the model was trained with, by
-    dropping the start of its input (`prompts.fit_prompt`); `notify` gets one line saying how
-    many inputs were cut. A request whose instruction alone is over the budget is an error.
-    """
-    task = _task_of_kind(task_code, embedding=False)
-    model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
-    budget = cfg.train.max_len_prompt
-    fitted = [fmt.fit_prompt(tokenizer, r.instruction, r.input, budget) for r in requests]
-    for number, prompt in enumerate(fitted, start=1):
-        if len(prompt.input_ids) > budget:
-            raise RecFoundError(
-                f"input {number}: its instruction alone makes a {len(prompt.input_ids)}-token "
-                f"prompt, over train.max_len_prompt={budget}; shorten the instruction"
-            )
-    cut = sum(prompt.truncated for prompt in fitted)
-    if cut and notify:
-        notify(
-            f"{cut} of {len(requests)} inputs cut to fit train.max_len_prompt={budget} tokens "
-            "(the start of each was dropped)"
-        )
-    return generate_batch(
-        model,
-        tokenizer,
-        [prompt.text for prompt in fitted],
-        task.id,
-        cfg.evaluate.max_new_tokens,
-        cfg.evaluate.batch_size,
-    )
-
-
-def embed_requests(
-    requests: Sequence[TextInput],
-    task_code: str,
-    model_dir: str | Path,
-    adapter_dir: str | Path | None,
-    cfg: Config,
-    notify: Callable[[str], None] | None = None,
-) -> torch.Tensor:
-    """Load the model and embed each request (its instruction excluded from the pooled vector).
-
-    Inputs are cut at the end to the model's limit (`embedding_max_len`) before the model runs;
-    `notify` gets one line saying how many were cut.
-    """
-    task = _task_of_kind(task_code, embedding=True)
-    model, tokenizer = load_recfound(model_dir, adapter_dir, cfg)
-    max_len = embedding_max_len(model, tokenizer)
-    examples = []
-    for number, request in enumerate(requests, start=1):
-        try:
-            examples.append(
-                fmt.encode_embedding(tokenizer, request.instruction, request.input, max_len)
-            )
-        except ValueError as err:  # an instruction that leaves no room for the text
-            raise RecFoundError(f"input {number}: {err}") from None
-    cut = sum(example.truncated for example in examples)
-    if cut and notify:
-        notify(
-            f"{cut} of {len(requests)} inputs cut to the model's limit of {max_len} tokens "
-            "(the end of each was dropped)"
-        )
-    # Each example carries its own instruction and pool mask, so one batch can mix them.
-    return embed_examples(model, tokenizer, examples, task.id, cfg.evaluate.batch_size)
-
-
 def generation_lines(requests: Sequence[TextInput], answers: Sequence[str]) -> list[str]:
     """One JSON object {"instruction", "input", "output"} per request."""
     return [
@@ -330,7 +225,7 @@ def generation_lines(requests: Sequence[TextInput], answers: Sequence[str]) -> l
     ]
 
 
-def embedding_lines(requests: Sequence[TextInput], vectors: torch.Tensor) -> list[str]:
+def embedding_lines(requests: Sequence[TextInput], vectors: np.ndarray) -> list[str]:
     """One JSON object {"input", "embedding"} per request."""
     return [
         json.dumps({"input": r.input, "embedding": v}, ensure_ascii=False)
@@ -344,12 +239,10 @@ def write_lines(lines: Sequence[str], out: Path) -> None:
         handle.writelines(line + "\n" for line in lines)
 
 
-def write_embeddings(requests: Sequence[TextInput], vectors: torch.Tensor, out: Path) -> None:
+def write_embeddings(requests: Sequence[TextInput], vectors: np.ndarray, out: Path) -> None:
     """`.npy`: the (n, d) float32 array; any other name: JSONL {"input", "embedding"}."""
     if out.suffix != ".npy":
         write_lines(embedding_lines(requests, vectors), out)
         return
-    import numpy as np
-
     with atomic_file(out, "wb") as handle:
-        np.save(handle, vectors.numpy())
+        np.save(handle, np.asarray(vectors, dtype=np.float32))

@@ -269,6 +269,52 @@ def embedding_text(instruction: str, text: str) -> str:
     return instruction + EMBED_SEPARATOR + text if instruction else text
 
 
+def _embedding_encoding(tokenizer: PreTrainedTokenizerBase, full: str, max_len: int):
+    return tokenizer(
+        full,
+        truncation=True,
+        max_length=max_len,
+        return_offsets_mapping=True,
+        split_special_tokens=True,
+        verbose=False,
+    )
+
+
+def _whitespace_cut(text: str, chars: int) -> int:
+    """The start of the last whitespace run at or before `chars`: a cut there ends a word, so
+    the tokens before it are those of the whole text; 0 when there is none."""
+    starts = [run.start() for run in re.finditer(r"\s+", text[: chars + 1])]
+    return starts[-1] if starts else 0
+
+
+def _text_head(
+    tokenizer: PreTrainedTokenizerBase, instruction: str, text: str, max_len: int
+) -> str:
+    """A start of `text` that already holds more than `max_len` tokens (with its instruction),
+    cut at whitespace; the whole text when it is short or no such start is found.
+
+    Tokenisers split words at whitespace before anything else, so the first `max_len` tokens
+    of the head are those of the whole text: cutting the head instead costs what a text of
+    the budget's size does, not what a megabyte does. Starts at `_CHARS_PER_TOKEN_GUESS`
+    characters per token and takes four times more while that holds too few tokens.
+    """
+    chars = _CHARS_PER_TOKEN_GUESS * (max_len + 1)
+    while chars < len(text):
+        cut = _whitespace_cut(text, chars)
+        if cut:
+            head = text[:cut]
+            enc = tokenizer(
+                embedding_text(instruction, head),
+                add_special_tokens=True,
+                split_special_tokens=True,
+                verbose=False,
+            )
+            if len(enc["input_ids"]) > max_len:
+                return head
+        chars *= 4
+    return text
+
+
 def encode_embedding(
     tokenizer: PreTrainedTokenizerBase, instruction: str, text: str, max_len: int
 ) -> EmbeddingExample:
@@ -276,7 +322,8 @@ def encode_embedding(
 
     pool_mask[i] = 1 iff token i covers characters of `text`; the instruction, the separator
     and special tokens the tokenizer adds (BOS ...) are 0. The tokenizer cuts the input, so the
-    model never sees more than `max_len` tokens (`truncated` says whether text was lost).
+    model never sees more than `max_len` tokens (`truncated` says whether text was lost); only
+    a start of a long text is tokenised (`_text_head`), with the same ids as the whole.
     Special-token spellings in the instruction or the text are plain text
     (`split_special_tokens`): an embedding input has no template, so its only special tokens are
     the ones the tokenizer adds. (A non-special added token stays whole, even one a chat
@@ -284,15 +331,10 @@ def encode_embedding(
     """
     if not tokenizer.is_fast:
         raise ValueError("encode_embedding needs a fast tokenizer (character offsets)")
-    full = embedding_text(instruction, text)
-    text_start = len(full) - len(text)
-    enc = tokenizer(
-        full,
-        truncation=True,
-        max_length=max_len,
-        return_offsets_mapping=True,
-        split_special_tokens=True,
-    )
+    head = _text_head(tokenizer, instruction, text, max_len)
+    full = embedding_text(instruction, head)
+    text_start = len(full) - len(head)
+    enc = _embedding_encoding(tokenizer, full, max_len)
     offsets = enc["offset_mapping"]
     pool_mask = [int(end > start and end > text_start) for start, end in offsets]
     if not any(pool_mask):
@@ -301,9 +343,9 @@ def encode_embedding(
             f"(instruction {len(instruction)} chars, text {len(text)} chars)"
         )
     # Cut iff the kept tokens stop before the text's end (trailing whitespace a normaliser
-    # drops does not count).
+    # drops does not count); a head shorter than the text was cut by construction.
     covered = max(end for _, end in offsets)
-    truncated = len(offsets) >= max_len and covered < len(full.rstrip())
+    truncated = len(head) < len(text) or (len(offsets) >= max_len and covered < len(full.rstrip()))
     return EmbeddingExample(
         input_ids=list(enc["input_ids"]), pool_mask=pool_mask, truncated=truncated
     )

@@ -9,8 +9,16 @@ problem, printed as `UNTRACED: ...`:
 - an upstream stage named in dvc.yaml has no recorded run;
 - an upstream run was matched by recency (DVC skipped it in that execution) and no run of its
   own execution consumed the same output hash the downstream run consumed;
-- the git commit is unknown to this repository, or the tree had uncommitted changes;
+- the git commit is unknown to this repository, or the tree had uncommitted changes that can
+  change a stage (`tree_changes`);
 - the data md5 differs from data.dvc at that commit (or data.dvc was not committed there).
+
+Only an uncommitted change that can change what a stage computes makes a run's code differ
+from its commit: a file under some stage's deps in dvc.yaml, params.yaml, dvc.yaml or a `.dvc`
+file (`can_change_a_stage`). Anything else (a `make repro > repro.log`, a notes file, an edit
+under tests/ or docs/) is recorded as ignored, and listed, but leaves the run traced. What
+`dvc repro` writes itself (dvc.lock, stage outputs, the stage lock) is not a change at all
+(`git_dvc.source_dirty_paths`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recfound.errors import RecFoundError
+from recfound.stages import PARAMS_YAML, StageSpec, read_stages
 from recfound.tracking import git_dvc, tags
 
 UNTRACED = "UNTRACED"
@@ -32,6 +41,47 @@ _REQUIRED_TAGS = {
     tags.GIT_COMMIT: "git commit",
     tags.DATA_MD5: "data md5",
 }
+
+
+# Files that change what a stage computes without being under its deps: the pipeline's
+# definition, its params, and (by suffix) the .dvc files that pin the data.
+PIPELINE_FILES = ("dvc.yaml", PARAMS_YAML)
+DVC_FILE_SUFFIX = ".dvc"
+# Paths a change tag lists at most (an MLflow tag value holds 8,000 characters at most).
+TAG_PATHS_MAX = 20
+
+
+@dataclass(frozen=True)
+class TreeChanges:
+    """A working tree's uncommitted changes, split by whether they can change a stage."""
+
+    counted: list[str]  # can change a stage: the run's code may differ from its commit
+    ignored: list[str]  # can change none (not under a dep, not params/dvc.yaml/.dvc)
+
+
+def can_change_a_stage(path: str, stages: dict[str, StageSpec]) -> bool:
+    """Whether a change to `path` can change what some stage computes (module docstring)."""
+    if path in PIPELINE_FILES or path.endswith(DVC_FILE_SUFFIX):
+        return True
+    return any(git_dvc._overlaps(path, dep) for spec in stages.values() for dep in spec.deps)
+
+
+def tree_changes(repo: str | Path = ".") -> TreeChanges:
+    """The uncommitted changes in `repo` other than `dvc repro`'s own writes, counted or
+    ignored (`can_change_a_stage`, the stages as `repo`'s dvc.yaml declares them)."""
+    stages = read_stages(repo)
+    changed = git_dvc.source_dirty_paths(repo)
+    counted = [path for path in changed if can_change_a_stage(path, stages)]
+    return TreeChanges(counted, [path for path in changed if path not in counted])
+
+
+def paths_tag(paths: list[str]) -> str | None:
+    """Paths as one tag value: comma-separated, the first `TAG_PATHS_MAX` and a count of the
+    rest; None for none."""
+    if not paths:
+        return None
+    rest = len(paths) - TAG_PATHS_MAX
+    return ",".join(paths[:TAG_PATHS_MAX]) + (f",... ({rest} more)" if rest > 0 else "")
 
 
 @dataclass
@@ -94,7 +144,11 @@ def _check_code_and_data(node: RunNode, repo: Path) -> None:
     commit = node.tags.get(tags.GIT_COMMIT)
     data = node.tags.get(tags.DATA_MD5)
     if node.tags.get(tags.GIT_DIRTY) == "true":
-        node.problems.append("uncommitted changes when it ran: the code may differ from the commit")
+        changed = node.tags.get(tags.GIT_CHANGED)
+        which = f", to what a stage reads ({changed})" if changed else ""
+        node.problems.append(
+            f"uncommitted changes when it ran{which}: the code may differ from the commit"
+        )
     if not commit:
         return
     if not git_dvc.commit_exists(repo, commit):
@@ -206,6 +260,8 @@ def _describe(node: RunNode) -> list[str]:
     lines.append(f"  data md5: {t.get(tags.DATA_MD5, '-')}")
     dirty = " (uncommitted changes)" if t.get(tags.GIT_DIRTY) == "true" else ""
     lines.append(f"  git commit: {t.get(tags.GIT_COMMIT, '-')}{dirty}")
+    if t.get(tags.GIT_IGNORED):
+        lines.append(f"  ignored, no stage reads them: uncommitted {t[tags.GIT_IGNORED]}")
     deps = {
         k.removeprefix(tags.DEP_PREFIX): v for k, v in t.items() if k.startswith(tags.DEP_PREFIX)
     }

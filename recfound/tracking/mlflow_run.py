@@ -3,12 +3,15 @@
 `recfound stage <name>` (what dvc.yaml and the Prefect flow run) wraps the stage in
 `stage_run(cfg, name)`. The run gets
 - params: the params.yaml keys the stage declares in dvc.yaml, flattened (`train.lr`, ...);
-- tags (names in recfound.tracking.tags): stage, git commit + dirty flag, data.dvc md5, the
+- tags (names in recfound.tracking.tags): stage, git commit + dirty flag (set by uncommitted
+  changes that can change a stage; the others are listed as ignored: recfound.tracking.lineage
+  `tree_changes`), data.dvc md5, the
   hashes of its deps known at run time, the run ids of its upstream stages, the Prefect
   flow-run id when Prefect started it, and a pipeline id shared by the runs of one execution;
-- after the stage succeeded: its metrics (per-step training metrics with `step=`, the
-  evaluation metrics.json) and artifacts (GX Data Docs, training curves, merged adapter,
-  results.md, figures); after `evaluate` the merged model is registered (registry.py).
+- after the stage succeeded: what its stage contract (recfound.stages) names: metrics files
+  (per-step training metrics with `step=`, the evaluation metrics.json), artifacts (GX Data
+  Docs, training curves, merged adapter, results.md, figures), and for the stage that
+  `registers_model` (evaluate) the merged model as a registry version (registry.py).
 
 Pipeline id: the Prefect flow sets RECFOUND_PIPELINE_ID to its flow-run id. A plain
 `dvc repro` sets nothing, so the id is derived from what defines the inputs of that execution:
@@ -36,13 +39,12 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_B
 from recfound.config import Config
 from recfound.errors import DataError, StageTerminated
 from recfound.stages import contract
-from recfound.tracking import git_dvc, registry, tags
+from recfound.tracking import git_dvc, lineage, registry, tags
 from recfound.tracking.faults import inject_fault_once
 from recfound.tracking.reconcile import close_dead_runs, process_identity
 
 # MLflow accepts only these characters in metric and param names (mlflow.utils.validation).
 _INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
-STEP_METRICS_FILE = "steps.jsonl"
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -158,7 +160,8 @@ def lineage_tags(
 ) -> dict[str, str]:
     """All lineage tags of a stage run started now in `repo` (see module docstring)."""
     commit = git_dvc.git_commit(repo)
-    dirty = bool(git_dvc.source_dirty_paths(repo))
+    changes = lineage.tree_changes(repo)  # only those that can change a stage count
+    dirty = bool(changes.counted)
     data = git_dvc.data_md5(repo)
     pipeline = pipeline_id(commit, dirty, data)
     upstream = git_dvc.upstream_stages(repo, stage)
@@ -167,6 +170,8 @@ def lineage_tags(
         tags.PIPELINE_ID: pipeline,
         tags.GIT_COMMIT: commit,
         tags.GIT_DIRTY: str(dirty).lower(),
+        tags.GIT_CHANGED: lineage.paths_tag(changes.counted),
+        tags.GIT_IGNORED: lineage.paths_tag(changes.ignored),
         tags.DATA_MD5: data,
         tags.FLOW_RUN_ID: os.environ.get(tags.FLOW_RUN_ID_ENV),
         tags.UPSTREAM_STAGES: ",".join(upstream),
@@ -255,17 +260,20 @@ def stage_artifacts(cfg: Config, stage: str) -> list[tuple[Path, str]]:
 def log_stage_outputs(
     client: MlflowClient, run_id: str, cfg: Config, stage: str, model_id: str | None = None
 ) -> None:
-    """Metrics and artifacts of a finished stage (see stage_artifacts / read_* above).
+    """Metrics and artifacts of a finished stage, as its contract's `logged_metrics` and
+    `artifacts` name them (see stage_artifacts / read_* above); absent files are skipped.
 
-    Evaluation metrics are logged against `model_id` too when a model was logged, so the
+    Whole-document metrics are logged against `model_id` too when a model was logged, so the
     registered version shows them.
     """
-    steps = cfg.paths.train_metrics / STEP_METRICS_FILE
-    if stage == "train" and steps.is_file():
-        _log_batches(client, run_id, read_step_metrics(steps))
-    metrics_json = cfg.paths.reports / "metrics.json"
-    if stage == "evaluate" and metrics_json.is_file():
-        mlflow.log_metrics(read_metrics_json(metrics_json), model_id=model_id)
+    for logged in contract(stage).logged_metrics:
+        path = logged.path(cfg)
+        if not path.is_file():
+            continue
+        if logged.form == "steps":
+            _log_batches(client, run_id, read_step_metrics(path))
+        else:
+            mlflow.log_metrics(read_metrics_json(path), model_id=model_id)
     for path, dest in stage_artifacts(cfg, stage):
         if path.is_dir():
             mlflow.log_artifacts(str(path), artifact_path=dest or None)
@@ -289,8 +297,8 @@ def stage_run(
     that a run whose process was killed outright can be closed later: each stage run first
     closes such runs (recfound.tracking.reconcile).
     With tracking.enabled false the body runs untracked and None is yielded.
-    After `evaluate`, the merged model is registered as a version of tracking.registered_model
-    when tracking.register_model is true.
+    After a stage whose contract `registers_model` (evaluate), the merged model is registered
+    as a version of tracking.registered_model when tracking.register_model is true.
     """
     if not cfg.tracking.enabled or not _is_main_process():
         yield None
@@ -307,7 +315,7 @@ def stage_run(
             inject_fault_once(stage_name)
             yield run
             model = None
-            if stage_name == "evaluate" and cfg.tracking.register_model:
+            if contract(stage_name).registers_model and cfg.tracking.register_model:
                 model = registry.log_evaluated_model(cfg, params_path)
             log_stage_outputs(
                 client, run.info.run_id, cfg, stage_name, model.model_id if model else None

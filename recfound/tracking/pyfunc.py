@@ -4,9 +4,11 @@ Its artifacts are the base model directory, the merged adapter, the params.yaml 
 trained with, the task set it was trained on (the merge stage's tasks/tasks.json; a model
 logged without it serves all 13 tasks) and, when the index stage had written them, the
 catalogue indexes (paths.index) and the catalogue (titles; the passages I2I asks with).
-Loading goes through recfound.model.inference and retrieval through
-recfound.index.recommend, the code evaluation, `recfound generate` / `embed` / `recommend`
-use, so a served model answers exactly as it was scored.
+Every answer goes through the model's `Predictor` (recfound.model.predictor) and retrieval
+through recfound.index.recommend, the code evaluation, `recfound generate` / `embed` /
+`recommend` use, so a served model answers exactly as it was scored: prompts fitted to
+`train.max_len_prompt`, texts to embed cut to `train.max_len_query` (with an instruction) or
+`train.max_len_passage` (without) tokens, vectors normalised in float32.
 
 Input: a DataFrame with string columns `task` (a task code of the model's task set, e.g. SR or
 U2I), `input`, optionally `instruction` (absent or null: the instruction the task was trained
@@ -31,7 +33,8 @@ the scoring server answers HTTP 400 with the message) before any row is computed
 column, too many rows (`serve.max_rows`), a task outside the task set (its routing was never
 trained, so its answers would mean nothing), an empty input or one over
 `serve.max_input_chars`, a `k` that is not a whole number in 1..`serve.max_k`, `k` on a
-generative task, an unknown I2I item id, or retrieval from a model logged without an index.
+generative task, an unknown I2I item id, retrieval from a model logged without an index, or an
+instruction that alone fills the prompt (or embedding) budget.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from recfound.tasks import Task
 if TYPE_CHECKING:
     from recfound.config import Config, ServeConfig
     from recfound.index.recommend import Query, Recommender
+    from recfound.model.predictor import Predictor
 
 # Names of the artifacts the model is logged with (registry.log_evaluated_model).
 BASE_MODEL = "base_model"
@@ -218,12 +222,13 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         """Load base model + merged adapter once, in the dtype/device params.yaml resolves to;
         and the indexes and catalogue when the model was logged with them."""
         from recfound.config import load_config
-        from recfound.model.inference import load_recfound
+        from recfound.model.predictor import Predictor
 
         artifacts = context.artifacts
         # The scoring server answers requests on threads, but TMoLE's routing is state of the
-        # whole model (`TaskRouting.routed`): two forwards at once would run under each
-        # other's task, or none. One forward at a time; torch threads still share its work.
+        # whole model (`TaskRouting.routed`), the decode-time merge swaps its layers, and the
+        # tokenizer's truncation setting is its own state: two requests at once would run under
+        # each other's task or cut. One request at a time; torch threads share its work.
         self.model_lock = threading.Lock()
         self.cfg = load_config(artifacts[PARAMS])
         self.task_codes = read_task_set(artifacts.get(TASK_SET))
@@ -235,12 +240,19 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
 
             self.recommender = served_recommender(self.cfg, artifacts)
             self.indexed = indexed_tasks(artifacts[INDEX])
-            system = self.recommender.system()  # the one model: retrieval's and the rest's
-            self.model, self.tokenizer = system.model, system.tokenizer
+            loaded = self.recommender.predictor()  # the one model: retrieval's and the rest's
+            model, tokenizer = loaded.model, loaded.tokenizer
         else:
-            self.model, self.tokenizer = load_recfound(
-                artifacts[BASE_MODEL], artifacts[ADAPTER], self.cfg
-            )
+            loaded = Predictor.load(self.cfg, artifacts[BASE_MODEL], artifacts[ADAPTER])
+            model, tokenizer = loaded.model, loaded.tokenizer
+        self.model, self.tokenizer = model, tokenizer
+        self.predictor: Predictor = Predictor(
+            model,
+            tokenizer,
+            self.cfg,
+            instructions=self.instructions,
+            task_codes=self.task_codes,
+        )
 
     def retrieval_query(self, i: int, row: Row) -> Query:
         """Row `i` as a recommend.Query; bad_request when the model cannot answer it."""
@@ -289,7 +301,10 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         answers: dict[str, list[Any]] = {column: [None] * len(rows) for column in OUTPUT_COLUMNS}
         answers["task"] = list(model_input["task"])
         with self.model_lock:
-            self.generate_and_embed(rows, answers)
+            # inside the lock too: a fast tokenizer's truncation setting is state of the
+            # tokenizer, and a request cutting at another length would change this one's ids
+            groups = self.prepared_groups(rows)
+            self.generate_and_embed(groups, answers)
             for i, query in queries.items():
                 found = self.recommender.recommend(query, rows[i].k).items
                 answers["items"][i] = [r.item_id for r in found]
@@ -298,45 +313,42 @@ class RecFoundPyFunc(mlflow.pyfunc.PythonModel):
         # object columns: pandas 3 would make `generation` a string column, None -> NaN
         return pd.DataFrame(answers, columns=list(OUTPUT_COLUMNS), dtype=object)
 
-    def generate_and_embed(self, rows: Sequence[Row], answers: dict[str, list[Any]]) -> None:
-        """Fill `generation` and `embedding` of the rows without k, batched per task and
-        instruction."""
-        from recfound.data.instructions import default_instruction
-        from recfound.model import prompts
-        from recfound.model.inference import embed_texts, generate_batch
+    def prepared_groups(self, rows: Sequence[Row]) -> list[tuple[Task, list[int], Any]]:
+        """The rows without k, per task and instruction, each group's prompts fitted or texts
+        encoded (`Predictor.prompts` / `texts`); bad_request naming the first row whose
+        instruction alone fills its budget."""
+        from recfound.model.inference import TextInput
+        from recfound.model.predictor import InputError
 
-        groups: dict[tuple[Task, str], list[int]] = {}
+        groups: dict[tuple[Task, str | None], list[int]] = {}
         for i, row in enumerate(rows):
             if row.k is None:
-                instruction = row.instruction
-                if instruction is None:
-                    instruction = default_instruction(row.task.code, self.instructions)
-                groups.setdefault((row.task, instruction), []).append(i)
-        batch_size = self.cfg.evaluate.batch_size
-        for (task, instruction), group in groups.items():
-            texts = [rows[i].text for i in group]
+                groups.setdefault((row.task, row.instruction), []).append(i)
+        prepared = []
+        for (task, _), members in groups.items():
+            requests = self.predictor.with_instructions(
+                task, [TextInput(rows[i].text, rows[i].instruction) for i in members]
+            )
+            try:
+                if task.is_embedding:
+                    inputs: Any = self.predictor.texts(requests)
+                else:
+                    inputs = self.predictor.prompts(task, requests)
+            except InputError as err:
+                raise bad_request(f"row {members[err.index]}: {err.reason}") from None
+            prepared.append((task, members, inputs))
+        return prepared
+
+    def generate_and_embed(
+        self, groups: Sequence[tuple[Task, list[int], Any]], answers: dict[str, list[Any]]
+    ) -> None:
+        """Fill `generation` and `embedding` of the prepared groups (`prepared_groups`)."""
+        for task, members, inputs in groups:
             if task.is_embedding:
-                vectors = embed_texts(
-                    self.model,
-                    self.tokenizer,
-                    texts,
-                    instruction,
-                    task.id,
-                    batch_size,
-                    progress=False,
-                )
-                for i, vector in zip(group, vectors.tolist(), strict=True):
+                vectors = self.predictor.vectors(task, inputs)
+                for i, vector in zip(members, vectors.tolist(), strict=True):
                     answers["embedding"][i] = vector
             else:
-                chat = [prompts.generation_prompt(self.tokenizer, instruction, t) for t in texts]
-                generations = generate_batch(
-                    self.model,
-                    self.tokenizer,
-                    chat,
-                    task.id,
-                    self.cfg.evaluate.max_new_tokens,
-                    batch_size,
-                    progress=False,
-                )
-                for i, answer in zip(group, generations, strict=True):
+                generations = self.predictor.decode(inputs)
+                for i, answer in zip(members, generations, strict=True):
                     answers["generation"][i] = answer

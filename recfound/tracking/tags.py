@@ -15,7 +15,9 @@ STAGE = "recfound.stage"
 PIPELINE_ID = "recfound.pipeline_id"
 FLOW_RUN_ID = "recfound.prefect.flow_run_id"
 GIT_COMMIT = "recfound.git.commit"
-GIT_DIRTY = "recfound.git.dirty"  # "true" when the working tree had uncommitted changes
+GIT_DIRTY = "recfound.git.dirty"  # "true" when uncommitted changes could change a stage
+GIT_CHANGED = "recfound.git.changed"  # those changes' paths (recfound.tracking.lineage)
+GIT_IGNORED = "recfound.git.ignored"  # uncommitted paths no stage reads, left out of the flag
 DATA_MD5 = "recfound.data.md5"  # md5 recorded in data.dvc when the stage ran
 DEP_PREFIX = "recfound.dep."  # recfound.dep.<path> = md5 of that dependency
 UPSTREAM_STAGES = "recfound.upstream_stages"  # comma-separated parents in dvc.yaml

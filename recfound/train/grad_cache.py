@@ -28,6 +28,10 @@ all-reduce (no_sync) on micro-batches 1..k−1 and averages the gradients once, 
 several backward calls per DDP forward would break its reducer. The cache pass runs on the plain
 module without a graph, which DDP never sees.
 
+A micro-batch's share of the window (`CachedEmbeddings`, with the `RngState` it replays from)
+is the input of the objective's forward, so recfound.train.objective defines it: the objective
+needs nothing of this module.
+
 There is no chunk size of its own: the micro-batch is the chunk (its memory is set by
 `train.embedding_per_batch`), the window the contrastive batch
 (`embedding_per_batch × grad_accum × processes` queries).
@@ -35,57 +39,12 @@ There is no chunk size of its own: the micro-batch is the chunk (its memory is s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 
 from recfound.train.batches import Batch
-from recfound.train.objective import Autocast, MultiTaskObjective, SampleLosses
-
-
-@dataclass(frozen=True)
-class RngState:
-    """The CPU generator's state and, on a CUDA device, that device's generator's."""
-
-    cpu: torch.Tensor
-    device: torch.device
-    cuda: torch.Tensor | None
-
-    @classmethod
-    def capture(cls, device: torch.device) -> RngState:
-        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        return cls(torch.get_rng_state(), device, cuda)
-
-    @contextmanager
-    def replay(self) -> Iterator[None]:
-        """Run the block from this state; afterwards the generators are as before the block."""
-        devices = [self.device] if self.cuda is not None else []
-        with torch.random.fork_rng(devices=devices):
-            torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
-                torch.cuda.set_rng_state(self.cuda, self.device)
-            yield
-
-
-@dataclass(frozen=True)
-class CachedEmbeddings:
-    """One micro-batch's share of a cached window: what its replay needs."""
-
-    rng: RngState  # before the micro-batch's cached forward
-    query_grad: torch.Tensor  # g_m of its queries, fp32
-    passage_grad: torch.Tensor  # g_m of its passages, fp32
-    window_loss: torch.Tensor  # L of the whole window, detached
-    samples: SampleLosses  # its queries' ℓ_i within the window (the per-task logs)
-    accumulation: int  # k
-
-    def surrogate(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
-        """k·(⟨g_q, q⟩ + ⟨g_p, p⟩): a meaningless value whose gradient is k·g_m·∂e_m/∂θ."""
-        inner = (queries.float() * self.query_grad).sum() + (
-            passages.float() * self.passage_grad
-        ).sum()
-        return self.accumulation * inner
+from recfound.train.objective import Autocast, CachedEmbeddings, MultiTaskObjective, RngState
 
 
 class GradCache:

@@ -45,6 +45,7 @@ from transformers import PreTrainedTokenizerBase, get_cosine_schedule_with_warmu
 from recfound.config import Config, TrainConfig
 from recfound.data.unified import present_tasks
 from recfound.model.unified import RecFoundModel, native_bf16
+from recfound.outputs import SAMPLES_DIR, STEPS_FILE
 from recfound.progress import progress
 from recfound.stages import declared_settings
 from recfound.tasks import NUM_TASKS, TASKS, Task
@@ -60,13 +61,7 @@ from recfound.train.batches import (
     validation_rows,
 )
 from recfound.train.grad_cache import GradCache
-from recfound.train.metrics_log import (
-    SAMPLES_DIR,
-    STEPS_FILE,
-    JsonlLog,
-    write_plot_csvs,
-    write_val_loss,
-)
+from recfound.train.metrics_log import JsonlLog, write_plot_csvs, write_val_loss
 from recfound.train.objective import (
     MultiTaskObjective,
     task_losses,

@@ -23,13 +23,8 @@ from typing import Any
 
 from recfound.atomic import atomic_file
 from recfound.errors import naming
+from recfound.outputs import LOSS_CSV, RATIO_CSV, VAL_LOSS_FILE
 from recfound.tasks import TASKS
-
-STEPS_FILE = "steps.jsonl"
-LOSS_CSV = "loss_per_task.csv"
-RATIO_CSV = "ratio_per_task.csv"
-VAL_LOSS_FILE = "val_loss.json"
-SAMPLES_DIR = "samples"
 
 
 class JsonlLog:

@@ -33,10 +33,10 @@ chunk's passages, whatever their task).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -52,9 +52,6 @@ from recfound.progress import progress
 from recfound.tasks import NUM_TASKS, Kind
 from recfound.train.batches import Batch, BatchEncoder, move_to
 from recfound.train.s2sched import POOL_KINDS, task_groups
-
-if TYPE_CHECKING:
-    from recfound.train.grad_cache import CachedEmbeddings
 
 GenReduction = Literal["token", "sample"]
 Autocast = Callable[[], AbstractContextManager[Any]]
@@ -95,6 +92,53 @@ class SampleLosses:
         sums.index_add_(0, self.task_ids, self.loss_sum.detach().double())
         weights.index_add_(0, self.task_ids, self.weight.double())
         return sums, weights
+
+
+# --- a micro-batch replayed from a GradCache window (recfound.train.grad_cache builds the window;
+# the objective's forward replays each micro-batch from its share, so the share is defined here)
+
+
+@dataclass(frozen=True)
+class RngState:
+    """The CPU generator's state and, on a CUDA device, that device's generator's."""
+
+    cpu: torch.Tensor
+    device: torch.device
+    cuda: torch.Tensor | None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> RngState:
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return cls(torch.get_rng_state(), device, cuda)
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from this state; afterwards the generators are as before the block."""
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+@dataclass(frozen=True)
+class CachedEmbeddings:
+    """One micro-batch's share of a cached window: what its replay needs."""
+
+    rng: RngState  # before the micro-batch's cached forward
+    query_grad: torch.Tensor  # g_m of its queries, fp32
+    passage_grad: torch.Tensor  # g_m of its passages, fp32
+    window_loss: torch.Tensor  # L of the whole window, detached
+    samples: SampleLosses  # its queries' ℓ_i within the window (the per-task logs)
+    accumulation: int  # k
+
+    def surrogate(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+        """k·(⟨g_q, q⟩ + ⟨g_p, p⟩): a meaningless value whose gradient is k·g_m·∂e_m/∂θ."""
+        inner = (queries.float() * self.query_grad).sum() + (
+            passages.float() * self.passage_grad
+        ).sum()
+        return self.accumulation * inner
 
 
 def answered(labels: torch.Tensor) -> torch.Tensor:

@@ -370,6 +370,9 @@ def _movielens(directory: Path, ignored: list[Path]) -> tuple[MovieLensFiles, ..
     return tuple(found)
 
 
+# Written by `recfound data sample` beside the sample's files (recfound.data.bundled).
+SAMPLE_MANIFEST = ".recfound-sample.json"
+
 SOURCE_FINDERS: dict[str, Callable[[Path, list[Path]], tuple]] = {
     AMAZON_REVIEWS_DIR: _amazon_reviews,
     AMAZON_REVIEWS_2018_DIR: _amazon_reviews_2018,
@@ -400,6 +403,8 @@ def discover_sources(data_dir: str | Path) -> RawSources:
     sources: dict[str, tuple] = {}
     ignored: list[Path] = []
     for path in _entries(data_dir):
+        if path.name == SAMPLE_MANIFEST:  # not data: says data/ is the bundled sample
+            continue
         finder = SOURCE_FINDERS.get(path.name)
         if finder is not None and path.is_dir():
             sources[path.name] = finder(path, ignored)
