@@ -199,9 +199,7 @@ def _prefect_api_settings(port: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
-    ports = {"prefect": _free_port(), "mlflow": _free_port()}
-    base = tmp_path_factory.mktemp("flows")
-    repo = make_pipeline_repo(base / "repo", tiny_model_dir, ports)
+    base, repo, ports = new_pipeline_repo(tmp_path_factory, tiny_model_dir, "flows")
     fault_stage = next(s for s in FAULT_STAGE_PREFERENCE if s in pipeline_stages())
     env = serve_env(
         ports["prefect"],
@@ -211,6 +209,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     served.fault_stage = fault_stage
     with serving(served, base / "serve.log"):
         yield served
+
+
+def new_pipeline_repo(
+    factory: pytest.TempPathFactory, tiny_model_dir: Path, name: str
+) -> tuple[Path, Path, dict[str, int]]:
+    """A fresh temp directory `name`, the pipeline repo in it (make_pipeline_repo) and the free
+    ports its `recfound serve` will use."""
+    ports = {"prefect": _free_port(), "mlflow": _free_port()}
+    base = factory.mktemp(name)
+    return base, make_pipeline_repo(base / "repo", tiny_model_dir, ports), ports
 
 
 def serve_env(prefect_port: int, **extra: str) -> dict[str, str]:

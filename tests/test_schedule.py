@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
-from test_flows import Served, _free_port, _set, make_pipeline_repo, serve_env, serving
+from test_flows import Served, _set, new_pipeline_repo, serve_env, serving
 
 from flows.retrain import UNCHANGED
 
@@ -32,9 +32,7 @@ FAST_SCHEDULER = {
 
 @pytest.fixture(scope="module")
 def scheduled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
-    ports = {"prefect": _free_port(), "mlflow": _free_port()}
-    base = tmp_path_factory.mktemp("schedule")
-    repo = make_pipeline_repo(base / "repo", tiny_model_dir, ports)
+    base, repo, ports = new_pipeline_repo(tmp_path_factory, tiny_model_dir, "schedule")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     _set(params, "orchestration.retrain_interval_s", INTERVAL_S)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
