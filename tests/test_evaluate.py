@@ -883,17 +883,21 @@ def test_bootstrap_settings_do_not_make_variants_stale(default_config: Config):
 
 
 def test_variants_go_stale_on_the_settings_they_run_with_and_not_on_merge_or_validate(
-    default_config: Config,
+    default_config: Config, tmp_path: Path
 ):
     """A variant trains and is evaluated without Model Merge; the validate gate changes no
-    number; so only the params of build, base_model, train and evaluate count."""
+    number; so only the params of build, base_model, train and evaluate count. (No dataset in
+    paths.unified: a user's data, whose caps are build.*_per_task; after `make repro` the
+    repository's own dataset is the bundled sample's, whose caps are build.sample_caps.)"""
+    raw_today = default_config.model_dump(by_alias=True)
+    raw_today["paths"]["unified"] = str(tmp_path / "no-dataset")
 
     def fingerprint_with(section: str, **values: object) -> str:
-        raw = default_config.model_dump(by_alias=True)
+        raw = json.loads(json.dumps(raw_today, default=str))
         raw[section].update(values)
         return settings_fingerprint(variant_config(Config.model_validate(raw), "no_tmole"))
 
-    today = settings_fingerprint(variant_config(default_config, "no_tmole"))
+    today = fingerprint_with("merge")
     assert fingerprint_with("merge", density=0.5) == today
     assert fingerprint_with("validate", max_text_chars=10) == today
     assert fingerprint_with("tracking", experiment="other") == today
