@@ -151,7 +151,9 @@ def test_the_pipeline_with_every_path_moved_writes_there_and_lineage_follows(
     assert git_dvc.source_dirty_paths(repo) == []  # DVC's writes and the moved stage lock
 
     # lineage: every link verified, through the moved data, checkpoints and adapter
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    # the registry too: an earlier test in this process may have set a global registry URI
+    client = MlflowClient(uri, registry_uri=uri)
     traced = lineage.trace(client, f"{cfg.tracking.registered_model}/1", repo)
     assert traced.all_problems() == [], "\n".join(lineage.render(traced))
     runs = _runs_by_stage(traced)
