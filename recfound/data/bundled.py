@@ -14,16 +14,14 @@ megabytes otherwise; a manifest beside other files fails on the file list before
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from recfound.config import BuildConfig
+from recfound.data.readers.copies import HASH, file_digest
 from recfound.data.readers.discover import SAMPLE_MANIFEST
 from recfound.data.unified import BUILD_MANIFEST
-
-HASH = "sha256"
 
 
 def _files(data_dir: Path) -> list[str]:
@@ -35,11 +33,6 @@ def _files(data_dir: Path) -> list[str]:
     )
 
 
-def _digest(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, HASH).hexdigest()
-
-
 def write_manifest(data_dir: str | Path, seed: int) -> Path:
     """List every file of the freshly written sample in `data_dir` (deterministic bytes: the
     sample's files are, so data.dvc still matches a regenerated sample)."""
@@ -47,7 +40,7 @@ def write_manifest(data_dir: str | Path, seed: int) -> Path:
     manifest = {
         "written_by": "recfound data sample",
         "seed": seed,
-        HASH: {name: _digest(data_dir / name) for name in _files(data_dir)},
+        HASH: {name: file_digest(data_dir / name) for name in _files(data_dir)},
     }
     path = data_dir / SAMPLE_MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -77,7 +70,7 @@ def data_kind(data_dir: str | Path) -> DataKind:
         return DataKind(False, f"{len(extra)} file(s) the sample did not write, e.g. {extra[0]}")
     if missing := sorted(set(listed) - set(present)):
         return DataKind(False, f"{len(missing)} sample file(s) missing, e.g. {missing[0]}")
-    if changed := [name for name in present if _digest(data_dir / name) != listed[name]]:
+    if changed := [name for name in present if file_digest(data_dir / name) != listed[name]]:
         return DataKind(False, f"{len(changed)} file(s) changed since written, e.g. {changed[0]}")
     return DataKind(True, f"every file matches {SAMPLE_MANIFEST}")
 

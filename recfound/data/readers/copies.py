@@ -35,7 +35,8 @@ def files_per_source(sources: RawSources) -> dict[str, list[Path]]:
     return {name: paths for name, paths in found.items() if len(paths) > 1}
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The sha256 of the file at `path`, read in chunks (hashlib.file_digest)."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, HASH).hexdigest()
 
@@ -48,7 +49,7 @@ def _first_copy(paths: Iterable[Path]) -> tuple[Path, Path, str] | None:
     for same_size in by_size.values():
         seen: dict[str, Path] = {}
         for path in same_size if len(same_size) > 1 else ():
-            digest = _digest(path)
+            digest = file_digest(path)
             if digest in seen:
                 return seen[digest], path, digest
             seen[digest] = path
