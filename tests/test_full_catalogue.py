@@ -147,6 +147,45 @@ def test_a_system_without_task_routing_embeds_the_catalogue_once_for_every_task(
     assert len(routed.passage_calls) == 2
 
 
+def test_pool_scoring_reuses_the_catalogue_vectors_and_embeds_only_passages_outside_it():
+    from recfound.evaluate.systems import PassageVectors, score_pools_once
+
+    class Shared(AngleEmbedder):
+        """AngleEmbedder with the evaluate run's vector caches (as LLMSystem has)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.passages = PassageVectors()
+
+        def supports(self, task) -> bool:
+            return True
+
+        def query_vectors(self, task, rows):
+            return self.embedder(task)([row["input"] for row in rows], "query")
+
+    # Pools: the catalogue's c and d, and one passage ("passage e2") the catalogue lacks.
+    row = embedding_row("U2I", "r1") | {
+        "positives": ["passage c"],
+        "negatives": ["passage d", "passage e2"],
+    }
+    rows = {"U2I": [row]}
+    catalogue = catalogue_of(rows, SEEN, ks=(1,))
+    ANGLES["e2"] = 45
+    try:
+        system = Shared()
+        catalogue.share_vectors(system)
+        assert system.passage_calls == [[f"passage {item}" for item in "abcde"]]
+
+        pools = score_pools_once(system, U2I, [row])
+        assert system.passage_calls[1:] == [["passage e2"]]  # only the one outside the catalogue
+        expected = np.cos(np.deg2rad([20, 60, 45]))
+        assert pools[0] == pytest.approx(expected, abs=1e-6)
+        score_pools_once(system, U2I, [row])
+        assert len(system.passage_calls) == 2  # kept: never embedded twice in a run
+    finally:
+        del ANGLES["e2"]
+
+
 def test_popularity_ranks_the_catalogue_by_training_target_counts():
     train = [embedding_row("U2I", f"t{i}") | {"positive_ids": ["e"]} for i in range(3)]
     train.append(embedding_row("U2I", "t3") | {"positive_ids": ["d"]})

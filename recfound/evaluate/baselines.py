@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from recfound.evaluate.parsing import parse_option
-from recfound.evaluate.systems import EmbedFn, QueryVectors, Row, cosine_pools, pool_texts
+from recfound.evaluate.systems import (
+    EmbedFn,
+    PassageVectors,
+    QueryVectors,
+    Row,
+    pool_texts,
+    score_pools_once,
+)
 from recfound.progress import on_terminal
 from recfound.tasks import Task
 
@@ -50,6 +57,7 @@ class MiniLMSystem:
         self.batch_size = batch_size
         self.encoder = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
         self.queries = QueryVectors()
+        self.passages = PassageVectors()
 
     def supports(self, task: Task) -> bool:
         return task.is_embedding
@@ -82,7 +90,7 @@ class MiniLMSystem:
         return self.queries.of(task, rows, self.embedder(task))
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
-        return cosine_pools(rows, self.embedder(task), self.query_vectors(task, rows))
+        return score_pools_once(self, task, rows)
 
 
 def target_item_counts(train_rows: Sequence[Row]) -> Counter[str]:

@@ -25,6 +25,10 @@ Where each system's ranking comes from:
   by task, so one embedding serves all three tasks.
 - popularity (U2I only, as in the sampled protocol): one ranking for every user, the catalogue
   by training target counts (`PopularitySystem.catalogue_order`), less the user's seen items.
+Before a system's sampled protocol runs, `share_vectors` hands it the catalogue vectors of the
+index it will search, so its pool scoring embeds no catalogue item again
+(recfound.evaluate.systems.PassageVectors).
+
 - RecFound w/o Model Merge and random get none: w/o merge would need three catalogue passes of
   its own (one per task: TMoLE routes passages too), as costly as the index stage; a random
   ranking's Recall@k is k / |catalogue| in expectation.
@@ -43,7 +47,7 @@ from recfound.config import Config, IndexConfig
 from recfound.data.catalogue import excluded_ids, read_catalogue, read_seen
 from recfound.evaluate.protocol import SystemRun, full_catalogue_metrics, with_row_stats
 from recfound.evaluate.row_stats import RowStats
-from recfound.evaluate.systems import Row, embed_queries
+from recfound.evaluate.systems import Row, embed_queries, routing_key
 from recfound.index.embed import embed_catalogue
 from recfound.index.metrics import ndcg_at_k, recall_at_k
 from recfound.index.stage import fingerprints, load_task_index
@@ -136,7 +140,7 @@ class FullCatalogue:
         """An exact index of the catalogue as `system` embeds it, built once per system (and
         per task when the system routes by task) in this run."""
         routed = getattr(system, "routes_tasks", True)
-        key = (system.name, task.code if routed else "")
+        key = (system.name, routing_key(system, task))
         if key not in self._embedded:
             print(
                 f"full catalogue: embedding {len(self.item_ids)} items with {system.name}"
@@ -150,6 +154,25 @@ class FullCatalogue:
             )
         return self._embedded[key]
 
+    def index_of(self, system: Any, task: Task, saved_index: bool) -> CatalogueIndex:
+        """The catalogue index `system` is searched with: the index stage's (`saved_index`)
+        or one embedded here (`embedded_index`)."""
+        return self.saved_index(task) if saved_index else self.embedded_index(system, task)
+
+    def share_vectors(self, system: Any, saved_index: bool = False) -> None:
+        """Give `system` (one holding `passages`, a PassageVectors) the catalogue vectors of
+        each embedding task it answers, from the index it will be searched with, so its pool
+        scoring reuses them instead of embedding catalogue items again."""
+        if not hasattr(system, "passages"):
+            return
+        passage_of = dict(zip(self.item_ids, self.passages, strict=True))
+        for code in self.exclusions:
+            task = BY_CODE[code]
+            if system.supports(task):
+                index = self.index_of(system, task, saved_index)
+                texts = [passage_of[item] for item in index.ids]
+                system.passages.keep(routing_key(system, task), texts, index.vectors())
+
     def ranked(
         self, system: Any, task: Task, rows: Sequence[Row], saved_index: bool
     ) -> list[list[str]]:
@@ -160,7 +183,7 @@ class FullCatalogue:
         exclusions = self.exclusions[task.code]
         if hasattr(system, "catalogue_order"):
             return first_k_outside(system.catalogue_order(self.item_ids, task), exclusions, k)
-        index = self.saved_index(task) if saved_index else self.embedded_index(system, task)
+        index = self.index_of(system, task, saved_index)
         return index.search(query_vectors(system, task, rows), k, exclusions).ids
 
     def add_metrics(

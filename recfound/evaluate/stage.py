@@ -145,6 +145,8 @@ def evaluate_llm(
         cfg.evaluate.max_new_tokens,
     )
     system = LLMSystem(name, predictor, budgets)
+    if catalogue is not None:
+        catalogue.share_vectors(system, saved_index)
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
     if catalogue is not None:
         catalogue.add_metrics(run, system, test, saved_index)
@@ -242,6 +244,8 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     if "base" in cfg.evaluate.baselines:
         runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer, catalogue)
     for system in baseline_systems(cfg, train, data.tasks):
+        if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
+            catalogue.share_vectors(system)
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )

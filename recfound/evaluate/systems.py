@@ -8,12 +8,16 @@ live in recfound.evaluate.baselines.
 
 Each embedding row's query is embedded once per system (`QueryVectors`): the sampled pool
 scoring and the full-catalogue search (recfound.evaluate.full_catalogue) score the same
-vectors.
+vectors. Each passage likewise (`PassageVectors`): every pool passage is a catalogue item, so
+a system whose catalogue vectors are at hand (RecFound: the index stage's; base and MiniLM: the
+catalogue they embed for the full-catalogue search) scores its pools with those vectors and
+embeds only passages outside the catalogue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -27,7 +31,17 @@ if TYPE_CHECKING:
     from recfound.model.predictor import Predictor
 
 Row = Mapping[str, Any]
-__all__ = ["PASSAGE_INSTRUCTION", "EmbedFn", "LLMSystem", "QueryVectors", "Row", "System"]
+# texts -> float32 unit vectors of those texts as passages (no instruction), one row per text
+PassageFn = Callable[[list[str]], np.ndarray]
+__all__ = [
+    "PASSAGE_INSTRUCTION",
+    "EmbedFn",
+    "LLMSystem",
+    "PassageVectors",
+    "QueryVectors",
+    "Row",
+    "System",
+]
 
 
 class System(Protocol):
@@ -54,23 +68,34 @@ def pool_texts(row: Row) -> list[str]:
 
 
 def cosine_pools(
-    rows: Sequence[Row], embed: EmbedFn, query_vectors: np.ndarray | None = None
+    rows: Sequence[Row],
+    embed: EmbedFn,
+    query_vectors: np.ndarray | None = None,
+    passage_vectors: PassageFn | None = None,
 ) -> list[np.ndarray]:
     """Cosine similarity of each row's query to each text of its pool.
 
     Queries are embedded with their row's instruction (grouped by instruction), unless their
-    vectors are given; passages with none, as in training (GritLM). Each distinct passage text
-    is embedded once.
+    vectors are given; passages with none, as in training (GritLM), through `passage_vectors`
+    when given (vectors already at hand, `PassageVectors`). Each distinct passage text is
+    embedded once.
     """
     passages = sorted({text for row in rows for text in pool_texts(row)})
     passage_index = {text: i for i, text in enumerate(passages)}
-    passage_vectors = embed(passages, PASSAGE_INSTRUCTION)
+    if passage_vectors is None:
+        passage_vectors = partial(embed_passages, embed)
+    vectors = passage_vectors(passages)
     if query_vectors is None:
         query_vectors = embed_queries(rows, embed)
     return [
-        passage_vectors[[passage_index[t] for t in pool_texts(row)]] @ query_vectors[i]
+        vectors[[passage_index[t] for t in pool_texts(row)]] @ query_vectors[i]
         for i, row in enumerate(rows)
     ]
+
+
+def embed_passages(embed: EmbedFn, texts: list[str]) -> np.ndarray:
+    """`texts` embedded as passages: without an instruction, as in training (GritLM)."""
+    return embed(texts, PASSAGE_INSTRUCTION)
 
 
 def embed_queries(rows: Sequence[Row], embed: EmbedFn) -> np.ndarray:
@@ -122,6 +147,38 @@ class QueryVectors:
         return self._kept[key]
 
 
+class PassageVectors:
+    """A system's passage vectors by text, per routing key (the task code for a system that
+    routes by task, "" for one that does not): the catalogue vectors it was given (`keep`),
+    then whatever it had to embed. `of` embeds only the texts it does not hold yet."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, dict[str, np.ndarray]] = {}
+
+    def keep(self, key: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Hold `vectors` (row i: texts[i] as a passage) for routing key `key`."""
+        if len(texts) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors for {len(texts)} passages")
+        held = self._kept.setdefault(key, {})
+        held.update(zip(texts, np.asarray(vectors, dtype=np.float32), strict=True))
+
+    def of(self, key: str, texts: Sequence[str], embed: PassageFn) -> np.ndarray:
+        """Unit vectors of `texts`, embedding (and keeping) only those not held for `key`."""
+        held = self._kept.setdefault(key, {})
+        missing = sorted({text for text in texts if text not in held})
+        if missing:
+            held.update(zip(missing, embed(missing), strict=True))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([held[text] for text in texts])
+
+
+def routing_key(system: Any, task: Task) -> str:
+    """The key a system's task-dependent vectors are held under: the task's code when the
+    system routes by task (TMoLE routes passages too), else "" (one set serves every task)."""
+    return task.code if getattr(system, "routes_tasks", True) else ""
+
+
 class LLMSystem:
     """A Predictor (base LLM, with or without an adapter) behind the System protocol.
 
@@ -139,6 +196,7 @@ class LLMSystem:
         self.predictor = predictor
         self.answer_budgets = dict(answer_budgets or {})
         self.queries = QueryVectors()
+        self.passages = PassageVectors()
 
     def supports(self, task: Task) -> bool:
         return True
@@ -166,4 +224,18 @@ class LLMSystem:
         return self.queries.of(task, rows, self.embedder(task))
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
-        return cosine_pools(rows, self.embedder(task), self.query_vectors(task, rows))
+        return score_pools_once(self, task, rows)
+
+
+def score_pools_once(system: Any, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
+    """`cosine_pools` of a system with `query_vectors`, `passages` (`PassageVectors`) and
+    `embedder`: each query and each passage embedded at most once per evaluate run."""
+    embed = system.embedder(task)
+    as_passages = partial(embed_passages, embed)
+    key = routing_key(system, task)
+    return cosine_pools(
+        rows,
+        embed,
+        system.query_vectors(task, rows),
+        lambda texts: system.passages.of(key, texts, as_passages),
+    )
