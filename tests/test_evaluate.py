@@ -904,3 +904,18 @@ def test_variants_go_stale_on_the_settings_they_run_with_and_not_on_merge_or_val
     assert fingerprint_with("train", lr=0.5) != today
     assert fingerprint_with("build", train_per_task=7) != today
     assert fingerprint_with("evaluate", batch_size=3) != today
+
+
+def test_how_tmole_routers_start_stales_tmole_variants_only(default_config: Config):
+    """A LoRA variant (no_tmole, multitask_lora) never reads model.tmole.router_init, so its
+    results stay current when it changes; no_s2sched trains TMoLE and goes stale."""
+    raw = default_config.model_dump(by_alias=True)
+    raw["model"]["tmole"]["router_init"] = "default"
+    other = Config.model_validate(raw)
+    stale = {
+        name
+        for name in VARIANT_OVERRIDES
+        if settings_fingerprint(variant_config(other, name))
+        != settings_fingerprint(variant_config(default_config, name))
+    }
+    assert stale == {"no_s2sched"}

@@ -65,6 +65,10 @@ _NOT_FINGERPRINTED = (
     "build.max_line_bytes",
     "build.max_drop_share.unknown_user",
 )
+# Settings a LoRA run (`model.adapter: lora`: no_tmole, multitask_lora) never reads: how TMoLE's
+# routers start. (Its rank, alpha and experts stay hashed: `lora.equal_capacity` sizes the LoRA
+# from them.)
+_NOT_READ_BY_LORA = ("model.tmole.router_init",)
 
 
 def _deep_update(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,7 +102,8 @@ def settings_fingerprint(cfg: Config) -> str:
     data is not hashed."""
     if built_from_sample(cfg.paths.unified):
         cfg = cfg.model_copy(update={"build": caps_for(cfg.build, DataKind(True, BUILD_MANIFEST))})
-    settings = declared_settings(cfg, VARIANT_STAGES, leave_out=_NOT_FINGERPRINTED)
+    leave_out = _NOT_FINGERPRINTED + (_NOT_READ_BY_LORA if cfg.model.adapter == "lora" else ())
+    settings = declared_settings(cfg, VARIANT_STAGES, leave_out=leave_out)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
