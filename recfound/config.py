@@ -267,6 +267,9 @@ class TrainConfig(_Section):
     warmup_steps: int = 4
     loss_gen_factor: float = 1.0
     loss_gen_reduction: Literal["token", "sample"] = "token"
+    # logQ correction of in-batch and hard negatives (recfound.train.logq): each passage's logit
+    # less the log of how often training draws it, so popular items stop being everyone's negative
+    logq_correction: bool = False
     max_len_query: int = 96
     max_len_passage: int = 64
     max_len_prompt: int = 384

@@ -16,7 +16,7 @@ from recfound.model.inference import load_recfound
 from recfound.model.losses import info_nce
 from recfound.model.prompts import IGNORE_INDEX
 from recfound.model.tmole import TMoLELinear
-from recfound.train.batches import Batch
+from recfound.train.batches import PASSAGE_LOG_Q, Batch
 from recfound.train.grad_cache import GradCache
 from recfound.train.objective import MultiTaskObjective
 
@@ -53,9 +53,10 @@ def _texts(gen: torch.Generator, n: int, max_len: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "pool_mask": mask.clone()}
 
 
-def micro_batches(count: int, seed: int = 0) -> list[Batch]:
-    """`count` micro-batches of embedding queries (tasks 0-2) with their passages, and
-    generative samples (tasks 3-12, the response after position 4)."""
+def micro_batches(count: int, seed: int = 0, log_q: bool = False) -> list[Batch]:
+    """`count` micro-batches of embedding queries (tasks 0-2) with their passages (and, with
+    `log_q`, a random logQ correction per passage), and generative samples (tasks 3-12, the
+    response after position 4)."""
     gen = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
@@ -66,6 +67,9 @@ def micro_batches(count: int, seed: int = 0) -> list[Batch]:
             "query_task_ids": tasks,
             "passage_task_ids": tasks.repeat_interleave(GROUP_SIZE),
         }
+        if log_q:  # log Q of popular (−1) to rare (−6) items
+            draws = torch.rand(QUERIES_PER_MICRO_BATCH * GROUP_SIZE, generator=gen)
+            embedding[PASSAGE_LOG_Q] = -1 - 5 * draws
         text = _texts(gen, GENERATIVE_PER_MICRO_BATCH, 10)
         labels = text["input_ids"].masked_fill(text["attention_mask"] == 0, IGNORE_INDEX)
         labels[:, :4] = IGNORE_INDEX
@@ -102,7 +106,9 @@ def big_batch_loss(
             queries.append(q)
             passages.append(p)
         gen_losses += [objective(None, b["generative"])["backward"] for b in batches]
-    emb = info_nce(torch.cat(queries), torch.cat(passages), GROUP_SIZE, TEMPERATURE)
+    corrections = [b["embedding"].get(PASSAGE_LOG_Q) for bs in per_process for b in bs]
+    log_q = None if None in corrections else torch.cat(corrections)
+    emb = info_nce(torch.cat(queries), torch.cat(passages), GROUP_SIZE, TEMPERATURE, log_q)
     return emb + torch.stack(gen_losses).mean(), emb.detach()
 
 

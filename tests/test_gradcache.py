@@ -78,6 +78,16 @@ def test_grad_cache_gives_the_gradient_of_one_big_batch_with_dropout(dropout_obj
     assert float(logged) == pytest.approx(want_emb, rel=1e-5)  # the window's InfoNCE
 
 
+def test_grad_cache_keeps_the_logq_correction_of_one_big_batch(dropout_objective):
+    batches = micro_batches(MICRO_BATCHES, log_q=True)
+    want, want_emb = big_batch_gradient(dropout_objective, batches)
+    logged = accumulate_window(dropout_objective, batches, SEED, grad_cache=True)
+    assert_gradients_equal(adapter_gradients(dropout_objective), want)
+    assert float(logged) == pytest.approx(want_emb, rel=1e-5)
+    plain, _ = big_batch_gradient(dropout_objective, micro_batches(MICRO_BATCHES))
+    assert not gradients_equal(plain, want)  # the correction changes the gradient
+
+
 def test_replaying_without_the_cached_rng_state_breaks_exactness(dropout_objective, monkeypatch):
     batches = micro_batches(MICRO_BATCHES)
     want, _ = big_batch_gradient(dropout_objective, batches)

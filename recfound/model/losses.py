@@ -61,6 +61,7 @@ def info_nce_per_query(
     group_size: int,
     temperature: float,
     across_processes: bool = True,
+    passage_log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-query InfoNCE over one positive, `group_size - 1` hard negatives and all in-batch
     passages, for the queries of every process: shape (N·Q,), rank-major.
@@ -74,6 +75,9 @@ def info_nce_per_query(
     passage j·G, and
 
         ℓ_j = −log( exp(q_j·p_{jG}/τ) / Σ_{p∈P} exp(q_j·p/τ) ).
+
+    `passage_log_q` (Q·G,): log Q_p of each passage, subtracted from every logit q_j·p/τ (the
+    logQ correction, recfound.train.logq), gathered like the passages.
     """
     queries, passages = query_emb.shape[0], passage_emb.shape[0]
     if passages != queries * group_size:
@@ -83,9 +87,13 @@ def info_nce_per_query(
         )
     if across_processes:
         query_emb, passage_emb = gather_with_grad(query_emb), gather_with_grad(passage_emb)
+        if passage_log_q is not None:
+            passage_log_q = gather_with_grad(passage_log_q)
     targets = torch.arange(query_emb.shape[0], device=query_emb.device) * group_size
     # fp32 softmax under bf16 autocast: scores / τ with τ = 0.02 reach ±50
     scores = (query_emb @ passage_emb.T).float() / temperature
+    if passage_log_q is not None:
+        scores = scores - passage_log_q.float().to(scores.device)
     return F.cross_entropy(scores, targets, reduction="none")
 
 
@@ -94,15 +102,19 @@ def info_nce(
     passage_emb: torch.Tensor,
     group_size: int,
     temperature: float,
+    passage_log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The mean of `info_nce_per_query` over all queries of all processes:
+    """The mean of `info_nce_per_query` over all queries of all processes (logQ-corrected
+    with `passage_log_q`):
 
     L = −(1/(N·Q)) Σ_j log( exp(q_j·p_{jG}/τ) / Σ_{p∈P} exp(q_j·p/τ) ),
 
     the same value on every process, and (after DDP's gradient averaging) the gradient of the
     single-process loss over the whole batch.
     """
-    return info_nce_per_query(query_emb, passage_emb, group_size, temperature).mean()
+    return info_nce_per_query(
+        query_emb, passage_emb, group_size, temperature, passage_log_q=passage_log_q
+    ).mean()
 
 
 def response_token_counts(labels: torch.Tensor) -> torch.Tensor:

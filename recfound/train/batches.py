@@ -37,9 +37,13 @@ from recfound.config import TrainConfig
 from recfound.errors import DataError
 from recfound.model import prompts
 from recfound.tasks import TASKS
+from recfound.train.logq import PassageLogQ
 from recfound.train.s2sched import task_groups
 
 Batch = dict[str, Any]
+# Key of an embedding batch's (Q·group_size,) log Q per passage, present when the encoder was
+# given a PassageLogQ (training with `train.logq_correction`; recfound.train.logq).
+PASSAGE_LOG_Q = "passage_log_q"
 
 
 def rows_by_task(
@@ -200,8 +204,11 @@ class BatchEncoder:
         source: str | Path,
         *,
         seed: int = 0,
+        log_q: PassageLogQ | None = None,
     ) -> None:
-        """`seed`: with the draw key and the row index, what picks a row's passages per draw."""
+        """`seed`: with the draw key and the row index, what picks a row's passages per draw.
+        `log_q`: each embedding batch also carries its passages' log Q (`PASSAGE_LOG_Q`)."""
+        self.log_q = log_q
         self.split = split
         self.tokenizer = tokenizer
         self.cfg = cfg
@@ -218,8 +225,9 @@ class BatchEncoder:
             for values in zip(*columns.values(), strict=True)
         ]
 
-    def _passages(self, row: dict[str, Any], index: int, draw: int | None) -> list[str]:
-        """[positive, hard negative 1, …, hard negative group_size-1] of embedding row `index`.
+    def _passages(self, row: dict[str, Any], index: int, draw: int | None) -> list[tuple[str, str]]:
+        """[positive, hard negative 1, …, hard negative group_size-1] of embedding row `index`,
+        each as (text, item id).
 
         `draw=None`: the first positive and the first negatives. An int: a seeded random choice
         (negatives distinct), the same for the same (seed, draw, index).
@@ -233,7 +241,8 @@ class BatchEncoder:
                 f"row {row['id']!r} ({row['task']}): {len(row['negatives'])} negatives, "
                 f"train.group_size={self.cfg.group_size} needs {need}",
             )
-        positives, negatives = row["positives"], row["negatives"]
+        positives = list(zip(row["positives"], row["positive_ids"], strict=True))
+        negatives = list(zip(row["negatives"], row["negative_ids"], strict=True))
         if draw is None:
             return [positives[0], *negatives[:need]]
         rng = np.random.default_rng([self.seed, draw, index])
@@ -251,25 +260,31 @@ class BatchEncoder:
             return None
         rows = self._rows(indices)
         tok, cfg = self.tokenizer, self.cfg
+        drawn = [
+            passage
+            for index, r in zip(indices, rows, strict=True)
+            for passage in self._passages(r, int(index), draw)
+        ]
         try:
             queries = [
                 prompts.encode_embedding(tok, r["instruction"], r["input"], cfg.max_len_query)
                 for r in rows
             ]
             passages = [
-                prompts.encode_embedding(tok, "", text, cfg.max_len_passage)
-                for index, r in zip(indices, rows, strict=True)
-                for text in self._passages(r, int(index), draw)
+                prompts.encode_embedding(tok, "", text, cfg.max_len_passage) for text, _ in drawn
             ]
         except ValueError as err:
             raise DataError(self.source, f"rows {[r['id'] for r in rows]}: {err}") from err
         task_ids = torch.tensor([r["task_id"] for r in rows], dtype=torch.long)
-        return {
+        batch = {
             "queries": prompts.collate_embedding(queries, self.pad_id),
             "passages": prompts.collate_embedding(passages, self.pad_id),
             "query_task_ids": task_ids,
             "passage_task_ids": task_ids.repeat_interleave(cfg.group_size),
         }
+        if self.log_q is not None:
+            batch[PASSAGE_LOG_Q] = self.log_q.of(item for _, item in drawn)
+        return batch
 
     def generative(self, indices: Sequence[int]) -> list[Batch]:
         """The rows of `indices` as collated prompt+response batches with a per-sample

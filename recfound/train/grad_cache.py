@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import torch
 
-from recfound.train.batches import Batch
+from recfound.train.batches import PASSAGE_LOG_Q, Batch
 from recfound.train.objective import Autocast, CachedEmbeddings, MultiTaskObjective, RngState
 
 
@@ -79,8 +79,11 @@ class GradCache:
         window_q = torch.cat(queries).requires_grad_()
         window_p = torch.cat(passages).requires_grad_()
         task_ids = torch.cat([b["query_task_ids"] for b in present])
+        log_q = [b[PASSAGE_LOG_Q] for b in present if PASSAGE_LOG_Q in b]
         with self.autocast():
-            loss, samples = self.objective.embedding_losses(window_q, window_p, task_ids)
+            loss, samples = self.objective.embedding_losses(
+                window_q, window_p, task_ids, passage_log_q=torch.cat(log_q) if log_q else None
+            )
         grad_q, grad_p = torch.autograd.grad(loss, [window_q, window_p])
         q_sizes = [q.shape[0] for q in queries]
         p_sizes = [p.shape[0] for p in passages]

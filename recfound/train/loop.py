@@ -61,6 +61,7 @@ from recfound.train.batches import (
     validation_rows,
 )
 from recfound.train.grad_cache import GradCache
+from recfound.train.logq import PassageLogQ
 from recfound.train.metrics_log import JsonlLog, write_plot_csvs, write_val_loss
 from recfound.train.objective import (
     MultiTaskObjective,
@@ -189,8 +190,13 @@ class Trainer:
         unified = cfg.paths.unified
         self.tasks = present_tasks(dataset)
         self.task_ids = tuple(task.id for task in self.tasks)
+        log_q = (
+            PassageLogQ.of_split(dataset["train"], self.tcfg.group_size)
+            if self.tcfg.logq_correction
+            else None
+        )
         self.train_encoder = BatchEncoder(
-            dataset["train"], tokenizer, self.tcfg, unified / "train", seed=cfg.seed
+            dataset["train"], tokenizer, self.tcfg, unified / "train", seed=cfg.seed, log_q=log_q
         )
         self.val_encoder = BatchEncoder(
             dataset["validation"], tokenizer, self.tcfg, unified / "validation"

@@ -50,7 +50,7 @@ from recfound.model.losses import (
 from recfound.model.unified import RecFoundModel
 from recfound.progress import progress
 from recfound.tasks import NUM_TASKS, Kind
-from recfound.train.batches import Batch, BatchEncoder, move_to
+from recfound.train.batches import PASSAGE_LOG_Q, Batch, BatchEncoder, move_to
 from recfound.train.s2sched import POOL_KINDS, task_groups
 
 GenReduction = Literal["token", "sample"]
@@ -189,11 +189,13 @@ class MultiTaskObjective(nn.Module):
         passages: torch.Tensor,
         task_ids: torch.Tensor,
         across_processes: bool = True,
+        passage_log_q: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, SampleLosses]:
         """(L_emb over the queries of every process, with gradient; this process's queries as
-        detached SampleLosses, s_i = ℓ_i, w_i = 1)."""
+        detached SampleLosses, s_i = ℓ_i, w_i = 1). `passage_log_q`: the batch's logQ
+        correction (training batches with `train.logq_correction`; recfound.train.logq)."""
         per_query = info_nce_per_query(
-            queries, passages, self.group_size, self.temperature, across_processes
+            queries, passages, self.group_size, self.temperature, across_processes, passage_log_q
         )
         rank = process_rank_and_count()[0] if across_processes else 0
         n = queries.shape[0]
@@ -232,7 +234,10 @@ class MultiTaskObjective(nn.Module):
             if cached is None:
                 queries, passages = self.embed(embedding)
                 backward_emb, own = self.embedding_losses(
-                    queries, passages, embedding["query_task_ids"]
+                    queries,
+                    passages,
+                    embedding["query_task_ids"],
+                    passage_log_q=embedding.get(PASSAGE_LOG_Q),
                 )
                 loss_emb = backward_emb.detach()
                 parts.append(own)
