@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import machine, write_result
 from recfound.config import load_config
-from recfound.data.catalogue import CatalogueOutputs
+from recfound.data.catalogue import CatalogueOutputs, read_sequences
 from recfound.data.ingest import IngestReport
 from recfound.data.readers import discover_sources
 from recfound.data.tasks.catalog import load_catalog
@@ -33,8 +33,9 @@ from recfound.evaluate.leave_one_out import FieldRun, LeaveOneOut, rank_id_model
 REFERENCE = "popularity"
 
 
-def write_tables(data_dir: Path, params: Path, out: Path) -> None:
-    """The catalogue and sequences tables of `data_dir`, as the build writes them."""
+def write_tables(data_dir: Path, params: Path, out: Path) -> int:
+    """The catalogue and sequences tables of `data_dir`, as the build writes them; returns
+    how many users' last two interactions share a second."""
     cfg = load_config(params).build
     sources = discover_sources(data_dir)
     ingest = IngestReport()
@@ -45,6 +46,10 @@ def write_tables(data_dir: Path, params: Path, out: Path) -> None:
         load_interactions(sources, catalog, report=ingest).sequences(), cfg.min_interactions
     )
     print(f"sequences: {outputs.sequences}")
+    times = read_sequences(out)["timestamps"].to_pylist()
+    ties = sum(len(t) >= 2 and t[-1] == t[-2] for t in times)
+    print(f"users whose last two interactions share a second (tie rule applies): {ties}")
+    return ties
 
 
 def main() -> None:
@@ -62,7 +67,7 @@ def main() -> None:
         )
     with tempfile.TemporaryDirectory(prefix="recfound-field-") as tmp:
         started = time.perf_counter()
-        write_tables(args.data, args.params, Path(tmp))
+        ties = write_tables(args.data, args.params, Path(tmp))
         data = LeaveOneOut.read(tmp)
         read_s = time.perf_counter() - started
     run = FieldRun(data, loo, cfg.seed, cfg.build.max_history)
@@ -94,6 +99,7 @@ def main() -> None:
             "settings": loo.model_dump(),
             "metrics": field_report.metrics_section(field),
             "comparisons": field_report.comparisons_section(field),
+            "last_two_tied": ties,
             "seconds": seconds,
             "machine": machine(),
         },
