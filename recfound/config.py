@@ -310,6 +310,47 @@ class MergeConfig(_Section):
     slerp_t: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class SASRecConfig(_Section):
+    """The ID-based SASRec of the leave-one-out protocol (recfound.evaluate.sasrec)."""
+
+    dim: int = Field(64, ge=1, le=4096)  # item and position embedding width
+    layers: int = Field(2, ge=1, le=16)  # self-attention blocks
+    heads: int = Field(1, ge=1, le=64)  # must divide dim
+    max_len: int = Field(50, ge=2, le=1024)  # most recent items the encoder reads
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1)  # training windows per step
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SASRecConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
+        return self
+
+
+class LeaveOneOutConfig(_Section):
+    """The field's protocol (recfound.evaluate.leave_one_out): last interaction per user ->
+    test, full-catalogue ranking of the source's items, HR@k / NDCG@k."""
+
+    enabled: bool = True
+    k: tuple[Annotated[int, Field(ge=1, le=1000)], ...] = (10, 20)
+    # ID-based systems trained on the split's training part; the LLM systems of the run
+    # (RecFound, and base / MiniLM when in `evaluate.baselines`) are scored too
+    systems: tuple[Literal["popularity", "ease", "sasrec"], ...] = ("popularity", "ease", "sasrec")
+    ease_lambda: float = Field(500.0, gt=0.0)  # L2 weight of EASE's closed form (Steck 2019)
+    # EASE inverts a dense item x item Gram matrix: a source with more items skips it, named
+    ease_max_items: int = Field(30_000, ge=1, le=200_000)
+    sasrec: SASRecConfig = SASRecConfig()
+
+    @field_validator("k")
+    @classmethod
+    def _distinct_sorted_k(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
+        if not ks or len(set(ks)) != len(ks):
+            raise ValueError(f"k must be distinct and non-empty, got {list(ks)}")
+        return tuple(sorted(ks))
+
+
 class EvaluateConfig(_Section):
     batch_size: int = 8
     max_new_tokens: int = Field(96, ge=1)
@@ -354,6 +395,7 @@ class EvaluateConfig(_Section):
         "no_tmole",
         "multitask_lora",
     )
+    leave_one_out: LeaveOneOutConfig = LeaveOneOutConfig()
 
 
 class OrchestrationConfig(_Section):

@@ -7,6 +7,8 @@ from here. A leaf module (it imports nothing), so depending on it ties no stage 
 
 # build, under paths.unified: the task set and the ingest report
 BUILD_MANIFEST = "build.json"
+# every user's full time-ordered sequence, uncapped: the field's leave-one-out split reads it
+SEQUENCES_FILE = "sequences.parquet"
 
 # train, under paths.train_metrics
 STEPS_FILE = "steps.jsonl"  # one JSON object per optimizer step

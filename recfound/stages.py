@@ -344,7 +344,12 @@ CONTRACTS: tuple[StageContract, ...] = (
             Code("recfound/index", "full-catalogue search and metrics"),
             _INFERENCE_READERS,
         ),
-        params=(Param("seed"), Param("evaluate"), Param("model.dtype")),
+        params=(
+            Param("seed"),
+            Param("evaluate"),
+            Param("model.dtype"),
+            Param("build.max_history", "leave-one-out queries render as the build's U2I rows"),
+        ),
         metrics=(Out("reports", out.HEADLINE_DIR, cache=False),),
         outs=(
             Out("reports", out.METRICS_FILE, cache=False, note="every metric, with intervals"),

@@ -17,9 +17,12 @@ from recfound.data.catalogue import (
     i2i_query_item,
     read_catalogue,
     read_seen,
+    read_sequences,
 )
 from recfound.data.sample import write_sample
 from recfound.data.schema import SPLITS
+from recfound.data.unified import read_manifest
+from recfound.outputs import SEQUENCES_FILE
 
 EMBEDDING_CODES = ("U2I", "Q2I", "I2I")
 
@@ -115,3 +118,21 @@ def test_the_catalogue_fingerprint_follows_its_passages(built) -> None:
     passages = table["passage"].to_pylist()
     changed = table.set_column(1, "passage", pa.array([passages[0] + "!", *passages[1:]]))
     assert catalogue_fingerprint(changed) != same
+
+
+def test_sequences_table_holds_every_kept_user_whole_and_uncapped(built) -> None:
+    raw, unified_dir = built
+    table = read_sequences(unified_dir).to_pylist()
+    expected = {
+        user: [item for _, item in events]
+        for user, events in raw_sequences(raw).items()
+        if len(events) >= BUILD.min_interactions
+    }
+    assert {row["user_id"]: row["item_ids"] for row in table} == expected
+    assert all(row["timestamps"] == sorted(row["timestamps"]) for row in table)
+    u2i_test = [row for row in embedding_rows(unified_dir, "U2I") if row["split"] == "test"]
+    assert len(table) > len(u2i_test), "the table is not capped as the test split is"
+    record = read_manifest(unified_dir)["sequences"]
+    assert record["file"] == SEQUENCES_FILE
+    assert record["users"] == len(table)
+    assert record["interactions"] == sum(len(items) for items in expected.values())

@@ -25,6 +25,7 @@ from recfound.data.catalogue import (
     SEEN_DIR,
     SEEN_ROWS_FILE,
     SEEN_ROWS_SCHEMA,
+    SEQUENCES_SCHEMA,
     i2i_query_item,
 )
 from recfound.data.schema import FEATURES
@@ -52,6 +53,7 @@ from recfound.evaluate.variants import (
     variant_record,
 )
 from recfound.model.adapters import attach_adapter
+from recfound.outputs import SEQUENCES_FILE
 from recfound.tasks import TASKS, task_by_code
 
 LETTERS = [chr(ord("A") + i) for i in range(20)]
@@ -112,6 +114,23 @@ def write_catalogue(unified: Path, rows: list[dict[str, Any]]) -> None:
     pq.write_table(
         pa.Table.from_pylist(positions, SEEN_ROWS_SCHEMA), unified / SEEN_DIR / SEEN_ROWS_FILE
     )
+
+
+def write_sequences_table(unified: Path, users: int, length: int) -> None:
+    """The build's sequences table: `users` users of `length` items each, drawn in turn from
+    the catalogue already written (so its source's items)."""
+    catalogue = pq.read_table(unified / CATALOGUE_FILE)
+    items, source = catalogue["item_id"].to_pylist(), catalogue["source"][0].as_py()
+    rows = [
+        {
+            "source": source,
+            "user_id": f"seq-user-{u}",
+            "item_ids": [items[(u + t) % len(items)] for t in range(length)],
+            "timestamps": list(range(length)),
+        }
+        for u in range(users)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, SEQUENCES_SCHEMA), unified / SEQUENCES_FILE)
 
 
 def thirteen_task_split(tag: str, per_task: int = 2) -> list[dict[str, Any]]:
@@ -524,6 +543,7 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     cfg = tiny_config(default_config, tmp_path, tiny_model_dir, baselines=("popularity", "random"))
     sizes = {"train": 2, "validation": 1, "test": 1}
     write_stage_inputs(cfg, {split: thirteen_task_split(split, n) for split, n in sizes.items()})
+    write_sequences_table(cfg.paths.unified, users=3, length=5)
     variant = cfg.paths.reports / "variants" / "no_tmole" / "metrics.json"
     variant.parent.mkdir(parents=True)
     variant.write_text(json.dumps({"SR": {"Recall@1": 0.5, "n": 2, "invalid": 0}}))
@@ -535,8 +555,13 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     reports = cfg.paths.reports
     metrics = json.loads((reports / "metrics.json").read_text())
     systems = {"recfound", "no_merge", "popularity", "random"}
-    assert set(metrics) == systems | {"average_rank", "bootstrap"}
+    assert set(metrics) == systems | {"average_rank", "bootstrap", "leave_one_out"}
     assert set(metrics["recfound"]) == {t.code for t in TASKS}
+    # the field's protocol: every user scored by RecFound and the ID-based systems, with intervals
+    field = metrics["leave_one_out"]
+    assert set(field) == {"recfound", "popularity", "ease", "sasrec"}
+    assert field["recfound"]["s"]["n"] == 3
+    assert set(field["sasrec"]["s"]["ci"]) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"}
     assert set(metrics["popularity"]) == {"SR", "U2I"}
     assert 0.0 <= metrics["recfound"]["I2I"]["NDCG@20"] <= 1.0
     assert metrics["recfound"]["QR"]["invalid"] in (0, 1)
@@ -558,6 +583,8 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     assert "## RecFound vs each other system (paired bootstrap)" in results
     assert "Not compared: `no_tmole`" in results  # its metrics.json has no per-row statistics
     assert "## Paper-comparable scores (the authors' scorer)" in results
+    assert "## Leave-one-out, full ranking (the field's protocol)" in results
+    assert set(comparisons["leave_one_out"]["differences"]) == {"popularity", "ease", "sasrec"}
     for name in ("routing_similarity.png", "sample_ratios.png"):
         assert (reports / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     generations = (reports / "predictions" / "recfound.jsonl").read_text().splitlines()

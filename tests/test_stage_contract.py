@@ -385,8 +385,10 @@ def test_a_stage_whose_outputs_dvc_cannot_save_is_refused_before_it_runs(tmp_pat
 
 def test_declared_settings_are_the_stage_params_of_dvc_yaml(default_config: Config):
     evaluate = declared_settings(default_config, ["evaluate"])
-    assert set(evaluate) == {"seed", "evaluate", "model"}
+    assert set(evaluate) == {"seed", "evaluate", "model", "build"}
     assert evaluate["model"] == {"dtype": default_config.model.dtype}  # only model.dtype
+    # leave-one-out queries render histories as the build's U2I rows do
+    assert evaluate["build"] == {"max_history": default_config.build.max_history}
     trained = declared_settings(default_config, ["train"], leave_out=["train.threads"])
     assert set(trained) == {"seed", "model", "train", "s2sched"}
     assert "threads" not in trained["train"] and "lr" in trained["train"]
@@ -423,7 +425,7 @@ def test_the_fingerprints_read_the_contract_not_a_dvc_yaml(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(recfound.stages, "PROJECT_ROOT", tmp_path)
     assert declared_settings(default_config, ["train", "evaluate"]) == expected
-    assert set(expected) == {"seed", "model", "train", "s2sched", "evaluate"}
+    assert set(expected) == {"seed", "model", "train", "s2sched", "evaluate", "build"}
 
 
 # --- MLflow follows the contract; file names are spelled once

@@ -16,7 +16,8 @@
    with `build.json` beside them (recfound.data.unified): task set, skipped tasks and why,
    rows per task, source and split, the ingest report and the fingerprint of the raw data;
    and the catalogue every embedding task retrieves from, with each U2I row's seen items
-   (recfound.data.catalogue), for full-catalogue retrieval.
+   and every kept user's whole sequence (recfound.data.catalogue), for full-catalogue
+   retrieval and the leave-one-out protocol.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def task_streams(
         del log  # the sorted copy is all that is needed from here on
         if wanted & set(SEQUENCE_TASKS):
             seqs.count_short_users(cfg.min_interactions)
+            if outputs is not None:  # every kept user, uncapped: the leave-one-out protocol
+                outputs.write_sequences(seqs, cfg.min_interactions)
         row_observers = (outputs.observe_row,) if outputs is not None else ()
         streams.update(SequenceTasks(seqs, catalog, cfg, row_observers).build())
         streams["I2I"] = build_i2i(catalog, seqs, cfg, SplitSizes.of(cfg, "I2I"))
@@ -142,6 +145,8 @@ class BuildResult:
     fingerprint: str
     caps: dict[str, int | None]  # rows per task and split allowed (build.*_per_task or sample_caps)
     kind: DataKind  # the bundled sample (its caps) or a user's data (build.*_per_task)
+    # sequences.parquet: file, users, interactions, digest (None: no sequence task was built)
+    sequences: dict[str, Any] | None = None
 
     def manifest(self) -> dict[str, Any]:
         """build.json: everything a later stage or a person needs to know about this build."""
@@ -158,6 +163,7 @@ class BuildResult:
             "instructions": trained_instructions(rows),  # inference's default per task
             "data_fingerprint": self.fingerprint,
             "ingest": self.report.to_json(),
+            **({"sequences": self.sequences} if self.sequences is not None else {}),
         }
 
 
@@ -198,7 +204,9 @@ def write_unified(data_dir: str | Path, cfg: BuildConfig, out_dir: str | Path) -
         writer.check_unique_ids(plan.tasks)
         caps = {split: getattr(cfg, f"{split}_per_task") for split in SPLITS}
         caps["embedding_test"] = cfg.embedding_test_per_task
-        result = BuildResult(plan, writer.counts, report, fingerprint, caps, kind)
+        result = BuildResult(
+            plan, writer.counts, report, fingerprint, caps, kind, outputs.sequences
+        )
         with atomic_dir(out_dir) as tmp:
             writer.save(plan.tasks, tmp)
             outputs.save(tmp, with_seen="U2I" in plan.tasks)

@@ -1,6 +1,6 @@
 """The retrievable catalogue and each U2I row's seen items: what full-catalogue retrieval needs.
 
-The build writes two things beside the unified splits (recfound.data.build):
+The build writes these beside the unified splits (recfound.data.build):
 
 - `catalogue.parquet`, one row per item of the build's Catalog (every item listed by the
   metadata files read: Amazon `meta_*`, MovieLens movies): `item_id`, `passage` (exactly
@@ -14,6 +14,15 @@ The build writes two things beside the unified splits (recfound.data.build):
   `rows.parquet` (`id` of the U2I row, `user_id`, `position`: the target's index in the
   history). The row's seen items are `item_ids[:position]` minus the target itself, so a
   repeat purchase stays findable rather than excluded.
+
+- `sequences.parquet` (recfound.outputs.SEQUENCES_FILE): every user's whole sequence,
+  uncapped (`source`, `user_id`, `item_ids`, `timestamps`, oldest first), for the users the
+  sequence tasks keep (at least `build.min_interactions` interactions). The U2I tables above
+  hold only the users whose rows the caps let through; the field's leave-one-out protocol
+  (recfound.evaluate.leave_one_out) needs every user. Written from the same sorted
+  `Sequences` the task builders read, so its order is theirs: by time, and interactions of
+  the same second by item id (string order: movie "ml:10" before "ml:9"), the last of
+  them being the user's held-out test target. build.json records its size and digest.
 
 I2I needs no table: its query item is in the row, `target_key = "I2I:<item id>"`; Q2I
 excludes nothing. `excluded_ids` gives each row's exclusion set for any embedding task.
@@ -33,8 +42,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recfound.data.tasks.catalog import Catalog
-from recfound.data.tasks.interactions import UserSequence
+from recfound.data.tasks.interactions import Sequences, UserSequence
 from recfound.errors import DataError
+from recfound.outputs import SEQUENCES_FILE
 
 CATALOGUE_FILE = "catalogue.parquet"
 SEEN_DIR = "u2i_seen"
@@ -55,6 +65,14 @@ CATALOGUE_SCHEMA = pa.schema(
 HISTORIES_SCHEMA = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string()))])
 SEEN_ROWS_SCHEMA = pa.schema(
     [("id", pa.string()), ("user_id", pa.string()), ("position", pa.int32())]
+)
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("user_id", pa.string()),
+        ("item_ids", pa.list_(pa.string())),  # oldest first
+        ("timestamps", pa.list_(pa.int64())),  # seconds, aligned with item_ids
+    ]
 )
 
 
@@ -101,6 +119,51 @@ def write_catalogue(catalog: Catalog, path: Path) -> int:
     return len(catalog.items)
 
 
+def write_sequences(seqs: Sequences, min_interactions: int, path: Path) -> dict[str, Any]:
+    """Write every user of `seqs` with at least `min_interactions` interactions to `path`
+    (SEQUENCES_SCHEMA, users in id order); returns what build.json records of it: file,
+    users, interactions and a content digest (blake2b over every user's source, id, items
+    and times), so a changed sequence changes the build's record."""
+    out = _BatchedParquet(path, SEQUENCES_SCHEMA)
+    digest = hashlib.blake2b(digest_size=16)
+    users = interactions = 0
+    try:
+        for user, n in seqs.lengths().items():
+            if n < min_interactions:
+                continue
+            seq = seqs.get(user)
+            out.append(
+                {
+                    "source": seq.source,
+                    "user_id": user,
+                    "item_ids": list(seq.items),
+                    "timestamps": list(seq.timestamps),
+                }
+            )
+            digest.update(f"{seq.source}\x1f{user}\x1f{seq.items}\x1f{seq.timestamps}\x1e".encode())
+            users += 1
+            interactions += n
+    finally:
+        out.close()
+    return {
+        "file": SEQUENCES_FILE,
+        "users": users,
+        "interactions": interactions,
+        "digest": digest.hexdigest(),
+    }
+
+
+def read_sequences(unified_dir: str | Path) -> pa.Table:
+    """The sequences table the build wrote beside the unified dataset at `unified_dir`."""
+    path = Path(unified_dir) / SEQUENCES_FILE
+    if not path.is_file():
+        raise DataError(path, "no sequences table; rebuild with `recfound stage build`")
+    table = pq.read_table(path)
+    if not table.schema.equals(SEQUENCES_SCHEMA):
+        raise DataError(path, f"unexpected columns {table.schema.names}")
+    return table
+
+
 class CatalogueOutputs:
     """The build's catalogue and U2I seen tables, written into a spill directory as the build
     runs, then moved into the unified output (`save`).
@@ -116,6 +179,11 @@ class CatalogueOutputs:
         self._rows = _BatchedParquet(directory / SEEN_DIR / SEEN_ROWS_FILE, SEEN_ROWS_SCHEMA)
         self._users: set[str] = set()
         self.items = 0
+        self.sequences: dict[str, Any] | None = None  # build.json's record, once written
+
+    def write_sequences(self, seqs: Sequences, min_interactions: int) -> None:
+        """Every kept user's whole sequence (`write_sequences`), moved out by `save`."""
+        self.sequences = write_sequences(seqs, min_interactions, self.directory / SEQUENCES_FILE)
 
     def write_items(self, catalog: Catalog) -> None:
         self.items = write_catalogue(catalog, self.directory / CATALOGUE_FILE)
@@ -133,6 +201,8 @@ class CatalogueOutputs:
         self._histories.close()
         self._rows.close()
         shutil.move(self.directory / CATALOGUE_FILE, out_dir / CATALOGUE_FILE)
+        if self.sequences is not None:
+            shutil.move(self.directory / SEQUENCES_FILE, out_dir / SEQUENCES_FILE)
         if with_seen:
             shutil.move(self.directory / SEEN_DIR, out_dir / SEEN_DIR)
 

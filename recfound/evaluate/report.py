@@ -15,7 +15,8 @@ metrics.json is nested JSON that `dvc metrics show` / `dvc metrics diff` flatten
 beside its overall keys, `"sources": {"amazon_reviews": {"MRR@20": …, "n": …, "ci": …},
 "movielens": {…}}` (recfound.evaluate.protocol); the overall keys stay where they were. An
 embedding task's entry also holds its full-catalogue metrics, `"Recall@10_full"`,
-`"NDCG@10_full"`, … with their `ci` (recfound.evaluate.full_catalogue).
+`"NDCG@10_full"`, … with their `ci` (recfound.evaluate.full_catalogue). The field's
+leave-one-out protocol has its own section, `"leave_one_out"` (recfound.evaluate.field_report).
 
 comparisons.json: RecFound minus each other system on the same test rows, per task and metric,
 with its paired bootstrap interval and `sign` (+1 the interval is above 0, −1 below, 0 it
@@ -39,6 +40,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -75,6 +77,8 @@ DISPLAY_NAMES: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 (off the shelf)",
     "popularity": "Popularity",
     "random": "Random",
+    "ease": "EASE (ID-based)",  # the leave-one-out protocol's (recfound.evaluate.id_baselines)
+    "sasrec": "SASRec (ID-based, full softmax)",
 }
 # Ablation rows (Table 4): the paper compares them with RecFound w/o Model Merge.
 ABLATION_ROWS: tuple[str, ...] = (
@@ -142,8 +146,13 @@ def source_label(code: str, source: str) -> str:
     return f"{code}[{source}]"
 
 
-def metrics_json(results: Results, settings: BootstrapSettings | None = None) -> dict:
-    """The reports/metrics.json object (module docstring); `bootstrap` records `settings`."""
+def metrics_json(
+    results: Results,
+    settings: BootstrapSettings | None = None,
+    sections: Mapping[str, Any] | None = None,
+) -> dict:
+    """The reports/metrics.json object (module docstring); `bootstrap` records `settings`;
+    `sections` are added as they are (e.g. recfound.evaluate.field_report's)."""
     out: dict = {
         name: {task: result.to_json() for task, result in per_task.items()}
         for name, per_task in results.items()
@@ -159,21 +168,29 @@ def metrics_json(results: Results, settings: BootstrapSettings | None = None) ->
     }
     if settings is not None:
         out["bootstrap"] = settings.to_json()
+    out.update(sections or {})
     return out
 
 
-def write_metrics(path: Path, results: Results, settings: BootstrapSettings | None = None) -> Path:
+def write_metrics(
+    path: Path,
+    results: Results,
+    settings: BootstrapSettings | None = None,
+    sections: Mapping[str, Any] | None = None,
+) -> Path:
     """Write reports/metrics.json atomically (sorted keys, so diffs stay readable)."""
     with atomic_file(path) as handle:
-        json.dump(metrics_json(results, settings), handle, indent=2, sort_keys=True)
+        json.dump(metrics_json(results, settings, sections), handle, indent=2, sort_keys=True)
         handle.write("\n")
     return path
 
 
-def write_comparisons(path: Path, comparisons: Comparisons) -> Path:
-    """Write reports/comparisons.json atomically (module docstring)."""
+def write_comparisons(
+    path: Path, comparisons: Comparisons, sections: Mapping[str, Any] | None = None
+) -> Path:
+    """Write reports/comparisons.json atomically (module docstring), `sections` added."""
     with atomic_file(path) as handle:
-        json.dump(comparisons.to_json(), handle, indent=2, sort_keys=True)
+        json.dump({**comparisons.to_json(), **(sections or {})}, handle, indent=2, sort_keys=True)
         handle.write("\n")
     return path
 

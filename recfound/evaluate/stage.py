@@ -8,7 +8,9 @@ the task set (MiniLM needs an embedding task, popularity SR or U2I). Ablation va
 The embedding tasks are also scored over the whole catalogue (Recall@k / NDCG@k for each k of
 `evaluate.catalogue_k`, recfound.evaluate.full_catalogue): RecFound searches the index the
 `index` stage wrote (paths.index), base and MiniLM embed the catalogue here, popularity ranks it
-by training target counts.
+by training target counts. And every user is scored in the field's protocol (leave-one-out by
+time, full ranking, HR@k / NDCG@k: recfound.evaluate.leave_one_out) beside ID-based
+popularity, EASE and SASRec, in its own section of metrics.json, comparisons.json, results.md.
 
 The tasks evaluated are the task set of the dataset (recfound.data.unified.present_tasks: the
 tasks with training rows, any non-empty subset of the 13) that have test rows.
@@ -43,9 +45,10 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import bootstrap, curve, figures, report
+from recfound.evaluate import bootstrap, curve, field_report, figures, report
 from recfound.evaluate.full_catalogue import FullCatalogue
 from recfound.evaluate.headline import write_headline
+from recfound.evaluate.leave_one_out import FieldRun
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
@@ -125,13 +128,15 @@ def evaluate_llm(
     scorer: PairScorer,
     catalogue: FullCatalogue | None = None,
     saved_index: bool = False,
+    field: FieldRun | None = None,
 ) -> tuple[SystemRun, Any]:
     """Load base (+ adapter) as a Predictor and evaluate it as system `name`; returns the run
     and the adapter.
 
     `train` rows set each task's generation budget (`answer_budgets`); they are never scored.
     With `catalogue`, the embedding tasks also get full-catalogue metrics while the model is
-    loaded, searching the index stage's index when `saved_index`, else one embedded here.
+    loaded, searching the index stage's index when `saved_index`, else one embedded here;
+    with `field`, its test users are scored in the leave-one-out protocol the same way.
     """
     from recfound.model.predictor import Predictor
 
@@ -150,6 +155,8 @@ def evaluate_llm(
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
     if catalogue is not None:
         catalogue.add_metrics(run, system, test, saved_index)
+    if field is not None:
+        field.add_llm(system, catalogue, saved_index)
     return run, predictor.model.adapter
 
 
@@ -231,10 +238,11 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     test, train = data.test, data.train
     reports = Path(cfg.paths.reports)
     catalogue = FullCatalogue.prepare(cfg, test)
+    field = FieldRun.prepare(cfg)
     runs: dict[str, SystemRun] = {}
     merged = merged_adapter_dir(cfg)
     runs["recfound"], merged_adapter = evaluate_llm(
-        cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True
+        cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True, field=field
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
@@ -242,7 +250,9 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         cfg, "no_merge", Path(cfg.paths.adapter), test, train, scorer
     )
     if "base" in cfg.evaluate.baselines:
-        runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer, catalogue)
+        runs["base"], _ = evaluate_llm(
+            cfg, "base", None, test, train, scorer, catalogue, field=field
+        )
     for system in baseline_systems(cfg, train, data.tasks):
         if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
             catalogue.share_vectors(system)
@@ -251,6 +261,10 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         )
         if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
             catalogue.add_metrics(runs[system.name], system, test)
+        if field is not None and system.name == "minilm":
+            field.add_llm(system, catalogue, saved_index=False)
+    if field is not None:
+        field.add_id_models()
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)
@@ -258,17 +272,23 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     variants = bootstrap.attach_intervals(variants, settings)
     comparisons = bootstrap.compare_systems(results | variants, REFERENCE_SYSTEM, settings)
     comparisons = set_aside(comparisons, unlike)
+    loo = field_report.finish(field, settings, REFERENCE_SYSTEM) if field is not None else None
     sizes = {code: len(rows) for code, rows in test.items()}
-    report.write_metrics(reports / METRICS_FILE, results, settings)
+    report.write_metrics(
+        reports / METRICS_FILE, results, settings, field_report.metrics_section(loo)
+    )
     headline_systems = [REFERENCE_SYSTEM, *cfg.evaluate.baselines]
     write_headline(reports / HEADLINE_DIR, results, headline_systems)
-    report.write_comparisons(reports / COMPARISONS_FILE, comparisons)
+    report.write_comparisons(
+        reports / COMPARISONS_FILE, comparisons, field_report.comparisons_section(loo)
+    )
     bootstrap.write_evidence(reports / EVIDENCE_DIR, results)
     report.write_results(
         reports / RESULTS_FILE,
         report.render_results(
             results, variants, cfg.evaluate.rank_cutoff, sizes, stale, comparisons, unlike
-        ),
+        )
+        + field_report.render(loo),
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)
     curve_path = curve.learning_curve(cfg, scorer)
