@@ -29,6 +29,10 @@ Outputs under `paths.reports`:
     learning_curve.csv      a validation metric of `evaluate.curve_tasks` at every saved
                             checkpoint (DVC plot; recfound.evaluate.curve)
     predictions/<system>.jsonl   every generated answer, whether it parsed, and its reference
+
+RecFound and the base model also answer the label tasks in the other modes of
+`evaluate.answer_modes` (recfound.evaluate.answer_modes): each mode is a system `name@mode` in
+metrics.json, comparisons.json, evidence/ and predictions/, and a section of results.md.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import bootstrap, curve, figures, report
+from recfound.evaluate import answer_modes, bootstrap, curve, figures, report
 from recfound.evaluate.full_catalogue import FullCatalogue
 from recfound.evaluate.headline import write_headline
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
@@ -125,6 +129,7 @@ def evaluate_llm(
     scorer: PairScorer,
     catalogue: FullCatalogue | None = None,
     saved_index: bool = False,
+    modes: dict[str, SystemRun] | None = None,
 ) -> tuple[SystemRun, Any]:
     """Load base (+ adapter) as a Predictor and evaluate it as system `name`; returns the run
     and the adapter.
@@ -132,6 +137,8 @@ def evaluate_llm(
     `train` rows set each task's generation budget (`answer_budgets`); they are never scored.
     With `catalogue`, the embedding tasks also get full-catalogue metrics while the model is
     loaded, searching the index stage's index when `saved_index`, else one embedded here.
+    With `modes`, the runs of the system's other answer modes (`evaluate.answer_modes`,
+    recfound.evaluate.answer_modes) are added to it under `name@mode`.
     """
     from recfound.model.predictor import Predictor
 
@@ -148,6 +155,19 @@ def evaluate_llm(
     run = evaluate_system(system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified)
     if catalogue is not None:
         catalogue.add_metrics(run, system, test, saved_index)
+    if modes is not None:
+        passages = answer_modes.catalogue_passages(cfg.paths.unified)
+        modes.update(
+            answer_modes.evaluate_modes(
+                system,
+                cfg.evaluate.answer_modes,
+                test,
+                scorer,
+                cfg.evaluate.rank_cutoff,
+                cfg.paths.unified,
+                passages,
+            )
+        )
     return run, predictor.model.adapter
 
 
@@ -230,9 +250,10 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     reports = Path(cfg.paths.reports)
     catalogue = FullCatalogue.prepare(cfg, test)
     runs: dict[str, SystemRun] = {}
+    mode_runs: dict[str, SystemRun] = {}  # name@mode: answer modes beside free generation
     merged = merged_adapter_dir(cfg)
     runs["recfound"], merged_adapter = evaluate_llm(
-        cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True
+        cfg, "recfound", merged, test, train, scorer, catalogue, True, mode_runs
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
@@ -240,13 +261,16 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         cfg, "no_merge", Path(cfg.paths.adapter), test, train, scorer
     )
     if "base" in cfg.evaluate.baselines:
-        runs["base"], _ = evaluate_llm(cfg, "base", None, test, train, scorer, catalogue)
+        runs["base"], _ = evaluate_llm(
+            cfg, "base", None, test, train, scorer, catalogue, modes=mode_runs
+        )
     for system in baseline_systems(cfg, train, data.tasks):
         runs[system.name] = evaluate_system(
             system, test, scorer, cfg.evaluate.rank_cutoff, cfg.paths.unified
         )
         if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
             catalogue.add_metrics(runs[system.name], system, test)
+    runs.update(mode_runs)
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)
