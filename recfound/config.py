@@ -396,6 +396,23 @@ class EvaluateConfig(_Section):
         "multitask_lora",
     )
     leave_one_out: LeaveOneOutConfig = LeaveOneOutConfig()
+    # How the LLM systems answer the label tasks (recfound.evaluate.answer_modes): free
+    # generation (the paper's, the headline: always on) and the option-decided modes beside it
+    answer_modes: tuple[Literal["free", "options", "option_text", "embedding"], ...] = (
+        "free",
+        "options",
+        "option_text",
+        "embedding",
+    )
+
+    @field_validator("answer_modes")
+    @classmethod
+    def _free_and_distinct_modes(cls, modes: tuple[str, ...]) -> tuple[str, ...]:
+        if "free" not in modes:
+            raise ValueError("free generation is the reference answer mode: keep 'free'")
+        if len(set(modes)) != len(modes):
+            raise ValueError(f"repeated mode in {list(modes)}")
+        return modes
 
 
 class OrchestrationConfig(_Section):

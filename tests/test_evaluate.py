@@ -554,8 +554,13 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
 
     reports = cfg.paths.reports
     metrics = json.loads((reports / "metrics.json").read_text())
-    systems = {"recfound", "no_merge", "popularity", "random"}
+    modes = {"recfound@options", "recfound@option_text", "recfound@embedding"}
+    systems = {"recfound", "no_merge", "popularity", "random"} | modes
     assert set(metrics) == systems | {"average_rank", "bootstrap", "leave_one_out"}
+    # the label tasks answered in each mode beside free generation (the headline stays free)
+    assert set(metrics["recfound@options"]) == {"SR", "PRP", "SA", "PM", "AP"}
+    assert set(metrics["recfound@embedding"]) == {"SR"}
+    assert set(metrics["recfound@options"]["SR"]["ci"]) == {"Recall@1"}
     assert set(metrics["recfound"]) == {t.code for t in TASKS}
     # the field's protocol: every user scored by RecFound and the ID-based systems, with intervals
     field = metrics["leave_one_out"]
@@ -585,6 +590,10 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     assert "## Paper-comparable scores (the authors' scorer)" in results
     assert "## Leave-one-out, full ranking (the field's protocol)" in results
     assert set(comparisons["leave_one_out"]["differences"]) == {"popularity", "ease", "sasrec"}
+    assert "## Answer modes of the label tasks" in results
+    assert "| RecFound, option labels scored |" in results
+    assert "option labels scored" not in results.split("## Answer modes")[0]  # tables 2-4: free
+    assert (reports / "predictions" / "recfound@options.jsonl").is_file()
     for name in ("routing_similarity.png", "sample_ratios.png"):
         assert (reports / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     generations = (reports / "predictions" / "recfound.jsonl").read_text().splitlines()

@@ -35,6 +35,7 @@ on every task of a table are ranked (a popularity baseline that answers SR alone
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -47,7 +48,14 @@ from scipy.stats import rankdata
 
 from recfound.atomic import atomic_file
 from recfound.errors import DataError
-from recfound.evaluate.bootstrap import BootstrapSettings, Comparisons, Difference
+from recfound.evaluate import answer_modes
+from recfound.evaluate.bootstrap import (
+    BootstrapSettings,
+    Comparisons,
+    Difference,
+    paired_differences,
+    stream,
+)
 from recfound.evaluate.protocol import (
     FULL_SUFFIX,
     TaskResult,
@@ -249,6 +257,9 @@ def _score_cell(result: TaskResult, key: str, bold: bool = False) -> str:
 
 
 def _display(name: str) -> str:
+    system, mode = answer_modes.split_mode_name(name)
+    if mode != answer_modes.FREE:
+        return f"{DISPLAY_NAMES.get(system, system)}, {answer_modes.MODE_TITLES[mode]}"
     return DISPLAY_NAMES.get(name, name)
 
 
@@ -501,6 +512,12 @@ def render_results(
     (`set_aside`). Without `comparisons` (no bootstrap) the paired table and the interval
     legend are left out."""
     unlike = unlike or {}
+    results, by_mode = split_answer_modes(results)  # the paper's tables: free generation only
+    if comparisons is not None:
+        comparisons = dataclasses.replace(
+            comparisons,
+            differences={n: d for n, d in comparisons.differences.items() if n not in by_mode},
+        )
     ran = set(results) | set(variants) | set(stale)
     missing_variants = [n for n in ABLATION_ROWS if n not in ran]
     variants = {_marked(name, unlike): res for name, res in variants.items()}
@@ -569,6 +586,7 @@ def render_results(
             AUTHORS_NOTE,
             authors_table({**results, **variants}, tasks),
         ]
+    sections += answer_mode_sections(by_mode, results, comparisons)
     by_source, source_columns, source_sizes = per_source_results(results)
     if source_columns:
         counts = ", ".join(f"{c} {n}" for c, n in source_sizes.items())
@@ -664,6 +682,71 @@ def _comparison_sections(
             "test rows of the current run, under its dtype (re-run `recfound ablate`); without "
             "statistics its scores show no interval either.\n"
         )
+    return sections
+
+
+def split_answer_modes(results: Results) -> tuple[Results, Results]:
+    """(free-generation results, the other answer modes' `name@mode` results)."""
+    free, modes = {}, {}
+    for name, per_task in results.items():
+        is_mode = answer_modes.split_mode_name(name)[1] != answer_modes.FREE
+        (modes if is_mode else free)[name] = per_task
+    return free, modes
+
+
+def answer_mode_sections(
+    by_mode: Results, free: Results, comparisons: Comparisons | None
+) -> list[str]:
+    """The label tasks answered in every mode (recfound.evaluate.answer_modes): each system's
+    free answers and its other modes with intervals, then each mode minus the same system's
+    free answers on the same rows (paired bootstrap, when `comparisons` brings its settings).
+    Nothing when no mode ran."""
+    if not by_mode:
+        return []
+    columns = [c for c in answer_modes.LABEL_TASKS if any(c in r for r in by_mode.values())]
+    rows: Results = {}
+    for name in by_mode:
+        system = answer_modes.split_mode_name(name)[0]
+        if system in free and system not in rows:
+            rows[system] = {c: free[system][c] for c in columns if c in free[system]}
+        rows[name] = by_mode[name]
+    ordered = sorted(rows, key=lambda n: answer_modes.split_mode_name(n)[0])
+    sections = [
+        "## Answer modes of the label tasks\n",
+        "Free generation (the rows above) is the paper's answer; the same model also answered "
+        "each label task by choosing among the row's options: the option whose label (letter, "
+        "yes/no) it finds likeliest after the prompt, the option whose listed text (SR: the "
+        "candidate's title) it finds likeliest per token, and for SR the candidate closest to "
+        "the history embedded as a U2I query (docs/evaluation.md, answer modes). Same test "
+        "rows and metrics as Table 2.\n",
+        score_table({n: rows[n] for n in ordered}, columns, with_rank=False),
+    ]
+    if comparisons is None:
+        return sections
+    lines = []
+    for name in ordered:
+        system, mode = answer_modes.split_mode_name(name)
+        if mode == answer_modes.FREE or system not in free:
+            continue
+        cells = [_display(name)]
+        for code in columns:
+            ours, theirs = by_mode[name].get(code), free[system].get(code)
+            if ours is None or theirs is None or ours.evidence is None or theirs.evidence is None:
+                cells.append(MISSING)
+                continue
+            diff = paired_differences(
+                ours.evidence, theirs.evidence, comparisons.settings, stream(code)
+            )[ours.primary]
+            cells.append(_difference_cell(diff.value, diff.low, diff.high, diff.sign))
+        lines.append("| " + " | ".join(cells) + " |")
+    if lines:
+        header = ["Mode minus the same system's free answer", *columns]
+        sections += [
+            "Each mode's score minus its system's free-generation score, with the paired "
+            "interval (▲ the mode is better, ▼ worse, · inconclusive):\n",
+            "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
+            + "\n",
+        ]
     return sections
 
 

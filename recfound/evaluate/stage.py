@@ -31,6 +31,10 @@ Outputs under `paths.reports`:
     learning_curve.csv      a validation metric of `evaluate.curve_tasks` at every saved
                             checkpoint (DVC plot; recfound.evaluate.curve)
     predictions/<system>.jsonl   every generated answer, whether it parsed, and its reference
+
+RecFound and the base model also answer the label tasks in the other modes of
+`evaluate.answer_modes` (recfound.evaluate.answer_modes): each mode is a system `name@mode` in
+metrics.json, comparisons.json, evidence/ and predictions/, and a section of results.md.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import bootstrap, curve, field_report, figures, report
+from recfound.evaluate import answer_modes, bootstrap, curve, field_report, figures, report
 from recfound.evaluate.full_catalogue import FullCatalogue
 from recfound.evaluate.headline import write_headline
 from recfound.evaluate.leave_one_out import FieldRun
@@ -129,6 +133,7 @@ def evaluate_llm(
     catalogue: FullCatalogue | None = None,
     saved_index: bool = False,
     field: FieldRun | None = None,
+    modes: dict[str, SystemRun] | None = None,
 ) -> tuple[SystemRun, Any]:
     """Load base (+ adapter) as a Predictor and evaluate it as system `name`; returns the run
     and the adapter.
@@ -137,6 +142,8 @@ def evaluate_llm(
     With `catalogue`, the embedding tasks also get full-catalogue metrics while the model is
     loaded, searching the index stage's index when `saved_index`, else one embedded here;
     with `field`, its test users are scored in the leave-one-out protocol the same way.
+    With `modes`, the runs of the system's other answer modes (`evaluate.answer_modes`,
+    recfound.evaluate.answer_modes) are added to it under `name@mode`.
     """
     from recfound.model.predictor import Predictor
 
@@ -157,6 +164,19 @@ def evaluate_llm(
         catalogue.add_metrics(run, system, test, saved_index)
     if field is not None:
         field.add_llm(system, catalogue, saved_index)
+    if modes is not None:
+        passages = answer_modes.catalogue_passages(cfg.paths.unified)
+        modes.update(
+            answer_modes.evaluate_modes(
+                system,
+                cfg.evaluate.answer_modes,
+                test,
+                scorer,
+                cfg.evaluate.rank_cutoff,
+                cfg.paths.unified,
+                passages,
+            )
+        )
     return run, predictor.model.adapter
 
 
@@ -240,9 +260,19 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     catalogue = FullCatalogue.prepare(cfg, test)
     field = FieldRun.prepare(cfg)
     runs: dict[str, SystemRun] = {}
+    mode_runs: dict[str, SystemRun] = {}  # name@mode: answer modes beside free generation
     merged = merged_adapter_dir(cfg)
     runs["recfound"], merged_adapter = evaluate_llm(
-        cfg, "recfound", merged, test, train, scorer, catalogue, saved_index=True, field=field
+        cfg,
+        "recfound",
+        merged,
+        test,
+        train,
+        scorer,
+        catalogue,
+        saved_index=True,
+        field=field,
+        modes=mode_runs,
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
@@ -251,7 +281,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     )
     if "base" in cfg.evaluate.baselines:
         runs["base"], _ = evaluate_llm(
-            cfg, "base", None, test, train, scorer, catalogue, field=field
+            cfg, "base", None, test, train, scorer, catalogue, field=field, modes=mode_runs
         )
     for system in baseline_systems(cfg, train, data.tasks):
         if catalogue is not None and system.name in FULL_CATALOGUE_BASELINES:
@@ -265,6 +295,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
             field.add_llm(system, catalogue, saved_index=False)
     if field is not None:
         field.add_id_models()
+    runs.update(mode_runs)
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)

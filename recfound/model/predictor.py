@@ -14,6 +14,9 @@ LLM system), the registered MLflow model and the catalogue index all answer thro
   weights while it decodes (`export.merged_task_layers`: the base model's speed, equal up to
   float32 rounding); in bfloat16 the cast would round the delta away where it is small, so
   there the routed adapter decodes.
+- Option scoring (`score_options`): the log-likelihood of each given answer after the same
+  fitted prompt, routed and merged as generation is: answers decided among a row's options
+  rather than decoded (recfound.evaluate.answer_modes).
 - Embedding: a query (a text with an instruction) is cut to `train.max_len_query` tokens, a
   passage (instruction "") to `train.max_len_passage`, at the end, as training cuts them
   (`prompts.encode_embedding`); only a start of a long text is tokenised. Vectors are the
@@ -43,6 +46,7 @@ from recfound.model.inference import (
     embed_examples,
     generate_ids,
     load_recfound,
+    option_log_likelihoods,
 )
 from recfound.tasks import Kind, Task, task_by_code
 
@@ -64,10 +68,16 @@ class InputLimits:
     prompt: int
     query: int
     passage: int
+    response: int
 
     @classmethod
     def of(cls, train: TrainConfig) -> InputLimits:
-        return cls(train.max_len_prompt, train.max_len_query, train.max_len_passage)
+        return cls(
+            train.max_len_prompt,
+            train.max_len_query,
+            train.max_len_passage,
+            train.max_len_response,
+        )
 
     def embedding(self, instruction: str) -> tuple[int, str]:
         """A query's budget when it has an instruction, a passage's when it has none, and the
@@ -268,6 +278,74 @@ class Predictor:
     ) -> list[str]:
         """Answers to `requests` routed to generative `task` (`prompts`, then `decode`)."""
         return self.decode(self.prompts(task, requests), max_new_tokens, progress)
+
+    def score_options(
+        self,
+        task: Task,
+        requests: Sequence[TextInput],
+        options: Sequence[Sequence[str]],
+        per_token: bool = False,
+        progress: bool = False,
+    ) -> list[np.ndarray]:
+        """Per request, the log-likelihood of each of its `options` as the answer: float64,
+        one entry per option, in order (higher = likelier).
+
+        An option's likelihood is that of its training target after the request's fitted
+        prompt (`prompts` as `generate` fits it): `prompts.with_response`, i.e. the option as
+        the chat template renders an assistant turn, end-of-turn marks included, cut to
+        `train.max_len_response` tokens; Σ_t log p(token_t | prompt, tokens_<t) by teacher
+        forcing. The end-of-turn marks count, so "B" scores the answer "B" and nothing more
+        (not the start of "B. Running shoes"). Routed to `task` and merged in float32 exactly
+        as `decode` is (`decoding`); each prompt runs once and its options together after
+        its cached keys and values, in batches of `evaluate.batch_size`
+        (`inference.option_log_likelihoods`).
+
+        Not length-normalised by default: a label (a letter, yes/no) is one token plus the
+        same end-of-turn marks for every option, so the sum compares like with like and is the
+        probability of the whole answer. `per_token` gives the mean per response token
+        instead, for options of unequal length (SR candidate titles), where a sum would favour
+        the shortest text over the most likely one.
+        """
+        if len(options) != len(requests):
+            raise ValueError(f"{len(options)} option lists for {len(requests)} requests")
+        asked = self.with_instructions(task, requests)
+        prompts = self.prompts(task, asked)
+        self._note(
+            prompts.cut,
+            len(prompts.fitted),
+            f"fit train.max_len_prompt={self.limits.prompt} tokens (the start of each was dropped)",
+        )
+        answers = []
+        for index, (request, texts) in enumerate(zip(asked, options, strict=True)):
+            if not texts:
+                raise InputError(index, "no options to score")
+            answers.append(
+                [
+                    fmt.response_ids(
+                        self.tokenizer,
+                        request.instruction,
+                        request.input,
+                        text,
+                        self.limits.response,
+                    )
+                    for text in texts
+                ]
+            )
+        with self.decoding(task):
+            sums = option_log_likelihoods(
+                self.model,
+                self.tokenizer,
+                [prompt.input_ids for prompt in prompts.fitted],
+                answers,
+                task.id,
+                self.batch_size,
+                progress,
+            )
+        if not per_token:
+            return sums
+        return [
+            row / np.array([len(a) for a in ids]) for row, ids in zip(sums, answers, strict=True)
+        ]
 
     @property
     def merges_for_decoding(self) -> bool:

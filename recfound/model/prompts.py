@@ -257,11 +257,24 @@ def encode_generative(
     # Only an instruction longer than the budget leaves the prompt over it: keep the prompt's
     # end, which holds the assistant header the response must follow.
     prompt = fit_prompt(tokenizer, instruction, input, max_prompt).input_ids[-max_prompt:]
-    response = token_ids(tokenizer, response_text(tokenizer, instruction, input, output))
-    response = response[:max_response]
+    response = response_ids(tokenizer, instruction, input, output, max_response)
     return GenerativeExample(
         input_ids=prompt + response, labels=[IGNORE_INDEX] * len(prompt) + response
     )
+
+
+def response_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    input: str,
+    output: str,
+    max_response: int,
+) -> list[int]:
+    """`output` as a training target: its `response_text` (answer + end-of-turn marks) as
+    ids, cut to `max_response` tokens from its end. What training learns and what option
+    scoring (recfound.model.predictor `score_options`) reads back."""
+    response = token_ids(tokenizer, response_text(tokenizer, instruction, input, output))
+    return response[:max_response]
 
 
 def embedding_text(instruction: str, text: str) -> str:

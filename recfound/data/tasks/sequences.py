@@ -29,6 +29,19 @@ RowMaker = Callable[[str, UserSequence, int], dict | None]
 RowObserver = Callable[[str, dict, UserSequence, int], None]
 
 
+# How an SR input lays out its parts: SR_HISTORY + history + SR_CANDIDATES + lettered titles.
+SR_HISTORY = "History:\n"
+SR_CANDIDATES = "\nCandidates:\n"
+
+
+def sr_history(input: str) -> str | None:
+    """The history part of an SR input (the text a U2I query of the same user holds), or None
+    when `input` is not laid out as SR inputs are."""
+    if not input.startswith(SR_HISTORY) or SR_CANDIDATES not in input:
+        return None
+    return input[len(SR_HISTORY) : input.rindex(SR_CANDIDATES)]
+
+
 def history_input(items: Sequence[str], end: int, limit: int, title: Callable[[str], str]) -> str:
     """A behaviour history as U2I queries and SR prompts show it: the titles of the last
     `limit` items before position `end`, numbered oldest first. `recfound recommend --user`
@@ -207,7 +220,7 @@ class SequenceTasks:
         return make_row(
             "SR",
             self._keys(seq, k),
-            input=f"History:\n{history}\nCandidates:\n{listed}",
+            input=f"{SR_HISTORY}{history}{SR_CANDIDATES}{listed}",
             output=letters[answer],
             options=list(letters),
             option_ids=candidates,
