@@ -20,8 +20,6 @@ from recfound.config import Config
 from recfound.data.catalogue import (
     CATALOGUE_FILE,
     CATALOGUE_SCHEMA,
-    HISTORIES_FILE,
-    HISTORIES_SCHEMA,
     SEEN_DIR,
     SEEN_ROWS_FILE,
     SEEN_ROWS_SCHEMA,
@@ -103,14 +101,17 @@ def write_catalogue(unified: Path, rows: list[dict[str, Any]]) -> None:
     pq.write_table(pa.Table.from_pylist(catalogue, CATALOGUE_SCHEMA), unified / CATALOGUE_FILE)
     u2i = [r for r in rows if r["task"] == "U2I"]
     histories = [
-        {"user_id": f"user-{r['id']}", "item_ids": [*r["negative_ids"][:2], r["positive_ids"][0]]}
+        {
+            "source": "s",
+            "user_id": f"user-{r['id']}",
+            "item_ids": [*r["negative_ids"][:2], r["positive_ids"][0]],
+            "timestamps": [1, 2, 3],
+        }
         for r in u2i
     ]
     positions = [{"id": r["id"], "user_id": f"user-{r['id']}", "position": 2} for r in u2i]
     (unified / SEEN_DIR).mkdir()
-    pq.write_table(
-        pa.Table.from_pylist(histories, HISTORIES_SCHEMA), unified / SEEN_DIR / HISTORIES_FILE
-    )
+    pq.write_table(pa.Table.from_pylist(histories, SEQUENCES_SCHEMA), unified / SEQUENCES_FILE)
     pq.write_table(
         pa.Table.from_pylist(positions, SEEN_ROWS_SCHEMA), unified / SEEN_DIR / SEEN_ROWS_FILE
     )
@@ -118,7 +119,7 @@ def write_catalogue(unified: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_sequences_table(unified: Path, users: int, length: int) -> None:
     """The build's sequences table: `users` users of `length` items each, drawn in turn from
-    the catalogue already written (so its source's items)."""
+    the catalogue already written (so its source's items), added to the U2I rows' users."""
     catalogue = pq.read_table(unified / CATALOGUE_FILE)
     items, source = catalogue["item_id"].to_pylist(), catalogue["source"][0].as_py()
     rows = [
@@ -130,7 +131,8 @@ def write_sequences_table(unified: Path, users: int, length: int) -> None:
         }
         for u in range(users)
     ]
-    pq.write_table(pa.Table.from_pylist(rows, SEQUENCES_SCHEMA), unified / SEQUENCES_FILE)
+    kept = pq.read_table(unified / SEQUENCES_FILE).to_pylist()
+    pq.write_table(pa.Table.from_pylist(kept + rows, SEQUENCES_SCHEMA), unified / SEQUENCES_FILE)
 
 
 def thirteen_task_split(tag: str, per_task: int = 2) -> list[dict[str, Any]]:
@@ -565,7 +567,8 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     # the field's protocol: every user scored by RecFound and the ID-based systems, with intervals
     field = metrics["leave_one_out"]
     assert set(field) == {"recfound", "popularity", "ease", "sasrec"}
-    assert field["recfound"]["s"]["n"] == 3
+    users = pq.read_table(cfg.paths.unified / SEQUENCES_FILE).num_rows  # U2I users + 3
+    assert users > 3 and field["recfound"]["s"]["n"] == users
     assert set(field["sasrec"]["s"]["ci"]) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"}
     assert set(metrics["popularity"]) == {"SR", "U2I"}
     assert 0.0 <= metrics["recfound"]["I2I"]["NDCG@20"] <= 1.0

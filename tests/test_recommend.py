@@ -31,8 +31,6 @@ from recfound.config import Config, ModelConfig
 from recfound.data.build import write_unified
 from recfound.data.catalogue import (
     CATALOGUE_FILE,
-    HISTORIES_FILE,
-    SEEN_DIR,
     read_catalogue,
     read_seen,
 )
@@ -48,6 +46,7 @@ from recfound.index.stage import (
     run,
 )
 from recfound.merge.layout import MERGED_ADAPTER_DIR
+from recfound.outputs import SEQUENCES_FILE
 from recfound.stages import read_stages
 from recfound.tasks import task_by_code
 
@@ -120,7 +119,7 @@ def one_line_error(result) -> str:
 
 
 def longest_history(cfg: Config) -> tuple[str, list[str]]:
-    table = pq.read_table(cfg.paths.unified / SEEN_DIR / HISTORIES_FILE).to_pylist()
+    table = pq.read_table(cfg.paths.unified / SEQUENCES_FILE).to_pylist()
     row = max(table, key=lambda r: (len(r["item_ids"]), r["user_id"]))
     return row["user_id"], row["item_ids"]
 
@@ -421,7 +420,7 @@ def test_list_items_counts_the_catalogue_and_prints_the_first_ids_with_titles(wo
 
 def test_list_users_gives_every_user_recommend_accepts(workspace):
     cfg, params = workspace
-    histories = pq.read_table(cfg.paths.unified / SEEN_DIR / HISTORIES_FILE).to_pylist()
+    histories = pq.read_table(cfg.paths.unified / SEQUENCES_FILE).to_pylist()
     result = recommend(params, "--list", "users", "--limit", "0", "--json")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
@@ -452,6 +451,6 @@ def test_the_ids_in_docs_recommend_md_exist_in_the_bundled_sample(tmp_path, defa
         items |= {line for line in history.split("\\n") if re.fullmatch(r"B0\w{8}", line)}
     assert users and items
     catalogue = set(read_catalogue(unified)["item_id"].to_pylist())
-    histories = set(pq.read_table(unified / SEEN_DIR / HISTORIES_FILE)["user_id"].to_pylist())
+    histories = set(pq.read_table(unified / SEQUENCES_FILE)["user_id"].to_pylist())
     assert users <= histories, users - histories
     assert items <= catalogue, items - catalogue

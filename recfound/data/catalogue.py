@@ -7,22 +7,20 @@ The build writes these beside the unified splits (recfound.data.build):
   `Catalog.passage`, the text U2I/Q2I/I2I rows use for positives and negatives), `title`,
   `category`, `source`. Items without metadata never reach a row (ingest drops their
   interactions), so this is every item an embedding task can retrieve, in item-id order.
-- `u2i_seen/`, what a U2I row's user had interacted with before its target, as two tables
-  (linear in the interaction log; a `seen_ids` list per row would grow with the square of a
-  user's history under uncapped training rows, and would change the unified schema):
-  `histories.parquet` (`user_id`, `item_ids`: the user's time-ordered interactions) and
-  `rows.parquet` (`id` of the U2I row, `user_id`, `position`: the target's index in the
-  history). The row's seen items are `item_ids[:position]` minus the target itself, so a
-  repeat purchase stays findable rather than excluded.
-
 - `sequences.parquet` (recfound.outputs.SEQUENCES_FILE): every user's whole sequence,
   uncapped (`source`, `user_id`, `item_ids`, `timestamps`, oldest first), for the users the
-  sequence tasks keep (at least `build.min_interactions` interactions). The U2I tables above
-  hold only the users whose rows the caps let through; the field's leave-one-out protocol
-  (recfound.evaluate.leave_one_out) needs every user. Written from the same sorted
+  sequence tasks keep (at least `build.min_interactions` interactions): the U2I rows' users,
+  `recfound recommend --user`, and the field's leave-one-out protocol
+  (recfound.evaluate.leave_one_out), which needs every user. Written from the same sorted
   `Sequences` the task builders read, so its order is theirs: by time, and interactions of
   the same second by item id (string order: movie "ml:10" before "ml:9"), the last of
   them being the user's held-out test target. build.json records its size and digest.
+- `u2i_seen/rows.parquet`, where each U2I row's target sits in its user's sequence: `id` of
+  the U2I row, `user_id`, `position` (the target's index in `item_ids`). A row's seen items
+  are `item_ids[:position]` minus the target itself, so a repeat purchase stays findable
+  rather than excluded (linear in the interaction log: a `seen_ids` list per row would grow
+  with the square of a user's history under uncapped training rows, and would change the
+  unified schema).
 
 I2I needs no table: its query item is in the row, `target_key = "I2I:<item id>"`; Q2I
 excludes nothing. `excluded_ids` gives each row's exclusion set for any embedding task.
@@ -48,7 +46,6 @@ from recfound.outputs import SEQUENCES_FILE
 
 CATALOGUE_FILE = "catalogue.parquet"
 SEEN_DIR = "u2i_seen"
-HISTORIES_FILE = "histories.parquet"
 SEEN_ROWS_FILE = "rows.parquet"
 # Rows buffered before a parquet row group is written: bounded memory, few row groups.
 WRITE_BATCH = 65_536
@@ -62,7 +59,6 @@ CATALOGUE_SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
-HISTORIES_SCHEMA = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string()))])
 SEEN_ROWS_SCHEMA = pa.schema(
     [("id", pa.string()), ("user_id", pa.string()), ("position", pa.int32())]
 )
@@ -153,13 +149,22 @@ def write_sequences(seqs: Sequences, min_interactions: int, path: Path) -> dict[
     }
 
 
-def read_sequences(unified_dir: str | Path) -> pa.Table:
-    """The sequences table the build wrote beside the unified dataset at `unified_dir`."""
+def read_sequences(unified_dir: str | Path, users: pa.Array | None = None) -> pa.Table:
+    """The sequences table the build wrote beside the unified dataset at `unified_dir`
+    (only the rows of `users` when given)."""
     path = Path(unified_dir) / SEQUENCES_FILE
+    table = _read_table(path, SEQUENCES_SCHEMA, "no user sequences (the build had no U2I/SR/UP)")
+    if users is not None:
+        table = table.filter(pc.is_in(table["user_id"], users))
+    return table
+
+
+def _read_table(path: Path, schema: pa.Schema, missing: str) -> pa.Table:
+    """The parquet table at `path`; DataError when it is missing or has other columns."""
     if not path.is_file():
-        raise DataError(path, "no sequences table; rebuild with `recfound stage build`")
+        raise DataError(path, f"{missing}; rebuild with `recfound stage build`")
     table = pq.read_table(path)
-    if not table.schema.equals(SEQUENCES_SCHEMA):
+    if not table.schema.equals(schema):
         raise DataError(path, f"unexpected columns {table.schema.names}")
     return table
 
@@ -169,15 +174,13 @@ class CatalogueOutputs:
     runs, then moved into the unified output (`save`).
 
     `observe_row` is a SequenceTasks row observer: it records the (user, position) of each
-    U2I row yielded, and the user's history the first time the user appears.
+    U2I row yielded (the user's history is their row of sequences.parquet).
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         (directory / SEEN_DIR).mkdir(parents=True, exist_ok=True)
-        self._histories = _BatchedParquet(directory / SEEN_DIR / HISTORIES_FILE, HISTORIES_SCHEMA)
         self._rows = _BatchedParquet(directory / SEEN_DIR / SEEN_ROWS_FILE, SEEN_ROWS_SCHEMA)
-        self._users: set[str] = set()
         self.items = 0
         self.sequences: dict[str, Any] | None = None  # build.json's record, once written
 
@@ -191,14 +194,10 @@ class CatalogueOutputs:
     def observe_row(self, code: str, row: Mapping[str, Any], seq: UserSequence, k: int) -> None:
         if code != "U2I":
             return
-        if seq.user_id not in self._users:
-            self._users.add(seq.user_id)
-            self._histories.append({"user_id": seq.user_id, "item_ids": list(seq.items)})
         self._rows.append({"id": row["id"], "user_id": seq.user_id, "position": k})
 
     def save(self, out_dir: Path, with_seen: bool) -> None:
         """Move the files into `out_dir`; the seen tables only `with_seen` (U2I was kept)."""
-        self._histories.close()
         self._rows.close()
         shutil.move(self.directory / CATALOGUE_FILE, out_dir / CATALOGUE_FILE)
         if self.sequences is not None:
@@ -209,13 +208,7 @@ class CatalogueOutputs:
 
 def read_catalogue(unified_dir: str | Path) -> pa.Table:
     """The catalogue the build wrote beside the unified dataset at `unified_dir`."""
-    path = Path(unified_dir) / CATALOGUE_FILE
-    if not path.is_file():
-        raise DataError(path, "no catalogue; rebuild with `recfound stage build`")
-    table = pq.read_table(path)
-    if not table.schema.equals(CATALOGUE_SCHEMA):
-        raise DataError(path, f"unexpected columns {table.schema.names}")
-    return table
+    return _read_table(Path(unified_dir) / CATALOGUE_FILE, CATALOGUE_SCHEMA, "no catalogue")
 
 
 def catalogue_fingerprint(table: pa.Table) -> str:
@@ -245,7 +238,7 @@ class SeenItems:
 def read_seen(unified_dir: str | Path, row_ids: Iterable[str] | None = None) -> SeenItems:
     """The seen items of the U2I rows `row_ids` (default all) of the build at `unified_dir`.
 
-    Only the histories of those rows' users are read.
+    Only the sequences of those rows' users are read.
     """
     folder = Path(unified_dir) / SEEN_DIR
     if not (folder / SEEN_ROWS_FILE).is_file():
@@ -253,8 +246,7 @@ def read_seen(unified_dir: str | Path, row_ids: Iterable[str] | None = None) -> 
     rows = pq.read_table(folder / SEEN_ROWS_FILE)
     if row_ids is not None:
         rows = rows.filter(pc.is_in(rows["id"], pa.array(list(row_ids), pa.string())))
-    histories = pq.read_table(folder / HISTORIES_FILE)
-    histories = histories.filter(pc.is_in(histories["user_id"], rows["user_id"].unique()))
+    histories = read_sequences(unified_dir, rows["user_id"].unique())
     return SeenItems(
         positions={
             i: (u, p)

@@ -4,7 +4,7 @@ Each request is a `Query`: an embedding task, the text its model input is, the i
 is embedded with and the items left out. Queries are asked exactly as the task's rows ask
 them, so a recommendation and an evaluated row mean the same thing:
 
-- a user (U2I): the user's history from the build (`u2i_seen/histories.parquet`) rendered as
+- a user (U2I): the user's history from the build (`sequences.parquet`) rendered as
   the U2I rows render it (`recfound.data.tasks.sequences.history_input`: the last
   `build.max_history` titles, numbered), with the instruction of the user's source
   (`instruction_for`; a user's interactions all come from one source, so the source of the
@@ -44,13 +44,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recfound.config import Config
-from recfound.data.catalogue import CATALOGUE_FILE, HISTORIES_FILE, SEEN_DIR, read_catalogue
+from recfound.data.catalogue import CATALOGUE_FILE, read_catalogue
 from recfound.data.instructions import INSTRUCTIONS, instruction_for
 from recfound.data.tasks.sequences import history_input
 from recfound.errors import DataError, RecFoundError
 from recfound.index.stage import fingerprints, load_task_index
 from recfound.index.store import CatalogueIndex
 from recfound.merge.layout import merged_adapter_dir
+from recfound.outputs import SEQUENCES_FILE
 from recfound.tasks import task_by_code
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not for `--list`
@@ -119,14 +120,20 @@ class Query:
 
 
 def user_history(unified_dir: str | Path, user_id: str) -> list[str]:
-    """The user's time-ordered item ids, as the build recorded them for U2I."""
-    path = Path(unified_dir) / SEEN_DIR / HISTORIES_FILE
-    if not path.is_file():
-        raise DataError(path, "no user histories: the build has no U2I rows (use --history)")
+    """The user's time-ordered item ids, as the build recorded them (sequences.parquet)."""
+    path = sequences_path(unified_dir)
     found = pq.read_table(path, filters=[("user_id", "==", user_id)])
     if not found.num_rows:
-        raise RecFoundError(f"unknown user {user_id!r}: no U2I history in {path}")
+        raise RecFoundError(f"unknown user {user_id!r}: no history in {path}")
     return found["item_ids"][0].as_py()
+
+
+def sequences_path(unified_dir: str | Path) -> Path:
+    """The build's user sequences; DataError when it wrote none (no U2I/SR/UP rows)."""
+    path = Path(unified_dir) / SEQUENCES_FILE
+    if not path.is_file():
+        raise DataError(path, "no user histories: the build has no U2I rows (use --history)")
+    return path
 
 
 def user_query(
@@ -230,9 +237,7 @@ def list_ids(unified_dir: str | Path, catalogue: Catalogue, kind: str, limit: in
         ids = sorted(catalogue.ids)
         rows = [(item, catalogue.title(item)) for item in ids[: limit or None]]
         return IdList(kind, len(ids), rows, Path(unified_dir) / CATALOGUE_FILE)
-    path = Path(unified_dir) / SEEN_DIR / HISTORIES_FILE
-    if not path.is_file():
-        raise DataError(path, "no user histories: the build has no U2I rows (use --history)")
+    path = sequences_path(unified_dir)
     table = pq.read_table(path, columns=["user_id", "item_ids"])
     sizes = dict(
         zip(
