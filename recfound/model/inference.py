@@ -145,50 +145,62 @@ def option_log_likelihoods(
     options (token ids, at least one each) by teacher forcing, routed to `task_id`: float64,
     in order.
 
-    The prompt runs once; its key/value cache is repeated for its options, which run together
-    in right-padded batches of `batch_size`. The prompt's last logits score each option's
-    first token, the options' own logits the rest: the numbers one forward of prompt + option
-    gives (tests/test_answer_modes.py), at the cost of one prompt forward per row rather than
-    one per option (SR: 20 candidates after a ~300-token prompt).
+    Prompts run longest first in left-padded batches of `batch_size`, one forward each whose
+    key/value cache is kept; then every option of the batch's prompts runs in right-padded
+    batches of `batch_size`, each reading its own prompt's rows of that cache
+    (`batch_select_indices`). The prompt's last logits score each option's first token, the
+    options' own logits the rest: the numbers one forward of prompt + option gives
+    (tests/test_answer_modes.py), at the cost of one prompt forward per row, batched, rather
+    than one per option (SR: 20 candidates after a ~300-token prompt).
     """
+    if any(len(answer) == 0 for answers in options for answer in answers):
+        raise ValueError("an option without tokens cannot be scored")
     device = _device_of(model)
-    scores: list[np.ndarray] = []
+    scores = [np.zeros(len(answers), dtype=np.float64) for answers in options]
+    order = _longest_first([len(ids) for ids in prompt_ids])
     bar = progress_bar(
         total=len(prompt_ids), desc="score options", unit="prompt", leave=None, disable=not progress
     )
-    for prompt, answers in zip(prompt_ids, options, strict=True):
-        if any(len(answer) == 0 for answer in answers):
-            raise ValueError("an option without tokens cannot be scored")
-        with model.routed(torch.tensor([task_id], device=device)):
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids = [prompt_ids[i] for i in chunk]
+        input_ids = fmt.pad_sequences(ids, tokenizer.pad_token_id, "left").to(device)
+        mask = fmt.pad_sequences([[1] * len(seq) for seq in ids], 0, "left").to(device)
+        with model.routed(torch.full((len(chunk),), task_id, device=device)):
             head = model.lm(
-                input_ids=torch.tensor([list(prompt)], device=device),
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True,
                 logits_to_keep=1,
             )
-        first = torch.log_softmax(head.logits[0, -1].double(), dim=-1)
-        row = np.zeros(len(answers), dtype=np.float64)
-        for start in range(0, len(answers), batch_size):
-            chunk = answers[start : start + batch_size]
-            n = len(chunk)
-            ids = fmt.pad_sequences(chunk, tokenizer.pad_token_id, "right").to(device)
-            mask = fmt.pad_sequences([[1] * len(a) for a in chunk], 0, "right").to(device)
+        first = torch.log_softmax(head.logits[:, -1].double(), dim=-1)  # left padding: all real
+        pairs = [(b, k) for b, i in enumerate(chunk) for k in range(len(options[i]))]
+        for part_start in range(0, len(pairs), batch_size):
+            part = pairs[part_start : part_start + batch_size]
+            rows = torch.tensor([b for b, _ in part], device=device)
+            answers = [options[chunk[b]][k] for b, k in part]
+            option_ids = fmt.pad_sequences(answers, tokenizer.pad_token_id, "right").to(device)
+            option_mask = fmt.pad_sequences([[1] * len(a) for a in answers], 0, "right").to(device)
             cache = copy.deepcopy(head.past_key_values)
-            cache.batch_repeat_interleave(n)
-            positions = len(prompt) + torch.arange(ids.shape[1], device=device).expand(n, -1)
-            with model.routed(torch.full((n,), task_id, device=device)):
+            cache.batch_select_indices(rows)
+            positions = mask.sum(dim=1)[rows, None] + torch.arange(
+                option_ids.shape[1], device=device
+            )
+            with model.routed(torch.full((len(part),), task_id, device=device)):
                 out = model.lm(
-                    input_ids=ids,
-                    attention_mask=torch.cat([mask.new_ones(n, len(prompt)), mask], dim=1),
+                    input_ids=option_ids,
+                    attention_mask=torch.cat([mask[rows], option_mask], dim=1),
                     position_ids=positions,
                     past_key_values=cache,
                     use_cache=True,
                 )
             log_probs = torch.log_softmax(out.logits[:, :-1].double(), dim=-1)
-            later = log_probs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
-            total = first[ids[:, 0]] + later.sum(dim=1)
-            row[start : start + n] = total.cpu().numpy()
-        scores.append(row)
-        bar.update(1)
+            later = log_probs.gather(-1, option_ids[:, 1:, None])[..., 0] * option_mask[:, 1:]
+            totals = first[rows, option_ids[:, 0]] + later.sum(dim=1)
+            for (b, k), total in zip(part, totals.tolist(), strict=True):
+                scores[chunk[b]][k] = total
+        bar.update(len(chunk))
     bar.close()
     return scores
 
