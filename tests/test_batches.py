@@ -179,6 +179,8 @@ def several_passages(unified) -> datasets.Dataset:
     rows = unified["train"].filter(lambda r: r["task_id"] == U2I).to_list()[:2]
     for row in rows:
         row["positives"], row["negatives"] = POSITIVES, NEGATIVES
+        row["positive_ids"] = [f"p{i}" for i in range(len(POSITIVES))]
+        row["negative_ids"] = [f"n{i}" for i in range(len(NEGATIVES))]
     return datasets.Dataset.from_list(rows, features=FEATURES)
 
 
@@ -242,6 +244,16 @@ def test_too_few_negatives_is_a_data_error_naming_the_row(tokenizer):
     with pytest.raises(DataError, match=row["id"]) as err:
         encoder.embedding([0])
     assert "unified/train" in str(err.value)
+
+
+def test_passages_without_their_item_ids_are_a_data_error_naming_the_row(tokenizer):
+    row = synthetic_unified(1, 1, 1)["train"].filter(lambda r: r["task_id"] == U2I).to_list()[0]
+    row["negative_ids"] = row["negative_ids"][:-1]
+    split = datasets.Dataset.from_list([row], features=FEATURES)
+    encoder = BatchEncoder(split, tokenizer, TrainConfig(group_size=2), "unified/train")
+    with pytest.raises(DataError, match="negative_ids") as err:
+        encoder.embedding([0])
+    assert row["id"] in str(err.value) and "unified/train" in str(err.value)
 
 
 def test_row_ids_name_the_trained_rows(unified, tokenizer):

@@ -241,6 +241,13 @@ class BatchEncoder:
                 f"row {row['id']!r} ({row['task']}): {len(row['negatives'])} negatives, "
                 f"train.group_size={self.cfg.group_size} needs {need}",
             )
+        for texts, ids in (("positives", "positive_ids"), ("negatives", "negative_ids")):
+            if len(row[texts]) != len(row[ids]):
+                raise DataError(
+                    self.source,
+                    f"row {row['id']!r} ({row['task']}): {len(row[texts])} {texts} "
+                    f"but {len(row[ids])} {ids}; each passage needs its item id",
+                )
         positives = list(zip(row["positives"], row["positive_ids"], strict=True))
         negatives = list(zip(row["negatives"], row["negative_ids"], strict=True))
         if draw is None:
