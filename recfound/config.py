@@ -390,6 +390,28 @@ class EvaluateConfig(_Section):
     def _known_curve_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
         return task_codes(tasks)
 
+    # U2I scores with a popularity prior fused in, cos + β·log(1 + training target count), as a
+    # system of its own beside RecFound (recfound.evaluate.popularity_prior): β chosen among
+    # these on the validation rows; () leaves it out (the paper's RecFound has no prior)
+    popularity_prior_weights: tuple[Annotated[float, Field(ge=0.0, le=100.0)], ...] = (
+        0.0,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1.0,
+    )
+
+    @field_validator("popularity_prior_weights")
+    @classmethod
+    def _distinct_sorted_weights(cls, weights: tuple[float, ...]) -> tuple[float, ...]:
+        if len(set(weights)) != len(weights):
+            raise ValueError(f"repeated weight in {list(weights)}")
+        return tuple(sorted(weights))
+
     ablation_variants: tuple[Literal["no_s2sched", "no_tmole", "multitask_lora"], ...] = (
         "no_s2sched",
         "no_tmole",

@@ -557,7 +557,7 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     reports = cfg.paths.reports
     metrics = json.loads((reports / "metrics.json").read_text())
     modes = {"recfound@options", "recfound@option_text", "recfound@embedding"}
-    systems = {"recfound", "no_merge", "popularity", "random"} | modes
+    systems = {"recfound", "no_merge", "popularity", "random", "recfound+prior"} | modes
     assert set(metrics) == systems | {"average_rank", "bootstrap", "leave_one_out"}
     # the label tasks answered in each mode beside free generation (the headline stays free)
     assert set(metrics["recfound@options"]) == {"SR", "PRP", "SA", "PM", "AP"}
@@ -571,6 +571,7 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     assert users > 3 and field["recfound"]["s"]["n"] == users
     assert set(field["sasrec"]["s"]["ci"]) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"}
     assert set(metrics["popularity"]) == {"SR", "U2I"}
+    assert set(metrics["recfound+prior"]) == {"U2I"}  # the popularity prior: a system of its own
     assert 0.0 <= metrics["recfound"]["I2I"]["NDCG@20"] <= 1.0
     assert metrics["recfound"]["QR"]["invalid"] in (0, 1)
     for entry in metrics["recfound"].values():  # an interval for every metric of every task
@@ -592,6 +593,8 @@ def test_evaluate_stage_writes_metrics_tables_figures_and_generations(
     assert "Not compared: `no_tmole`" in results  # its metrics.json has no per-row statistics
     assert "## Paper-comparable scores (the authors' scorer)" in results
     assert "## Leave-one-out, full ranking (the field's protocol)" in results
+    assert "## Popularity prior fused into RecFound's U2I scores" in results
+    assert "the best MRR@20 on the 1 validation U2I rows" in results
     assert set(comparisons["leave_one_out"]["differences"]) == {"popularity", "ease", "sasrec"}
     assert "## Answer modes of the label tasks" in results
     assert "| RecFound, option labels scored |" in results

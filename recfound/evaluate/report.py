@@ -84,6 +84,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "base": "Base model, no finetuning",
     "minilm": "all-MiniLM-L6-v2 (off the shelf)",
     "popularity": "Popularity",
+    "recfound+prior": "RecFound + popularity prior",  # recfound.evaluate.popularity_prior
     "random": "Random",
     "ease": "EASE (ID-based)",  # the leave-one-out protocol's (recfound.evaluate.id_baselines)
     "sasrec": "SASRec (ID-based, full softmax)",

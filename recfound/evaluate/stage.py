@@ -49,11 +49,20 @@ from recfound.atomic import atomic_dir
 from recfound.config import Config
 from recfound.data.unified import load_unified, present_tasks
 from recfound.errors import DataError, RecFoundError
-from recfound.evaluate import answer_modes, bootstrap, curve, field_report, figures, report
+from recfound.evaluate import (
+    answer_modes,
+    bootstrap,
+    curve,
+    field_report,
+    figures,
+    popularity_prior,
+    report,
+)
 from recfound.evaluate.full_catalogue import FullCatalogue
 from recfound.evaluate.headline import write_headline
 from recfound.evaluate.leave_one_out import FieldRun
 from recfound.evaluate.metrics import BertScoreF1, PairScorer
+from recfound.evaluate.popularity_prior import PriorRun
 from recfound.evaluate.protocol import SystemRun, evaluate_system, rows_by_task
 from recfound.evaluate.systems import LLMSystem, Row, System, answer_budgets
 from recfound.evaluate.variants import current_variants, set_aside, unlike_this_run
@@ -134,6 +143,7 @@ def evaluate_llm(
     saved_index: bool = False,
     field: FieldRun | None = None,
     modes: dict[str, SystemRun] | None = None,
+    prior: PriorRun | None = None,
 ) -> tuple[SystemRun, Any]:
     """Load base (+ adapter) as a Predictor and evaluate it as system `name`; returns the run
     and the adapter.
@@ -143,7 +153,9 @@ def evaluate_llm(
     loaded, searching the index stage's index when `saved_index`, else one embedded here;
     with `field`, its test users are scored in the leave-one-out protocol the same way.
     With `modes`, the runs of the system's other answer modes (`evaluate.answer_modes`,
-    recfound.evaluate.answer_modes) are added to it under `name@mode`.
+    recfound.evaluate.answer_modes) are added to it under `name@mode`. With `prior`, the
+    system with a popularity prior fused into its U2I scores is evaluated too
+    (recfound.evaluate.popularity_prior).
     """
     from recfound.model.predictor import Predictor
 
@@ -164,6 +176,8 @@ def evaluate_llm(
         catalogue.add_metrics(run, system, test, saved_index)
     if field is not None:
         field.add_llm(system, catalogue, saved_index)
+    if prior is not None:
+        prior.add(system, test, scorer)
     if modes is not None:
         passages = answer_modes.catalogue_passages(cfg.paths.unified)
         modes.update(
@@ -259,6 +273,13 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     reports = Path(cfg.paths.reports)
     catalogue = FullCatalogue.prepare(cfg, test)
     field = FieldRun.prepare(cfg)
+    prior = PriorRun.prepare(
+        cfg.evaluate.popularity_prior_weights,
+        Path(cfg.paths.unified),
+        train,
+        test,
+        cfg.evaluate.rank_cutoff,
+    )
     runs: dict[str, SystemRun] = {}
     mode_runs: dict[str, SystemRun] = {}  # name@mode: answer modes beside free generation
     merged = merged_adapter_dir(cfg)
@@ -273,6 +294,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         saved_index=True,
         field=field,
         modes=mode_runs,
+        prior=prior,
     )
     figure_paths = write_figures(cfg, reports / FIGURES_DIR, merged_adapter, data.tasks)
     del merged_adapter
@@ -296,6 +318,8 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
     if field is not None:
         field.add_id_models()
     runs.update(mode_runs)
+    if prior is not None:
+        runs.update(prior.runs)
     settings = bootstrap.BootstrapSettings.from_config(cfg)
     results = bootstrap.attach_intervals({name: r.results for name, r in runs.items()}, settings)
     variants, stale = current_variants(cfg, reports / VARIANTS_DIR)
@@ -319,6 +343,7 @@ def evaluate_all(cfg: Config, scorer: PairScorer) -> None:
         report.render_results(
             results, variants, cfg.evaluate.rank_cutoff, sizes, stale, comparisons, unlike
         )
+        + popularity_prior.render(prior, results, settings)
         + field_report.render(loo),
     )
     write_predictions(reports / PREDICTIONS_DIR, runs)
