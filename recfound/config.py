@@ -366,13 +366,6 @@ class EvaluateConfig(_Section):
     # one pair per k; () leaves them out (and the catalogue embedding they cost)
     catalogue_k: tuple[Annotated[int, Field(ge=1, le=1000)], ...] = (10, 20)
 
-    @field_validator("catalogue_k")
-    @classmethod
-    def _distinct_sorted_k(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
-        if len(set(ks)) != len(ks):
-            raise ValueError(f"repeated k in {list(ks)}")
-        return tuple(sorted(ks))
-
     # Bootstrap intervals (recfound.evaluate.bootstrap): resamples of the test rows, and the
     # coverage of the percentile interval. At 100 resamples each end of a 95 % interval
     # already rests on the 2–3 most extreme replicates; 1000 is the usual choice.
@@ -405,12 +398,12 @@ class EvaluateConfig(_Section):
         1.0,
     )
 
-    @field_validator("popularity_prior_weights")
+    @field_validator("catalogue_k", "popularity_prior_weights")
     @classmethod
-    def _distinct_sorted_weights(cls, weights: tuple[float, ...]) -> tuple[float, ...]:
-        if len(set(weights)) != len(weights):
-            raise ValueError(f"repeated weight in {list(weights)}")
-        return tuple(sorted(weights))
+    def _distinct_sorted(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"repeated value in {list(values)}")
+        return tuple(sorted(values))
 
     ablation_variants: tuple[Literal["no_s2sched", "no_tmole", "multitask_lora"], ...] = (
         "no_s2sched",

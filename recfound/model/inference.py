@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,20 @@ def _longest_first(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
+def _left_padded_batches(
+    prompt_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int, device: torch.device
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(prompt indices, input_ids, attention_mask) of the prompts longest first, in left-padded
+    batches of `batch_size`: each batch's last position is every prompt's last token."""
+    order = _longest_first([len(ids) for ids in prompt_ids])
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids = [prompt_ids[i] for i in chunk]
+        input_ids = fmt.pad_sequences(ids, pad_id, "left").to(device)
+        mask = fmt.pad_sequences([[1] * len(seq) for seq in ids], 0, "left").to(device)
+        yield chunk, input_ids, mask
+
+
 def generate_ids(
     model: RecFoundModel,
     tokenizer,
@@ -105,17 +119,13 @@ def generate_ids(
     Prompts are taken longest first in batches of `batch_size`, so each batch holds prompts of
     similar length (little padding), left-padded; every sample is routed to `task_id`.
     """
-    order = _longest_first([len(ids) for ids in prompt_ids])
     device = _device_of(model)
     answers: list[str] = [""] * len(prompt_ids)
     bar = progress_bar(
         total=len(prompt_ids), desc="generate", unit="prompt", leave=None, disable=not progress
     )
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids = [prompt_ids[i] for i in chunk]
-        input_ids = fmt.pad_sequences(ids, tokenizer.pad_token_id, "left").to(device)
-        mask = fmt.pad_sequences([[1] * len(seq) for seq in ids], 0, "left").to(device)
+    batches = _left_padded_batches(prompt_ids, batch_size, tokenizer.pad_token_id, device)
+    for chunk, input_ids, mask in batches:
         new_tokens = model.generate(
             input_ids,
             mask,
@@ -157,15 +167,11 @@ def option_log_likelihoods(
         raise ValueError("an option without tokens cannot be scored")
     device = _device_of(model)
     scores = [np.zeros(len(answers), dtype=np.float64) for answers in options]
-    order = _longest_first([len(ids) for ids in prompt_ids])
     bar = progress_bar(
         total=len(prompt_ids), desc="score options", unit="prompt", leave=None, disable=not progress
     )
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids = [prompt_ids[i] for i in chunk]
-        input_ids = fmt.pad_sequences(ids, tokenizer.pad_token_id, "left").to(device)
-        mask = fmt.pad_sequences([[1] * len(seq) for seq in ids], 0, "left").to(device)
+    batches = _left_padded_batches(prompt_ids, batch_size, tokenizer.pad_token_id, device)
+    for chunk, input_ids, mask in batches:
         with model.routed(torch.full((len(chunk),), task_id, device=device)):
             head = model.lm(
                 input_ids=input_ids,
