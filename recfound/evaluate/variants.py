@@ -58,6 +58,7 @@ _NOT_FINGERPRINTED = (
     "evaluate.catalogue_k",  # variants get no full-catalogue metrics
     "evaluate.leave_one_out",  # nor leave-one-out ones (recfound.evaluate.leave_one_out)
     "evaluate.answer_modes",  # nor the label tasks' other answer modes (main run only)
+    "evaluate.popularity_prior_weights",  # nor the popularity prior (RecFound's, main run only)
     # The caps in force are hashed as build.*_per_task (settings_fingerprint puts the bundled
     # sample's there when the dataset was built from it), not as the section they came from.
     "build.sample_caps",
