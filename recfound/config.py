@@ -262,6 +262,9 @@ class TrainConfig(_Section):
     # InfoNCE over the whole accumulation window (recfound.train.grad_cache); with
     # grad_accum 1 the window is one micro-batch and nothing is cached
     grad_cache: bool = True
+    # Recompute each decoder layer in the backward instead of keeping its activations
+    # (RecFoundModel.enable_gradient_checkpointing): memory for compute, the same gradients
+    gradient_checkpointing: bool = False
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 4

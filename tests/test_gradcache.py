@@ -3,6 +3,9 @@
 - One process, k micro-batches, adapter dropout on: the accumulated adapter gradient with
   `train.grad_cache` equals that of InfoNCE over all k micro-batches at once; without the cache
   (negatives within a micro-batch), or replaying without the cached RNG state, it does not.
+- Gradient checkpointing recomputes every decoder layer in the backward, routed as its
+  forward was and with the same dropout masks: the same loss and adapter gradients, with and
+  without the cache.
 - Two processes (gloo): queries and passages gathered, the DDP-averaged gradient equals the
   single-process gradient of the whole batch; gathering passages only would not. The same with
   GradCache over two micro-batches per process.
@@ -31,6 +34,7 @@ from gradcache_helpers import (
 )
 
 from recfound.model.losses import info_nce
+from recfound.model.tmole import TMoLELinear
 from recfound.train.grad_cache import RngState
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -104,6 +108,46 @@ def test_without_grad_cache_negatives_span_one_micro_batch(tiny_model_dir):
     assert not gradients_equal(adapter_gradients(objective), want)
     accumulate_window(objective, batches, SEED, grad_cache=True)
     assert_gradients_equal(adapter_gradients(objective), want)
+
+
+# ------------------------------------------------------------------------- checkpointing
+
+
+def layer_forwards(objective) -> list[int]:
+    """A counter of the forwards of a TMoLE layer of the first decoder layer (transformers
+    checkpoints the decoder layer's `forward`, so the recompute calls its sublayers again)."""
+    calls = [0]
+    decoder_layer = objective.model.lm.get_decoder().layers[0]
+    tmole = next(m for m in decoder_layer.modules() if isinstance(m, TMoLELinear))
+    tmole.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("grad_cache", [True, False], ids=["grad_cache", "no_grad_cache"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir, grad_cache):
+    """Mixed embedding + generative micro-batches, adapter dropout on, per-sample TMoLE routing:
+    the recompute routes as the forward did and draws the same dropout masks."""
+    batches = micro_batches(MICRO_BATCHES)
+    plain, checkpointed = (tiny_objective(tiny_model_dir, DROPOUT) for _ in range(2))
+    checkpointed.model.enable_gradient_checkpointing()
+    plain_calls, checkpointed_calls = layer_forwards(plain), layer_forwards(checkpointed)
+    want_loss = accumulate_window(plain, batches, SEED, grad_cache)
+    got_loss = accumulate_window(checkpointed, batches, SEED, grad_cache)
+    assert_gradients_equal(adapter_gradients(checkpointed), adapter_gradients(plain))
+    assert float(got_loss) == pytest.approx(float(want_loss), rel=1e-6)
+    # every forward with a graph ran again in the backward (GradCache's no-grad pass did not)
+    assert checkpointed_calls[0] > plain_calls[0]
+
+
+def test_a_recompute_outside_the_forwards_routing_is_an_error_naming_route(
+    tiny_model_dir, monkeypatch
+):
+    objective = tiny_objective(tiny_model_dir, DROPOUT)
+    no_reentry = (nullcontext(), nullcontext())
+    monkeypatch.setattr(type(objective.model.adapter), "checkpoint_contexts", lambda _: no_reentry)
+    objective.model.enable_gradient_checkpointing()
+    with pytest.raises(RuntimeError, match="outside `adapter.route"):
+        accumulate_window(objective, micro_batches(1), SEED, grad_cache=False)
 
 
 # ------------------------------------------------------------------------- two processes

@@ -67,6 +67,8 @@ _NOT_FINGERPRINTED = (
     # fingerprints; they change no row either).
     "build.max_line_bytes",
     "build.max_drop_share.unknown_user",
+    # Recomputes the activations it does not keep: the same gradients (tests/test_gradcache.py)
+    "train.gradient_checkpointing",
 )
 # Settings a LoRA run (`model.adapter: lora`: no_tmole, multitask_lora) never reads: how TMoLE's
 # routers start. (Its rank, alpha and experts stay hashed: `lora.equal_capacity` sizes the LoRA

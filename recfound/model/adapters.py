@@ -58,6 +58,11 @@ class Adapter(Protocol):
         """Route every adapted layer by these per-sample task ids inside the block (LoRA: no-op)."""
         ...
 
+    def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
+        """torch.utils.checkpoint's `context_fn`: (around the forward, around its recompute);
+        TMoLE re-enters the forward's routing in the recompute."""
+        ...
+
     def trainable_parameters(self) -> list[nn.Parameter]: ...
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
@@ -167,6 +172,10 @@ class TMoLEAdapter:
         with self.routing.routed(ids):
             yield
 
+    def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
+        """The recompute of a checkpointed layer routes as its forward did (`TaskRouting`)."""
+        return self.routing.checkpoint_contexts()
+
     def named_trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Experts, routers and task table under the model's own parameter names."""
         adapter_params = {
@@ -267,6 +276,10 @@ class LoRAAdapter:
     def route(self, task_ids: torch.Tensor | Sequence[int]) -> contextlib.AbstractContextManager:
         """One LoRA serves every task: nothing to route."""
         return contextlib.nullcontext()
+
+    def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
+        """Nothing to re-enter: the recompute needs no routing."""
+        return contextlib.nullcontext(), contextlib.nullcontext()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.layers.values() for p in _lora_params(layer)]

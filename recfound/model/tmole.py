@@ -161,12 +161,21 @@ class TaskRouting(nn.Module):
         finally:
             self.task_ids, self.experts, self.scale_cache = previous
 
+    def checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, ...]:
+        """torch.utils.checkpoint's `context_fn`: nothing around a checkpointed forward, and
+        around its recompute the routing that forward ran under (the backward that recomputes
+        it runs after the `routed` block has closed, or inside another micro-batch's)."""
+        if self.task_ids is None:  # the layer itself raises, naming the missing route()
+            return contextlib.nullcontext(), contextlib.nullcontext()
+        return contextlib.nullcontext(), self.routed(self.task_ids)
+
     def current_task_ids(self, batch_size: int) -> torch.Tensor:
         """The routed task ids for a batch of `batch_size` (a single id broadcasts)."""
         if self.task_ids is None:
             raise RuntimeError(
-                "a TMoLE layer ran outside `adapter.route(task_ids)`: wrap the forward (and, with "
-                "gradient checkpointing, the backward) in `with adapter.route(task_ids):`"
+                "a TMoLE layer ran outside `adapter.route(task_ids)`: wrap the forward in "
+                "`with adapter.route(task_ids):` (a checkpointed layer's recompute re-enters it "
+                "through the adapter's `checkpoint_contexts`)"
             )
         if self.task_ids.numel() == 1:
             return self.task_ids.expand(batch_size)

@@ -109,6 +109,24 @@ class RecFoundModel(nn.Module):
         # nn.Module registers an adapter that is a module (its task table then moves with us).
         self.adapter = adapter
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Keep only each decoder layer's input in the forward and recompute the layer in the
+        backward (transformers' activation checkpointing, non-reentrant torch checkpoint).
+
+        The recompute runs in the backward, outside the `routed` block of its forward, so the
+        adapter's `checkpoint_contexts` re-enter that forward's routing around it; torch
+        restores the RNG state, so adapter dropout draws the masks it drew (GradCache's replay
+        relies on the same). Only in training mode, as transformers checkpoints.
+        """
+        kwargs = {"use_reentrant": False}
+        if self.adapter is not None:
+            kwargs["context_fn"] = self.adapter.checkpoint_contexts
+        enable = getattr(self.lm, "activation_checkpointing_enable", None)
+        if enable is not None:  # newer transformers; there gradient_checkpointing_enable warns
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     @contextmanager
     def routed(self, task_ids: torch.Tensor | None) -> Iterator[None]:
         """Route the adapter to `task_ids` (one per sample) for the duration of the block."""

@@ -85,6 +85,8 @@ def build_trainer(cfg: Config) -> Trainer:
     set_seed(cfg.seed)
     model, tokenizer = load_recfound(cfg.paths.base_model, None, cfg, accelerator.device)
     model.adapter = attach_adapter(model.lm, cfg.model)
+    if cfg.train.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     fingerprint = run_fingerprint(cfg, dataset, Path(cfg.paths.base_model))
     return Trainer(cfg, model, tokenizer, dataset, accelerator, fingerprint)
 
