@@ -516,6 +516,46 @@ def ablate(
 
 
 @app.command()
+def plan(
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            help="the base model's directory or config.json (default: model.base's, when it is "
+            "a local directory); no weights are read",
+        ),
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs training together")] = 1,
+    strategy: Annotated[
+        Literal["ddp", "fsdp"],
+        typer.Option("--strategy", help="ddp: every GPU holds the model; fsdp: sharded over them"),
+    ] = "ddp",
+    gpu_memory_gib: Annotated[
+        float, typer.Option("--gpu-memory-gib", min=1, help="memory of one GPU")
+    ] = 80.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the plan as JSON here")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Per-GPU memory of the training run params.yaml describes, before the run, from the model's
+    config alone: weights, adapter, gradients, AdamW, activations (measured on fake tensors),
+    GradCache; whether it fits, the largest micro-batch that does, and what does not fit the
+    model (docs/training.md, "Paper scale")."""
+    from recfound.model.fit import fit_problems
+    from recfound.train import plan as memory
+
+    cfg = load_config(params)
+    architecture = memory.resolve_model_config(cfg, model_config)
+    result = memory.plan_memory(
+        cfg, architecture, gpus, strategy, gpu_memory_gib, fit_problems(cfg, architecture)
+    )
+    typer.echo(memory.format_plan(result, cfg))
+    if json_out is not None:
+        typer.echo(f"wrote {memory.write_plan_json(result, json_out)}", err=True)
+
+
+@app.command()
 def contract(
     write: Annotated[
         bool, typer.Option("--write", help="write dvc.yaml from the stage contract")

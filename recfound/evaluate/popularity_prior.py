@@ -176,5 +176,6 @@ def render(
             f"weights tried ({tried}); the test rows did not choose it.\n",
             report.keyed_table(shown, columns),
             report.keyed_comparison_table(comparisons, columns),
+            "",  # a blank line ends the table before the next section's heading
         ]
     )
