@@ -233,3 +233,62 @@ def test_grad_cache_across_processes_gives_the_whole_batch_gradient(two_ranks, t
     # Every rank logs the InfoNCE of the whole window of both ranks.
     for rank in two_ranks:
         assert float(rank["loss_emb"]) == pytest.approx(float(loss_emb), rel=1e-5)
+
+
+# One rank of FSDP2 over gloo: every decoder layer and the objective (the root whose forward
+# runs, as accelerate shards the module it prepares) `fully_shard`ed; two micro-batches
+# accumulated, the first embedding rows only, the second generative rows only, so each kind's
+# experts get no gradient in one of them. Saves the full (unsharded, rank-averaged) gradients.
+_FSDP_RANK_SCRIPT = """
+import sys
+import torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+rank, world, init_file, result, model_dir, tests_dir = sys.argv[1:7]
+rank, world = int(rank), int(world)
+sys.path.insert(0, tests_dir)
+from gradcache_helpers import *
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world)
+objective = tiny_objective(model_dir, dropout=0.0)
+for layer in objective.model.lm.get_decoder().layers:
+    fully_shard(layer)
+fully_shard(objective)
+batch = micro_batches(world)[rank]
+logged = accumulate_window(
+    objective, [{"embedding": batch["embedding"], "generative": []},
+                {"embedding": None, "generative": batch["generative"]}], seed=0, grad_cache=False
+)
+grads = {n.removeprefix("lm."): p.grad.full_tensor() for n, p in objective.model.named_parameters()
+         if p.grad is not None}
+torch.save({"adapter": grads, "loss_emb": logged}, result + str(rank))
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def fsdp_ranks(tmp_path_factory, tiny_model_dir) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("fsdp")
+    args = [str(tmp / "init"), str(tmp / "result"), str(tiny_model_dir), str(Path(__file__).parent)]
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", _FSDP_RANK_SCRIPT, str(r), str(WORLD), *args])
+        for r in range(WORLD)
+    ]
+    assert [p.wait(timeout=300) for p in ranks] == [0] * WORLD
+    return [torch.load(str(tmp / "result") + str(r), weights_only=True) for r in range(WORLD)]
+
+
+def test_fsdp2_accumulating_micro_batches_without_some_experts_gives_the_whole_batch_gradient(
+    fsdp_ranks, tiny_model_dir
+):
+    """FSDP2 on CPU/gloo: the reduce-scattered gradient of a window whose first micro-batch
+    leaves the generative experts without gradient and whose second the embedding experts is
+    the single-process gradient of (InfoNCE over both ranks' queries + λ·mean L_gen) / 2."""
+    objective = tiny_objective(tiny_model_dir, dropout=0.0)
+    batches = micro_batches(WORLD)
+    queries, passages = zip(*(objective.embed(b["embedding"]) for b in batches), strict=True)
+    emb = info_nce(torch.cat(queries), torch.cat(passages), GROUP_SIZE, TEMPERATURE)
+    gen = torch.stack([objective(None, b["generative"])["backward"] for b in batches]).mean()
+    ((emb + gen) / 2).backward()
+    want = adapter_gradients(objective)
+    for rank in fsdp_ranks:  # every rank holds the same full gradient
+        assert_gradients_equal({n: rank["adapter"][n] for n in want}, want)

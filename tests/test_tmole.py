@@ -228,7 +228,7 @@ def test_router_init_normal_draws_unit_variance_weights_and_default_keeps_linear
     }
     assert 0.9 < float(layers["normal"].router.weight.detach().std()) < 1.1
     bound = 1 / 512**0.5  # nn.Linear's kaiming-uniform bound for fan-in 512
-    assert float(layers["default"].router.weight.abs().max()) <= bound
+    assert float(layers["default"].router.weight.detach().abs().max()) <= bound
 
 
 @pytest.mark.parametrize(("how", "apart"), [("normal", True), ("default", False)])
