@@ -21,6 +21,7 @@ from recfound.evaluate.systems import (
     PassageVectors,
     QueryVectors,
     Row,
+    pool_ids,
     pool_texts,
     score_pools_once,
 )
@@ -142,13 +143,7 @@ class PopularitySystem:
         return [item_ids[i] for i in np.lexsort((tiebreak, -counts))]
 
     def score_pools(self, task: Task, rows: Sequence[Row]) -> list[np.ndarray]:
-        return [
-            np.array(
-                [self.counts[i] for i in list(row["positive_ids"]) + list(row["negative_ids"])],
-                dtype=float,
-            )
-            for row in rows
-        ]
+        return [np.array([self.counts[i] for i in pool_ids(row)], dtype=float) for row in rows]
 
 
 class RandomSystem:

@@ -28,17 +28,12 @@ from recfound.data.unified import load_unified
 from recfound.evaluate import bootstrap, report
 from recfound.evaluate.metrics import PairScorer, reciprocal_ranks
 from recfound.evaluate.protocol import SystemRun, TaskResult, evaluate_system, primary_metric
-from recfound.evaluate.systems import Row, System
+from recfound.evaluate.systems import Row, System, pool_ids
 from recfound.tasks import Task, task_by_code
 
 PRIOR_SYSTEM = "recfound+prior"
 TASK = task_by_code("U2I")  # the one embedding task whose targets popularity counts
 TITLE = "Popularity prior fused into RecFound's U2I scores"
-
-
-def pool_ids(row: Row) -> list[str]:
-    """The item ids of a row's candidate pool: positives, then negatives (`pool_texts` order)."""
-    return list(row["positive_ids"]) + list(row["negative_ids"])
 
 
 def fused(

@@ -67,6 +67,11 @@ def pool_texts(row: Row) -> list[str]:
     return list(row["positives"]) + list(row["negatives"])
 
 
+def pool_ids(row: Row) -> list[str]:
+    """The item ids of a row's candidate pool, in `pool_texts` order."""
+    return list(row["positive_ids"]) + list(row["negative_ids"])
+
+
 def cosine_pools(
     rows: Sequence[Row],
     embed: EmbedFn,
