@@ -51,7 +51,7 @@ import torch
 import transformers
 from torch import nn
 
-from bench.tmole import interleaved_times
+from bench.tmole import interleaved_times, synchronize, trained_looking
 from recfound.config import ModelConfig
 from recfound.model.adapters import attach_adapter
 from recfound.model.unified import RecFoundModel
@@ -97,9 +97,14 @@ def build_model(shape: Shape, device: torch.device, dtype: torch.dtype) -> nn.Mo
         torch.set_default_dtype(default)
 
 
-def matmul_weights(model: nn.Module) -> int:
-    """P: the weights of the base's linear layers (lm_head included, embeddings not)."""
-    return sum(m.weight.numel() for m in model.modules() if type(m) is nn.Linear)
+def frozen_matmul_weights(model: nn.Module) -> int:
+    """P: the weights of the base's linear layers (lm_head included, embeddings not); an
+    adapter's own linear layers (TMoLE's routers, PEFT's A and B) are trainable, so left out."""
+    return sum(
+        m.weight.numel()
+        for m in model.modules()
+        if type(m) is nn.Linear and not m.weight.requires_grad
+    )
 
 
 def step_flops(tokens: int, seq_len: int, base: int, adapter: int, shape: Shape) -> float:
@@ -112,30 +117,22 @@ def measured_matmul_tflops(n: int, device: torch.device, dtype: torch.dtype) -> 
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     times = []
     for _ in range(6):
-        sync(device)
+        synchronize(device)
         started = time.perf_counter()
         a @ b
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return 2 * n**3 / min(times[1:]) / 1e12
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def with_adapter(model: nn.Module, kind: str, checkpointing: bool) -> RecFoundModel:
     """`model` with a fresh adapter (the authors' TMoLE, or the equal-rank LoRA), in training
-    mode, B random so every adapter weight gets a gradient."""
+    mode, its tensors random (B starts at 0) so every adapter weight gets a gradient."""
     cfg = ModelConfig(preset="authors", adapter=kind, lora={"equal_capacity": True})
     wrapped = RecFoundModel(model, attach_adapter(model, cfg))
     for param in wrapped.adapter.trainable_parameters():
         param.data = param.data.float()  # fp32 master weights, as the trainer keeps them
-    with torch.no_grad():
-        for name, param in wrapped.named_parameters():
-            if param.requires_grad and ("lora_b" in name or "lora_B" in name):
-                param.normal_(std=0.02)
+    trained_looking(wrapped.adapter, seed=0)
     if checkpointing:
         wrapped.enable_gradient_checkpointing()
     return wrapped.train()
@@ -168,7 +165,8 @@ def largest_batch(step_for: Callable[[int], Callable[[], None]], most: int) -> i
         except torch.OutOfMemoryError:
             break
         fits, batch = batch, batch * 2
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if not fits:
         raise RuntimeError("not even a batch of 1 fits")
     return fits
@@ -185,7 +183,7 @@ def measure_steps(args: argparse.Namespace, shape: Shape, device: torch.device) 
                     build_model(shape, device, torch.bfloat16), kind, checkpointing
                 )
                 adapter = sum(p.numel() for p in model.adapter.trainable_parameters())
-                base = matmul_weights(model.lm) - adapter
+                base = frozen_matmul_weights(model.lm)
 
                 def step_for(
                     batch: int, model: RecFoundModel = model, seq_len: int = seq_len
