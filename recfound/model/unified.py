@@ -29,7 +29,8 @@ from torch import nn
 from recfound.config import ModelConfig
 from recfound.model.losses import per_sample_lm_loss, response_positions, response_token_counts
 
-_DTYPES: dict[str, torch.dtype] = {
+# `model.dtype` names -> torch dtypes (recfound.train.plan sizes its plan with them too)
+DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -64,7 +65,7 @@ def resolve_dtype(model_cfg: ModelConfig, device: torch.device | str) -> torch.d
     is slow; fp16 without loss scaling is unsafe for training).
     """
     if model_cfg.dtype != "auto":
-        return _DTYPES[model_cfg.dtype]
+        return DTYPES[model_cfg.dtype]
     return torch.bfloat16 if native_bf16(device) else torch.float32
 
 

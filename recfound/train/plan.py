@@ -66,7 +66,7 @@ from recfound.model.fit import (
     with_layers,
 )
 from recfound.model.prompts import IGNORE_INDEX
-from recfound.model.unified import RecFoundModel
+from recfound.model.unified import DTYPES, RecFoundModel
 from recfound.tasks import TASKS, Kind
 from recfound.train.objective import MultiTaskObjective
 
@@ -81,9 +81,6 @@ SCORE_MATRICES = 3
 PROBE_DEPTHS = (1, 2)
 # Where the search for the largest micro-batch stops (rows of one kind per micro-batch).
 MAX_MICRO_BATCH = 1 << 20
-
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ------------------------------------------------------------------------------ what runs
@@ -268,7 +265,7 @@ def probe_activation_peak(
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
         lm = AutoModelForCausalLM.from_config(
-            with_layers(model_config, layers), dtype=_TORCH_DTYPES[weights]
+            with_layers(model_config, layers), dtype=DTYPES[weights]
         )
         adapter = attach_adapter(lm, cfg.model)
         if mixed:  # the Trainer keeps fp32 master weights under autocast
@@ -282,7 +279,7 @@ def probe_activation_peak(
     probe = MicroBatchProbe(objective, cfg.train.max_len_response)
     batch = worst_case_batch(cfg.train)
     tracker = memory_tracker(probe)
-    autocast = torch.autocast("cpu", dtype=_TORCH_DTYPES[activations], enabled=mixed)
+    autocast = torch.autocast("cpu", dtype=DTYPES[activations], enabled=mixed)
     with fake, tracker:
         with autocast:
             loss = probe(**batch)
@@ -303,7 +300,7 @@ def analytic_activations(cfg: Config, model_config: PretrainedConfig, checkpoint
     input and one layer is recomputed at a time. Plus the response logits in fp32 (3 copies).
     """
     _, activations, _ = planned_dtypes(cfg)
-    b = _DTYPE_BYTES[activations]
+    b = DTYPES[activations].itemsize
     h, inter, layers = (
         model_config.hidden_size,
         model_config.intermediate_size,
@@ -380,7 +377,7 @@ class ParameterCounts:
 def count_parameters(cfg: Config, model_config: PretrainedConfig) -> ParameterCounts:
     """Counted on the meta-device model with the real adapter attached (no storage)."""
     weights, _, _ = planned_dtypes(cfg)
-    lm = meta_causal_lm(model_config, _TORCH_DTYPES[weights])
+    lm = meta_causal_lm(model_config, DTYPES[weights])
     base = sum(p.numel() for p in lm.parameters())
     layer = sum(p.numel() for p in lm.get_decoder().layers[0].parameters())
     with torch.device("meta"):
@@ -440,7 +437,7 @@ def static_parts(
 ) -> dict[str, int]:
     """Weights, adapter, gradients, AdamW and FSDP's gathered layers (module docstring)."""
     weights, _, mixed = planned_dtypes(cfg)
-    b_w = _DTYPE_BYTES[weights]
+    b_w = DTYPES[weights].itemsize
     b_a = FP32_BYTES if mixed else b_w
     shards = gpus if strategy == "fsdp" else 1
     adapter = counts.adapter * b_a / shards
@@ -487,7 +484,7 @@ def largest_micro_batch(
     def fits(size: int) -> bool:
         scale = size / unit
         cache = grad_cache_rows(train, scale) * hidden * FP32_BYTES
-        window = window_loss_bytes(train, hidden, _DTYPE_BYTES[act_dtype], gpus, scale)
+        window = window_loss_bytes(train, hidden, DTYPES[act_dtype].itemsize, gpus, scale)
         return plan_total(static, round(activations * scale), cache, window) <= budget
 
     if not fits(1):
@@ -519,7 +516,7 @@ def plan_memory(
     _, act_dtype, _ = planned_dtypes(cfg)
     hidden = model_config.hidden_size
     cache = grad_cache_rows(cfg.train) * hidden * FP32_BYTES
-    window = window_loss_bytes(cfg.train, hidden, _DTYPE_BYTES[act_dtype], gpus)
+    window = window_loss_bytes(cfg.train, hidden, DTYPES[act_dtype].itemsize, gpus)
     checkpointing = cfg.train.gradient_checkpointing
     used = activations.used(checkpointing)
     parts = {
